@@ -1,0 +1,95 @@
+"""ContainAI's exceptions and exit codes.
+
+Every failure ContainAI causes or detects is a ``ContainAIError``; the CLI catches the root in one
+place, prints ``error: <message>`` and ``hint: <fix>``, and exits with ``EXIT_CONTAINAI`` (125, the
+``docker run`` convention), so that an agent's own exit codes (which pass through) stay distinct.
+
+    ContainAIError
+    ├── UsageError              bad input from the user (flag, path, name)
+    ├── ConfigError             a settings file or environment value that cannot be used
+    ├── NotAvailableError       a command that this version does not provide yet
+    ├── EngineError             talking to the container engine
+    │   ├── EngineUnavailable   no engine answers where we looked
+    │   └── EngineAPIError      the engine answered with an error
+    ├── ImageError              building or finding images
+    │   ├── ImageMissing        an image a command needs is not built
+    │   ├── BootstrapError      debootstrap of the base root filesystem failed
+    │   └── BuildError          a build step failed (carries the engine's message)
+    └── HostToolError           a host program (git, tar, debootstrap) is missing or failed
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_CONTAINAI = 125
+
+
+class ContainAIError(Exception):
+    """Root of ContainAI's errors: a one-line message and, where we know it, the fix."""
+
+    exit_code = EXIT_CONTAINAI
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class UsageError(ContainAIError):
+    pass
+
+
+class ConfigError(ContainAIError):
+    pass
+
+
+class NotAvailableError(ContainAIError):
+    def __init__(self, command: str, *, planned: str) -> None:
+        super().__init__(
+            f"{command} is not available in this version of ContainAI yet ({planned}).",
+            hint="run `containai doctor` to check the engine and images; `containai images build` builds them",
+        )
+        self.command = command
+
+
+class EngineError(ContainAIError):
+    pass
+
+
+class EngineUnavailable(EngineError):
+    pass
+
+
+class EngineAPIError(EngineError):
+    pass
+
+
+class ImageError(ContainAIError):
+    pass
+
+
+class ImageMissing(ImageError):
+    def __init__(self, tag: str, *, build_hint: str) -> None:
+        super().__init__(f"image {tag} is not built", hint=build_hint)
+        self.tag = tag
+
+
+class BootstrapError(ImageError):
+    pass
+
+
+class BuildError(ImageError):
+    def __init__(self, part: str, detail: str, *, hint: str | None = None) -> None:
+        super().__init__(
+            f"building {part} failed: {detail}",
+            hint=hint or "the full build log is in the ContainAI log file (`containai doctor` prints where)",
+        )
+        self.part = part
+        self.detail = detail
+
+
+class HostToolError(ContainAIError):
+    pass

@@ -1,0 +1,171 @@
+"""``EngineRuntime``: the Docker Engine API, through the Docker SDK, for Docker and Podman alike."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
+from containai.runtime.base import BuildEvent, EngineInfo, ImageInfo
+from containai.runtime.select import EngineChoice, EngineKind
+
+# Builds and imports stream for minutes; everything else should answer quickly.
+_TIMEOUT_SECONDS = 600
+
+
+def translate(exc: Exception, choice: EngineChoice, doing: str) -> EngineError:
+    """Map the SDK's and requests' exceptions to ours, in one place."""
+    if isinstance(exc, docker.errors.APIError):
+        detail = exc.explanation or str(exc)
+        return EngineAPIError(f"the engine refused to {doing}: {detail}", hint=None)
+    if isinstance(exc, requests.exceptions.ConnectionError | docker.errors.DockerException | OSError):
+        return EngineUnavailable(
+            f"cannot reach the container engine at {choice.base_url} ({choice.source})",
+            hint="start the engine (`sudo dockerd &`, or `systemctl --user start podman.socket`) "
+            "or choose another with --runtime / CONTAINAI_RUNTIME / DOCKER_HOST",
+        )
+    return EngineError(f"engine error while trying to {doing}: {exc}")
+
+
+def _image_info(image: Any) -> ImageInfo:
+    attrs = image.attrs
+    config = attrs.get("Config") or {}
+    return ImageInfo(
+        id=image.id,
+        tags=tuple(image.tags),
+        labels=dict(config.get("Labels") or {}),
+        created=attrs.get("Created", ""),
+        size=int(attrs.get("Size") or 0),
+    )
+
+
+def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
+    """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
+    components = [str(c.get("Name", "")) for c in version.get("Components") or []]
+    kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
+    security = tuple(str(s) for s in info.get("SecurityOptions") or [])
+    rootless = any("rootless" in s for s in security)
+    return EngineInfo(
+        kind=kind,
+        version=str(version.get("Version", "")),
+        api_version=str(version.get("ApiVersion", "")),
+        os=str(version.get("Os", "")),
+        arch=str(version.get("Arch", "")),
+        rootless=rootless,
+        security_options=security,
+        storage_driver=str(info.get("Driver", "")),
+        root_dir=str(info.get("DockerRootDir", "")),
+    )
+
+
+class EngineRuntime:
+    """A ``ContainerRuntime`` over the Engine API. Connects lazily, on first use."""
+
+    def __init__(self, choice: EngineChoice) -> None:
+        self.choice = choice
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        """The Docker SDK client (for tests and the few places that need the raw API)."""
+        if self._client is None:
+            try:
+                self._client = docker.DockerClient(
+                    base_url=self.choice.base_url, version="auto", timeout=_TIMEOUT_SECONDS
+                )
+            except Exception as exc:
+                raise translate(exc, self.choice, "connect") from exc
+        return self._client
+
+    def info(self) -> EngineInfo:
+        try:
+            return parse_engine_info(self.client.version(), self.client.info())
+        except EngineError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self.choice, "report its version") from exc
+
+    def image(self, ref: str) -> ImageInfo | None:
+        try:
+            return _image_info(self.client.images.get(ref))
+        except docker.errors.ImageNotFound:
+            return None
+        except Exception as exc:
+            raise translate(exc, self.choice, f"inspect image {ref}") from exc
+
+    def pull(self, ref: str) -> ImageInfo:
+        repository, _, tag = ref.partition(":")
+        try:
+            return _image_info(self.client.images.pull(repository, tag=tag or "latest"))
+        except Exception as exc:
+            raise translate(exc, self.choice, f"pull {ref}") from exc
+
+    def build(
+        self,
+        *,
+        context: Path,
+        tag: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        on_event: Callable[[BuildEvent], None],
+    ) -> ImageInfo:
+        try:
+            stream = self.client.api.build(
+                path=str(context),
+                tag=tag,
+                buildargs=dict(buildargs),
+                labels=dict(labels),
+                rm=True,
+                forcerm=True,
+                decode=True,
+            )
+            for chunk in stream:
+                if "error" in chunk:
+                    detail = (chunk.get("errorDetail") or {}).get("message") or chunk["error"]
+                    raise BuildError(tag, str(detail).strip())
+                text = str(chunk.get("stream", "")).rstrip("\n")
+                if not text.strip():
+                    continue
+                on_event(
+                    BuildEvent(
+                        text=text,
+                        step=text.startswith("Step ") or text.startswith("STEP "),
+                        cached="Using cache" in text,
+                    )
+                )
+        except BuildError:
+            raise
+        except Exception as exc:
+            raise translate(exc, self.choice, f"build {tag}") from exc
+        built = self.image(tag)
+        if built is None:
+            raise BuildError(tag, "the engine reported success but the image is not there")
+        return built
+
+    def import_rootfs(
+        self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Iterator[str] | list[str] = ()
+    ) -> ImageInfo:
+        repository, _, version = tag.partition(":")
+        all_changes = [*changes, *(f'LABEL {k}="{v}"' for k, v in sorted(labels.items()))]
+        try:
+            self.client.api.import_image_from_file(
+                str(tarball), repository=repository, tag=version or "latest", changes=all_changes
+            )
+        except Exception as exc:
+            raise translate(exc, self.choice, f"import {tag}") from exc
+        imported = self.image(tag)
+        if imported is None:
+            raise EngineAPIError(f"the engine accepted {tag} but does not list it")
+        return imported
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+            self._client = None
