@@ -209,13 +209,11 @@ def run_build(
     for step in steps:
         reporter.part_started(step)
         started = time.monotonic()
-        steps_seen = 0
-        cached_seen = 0
+        ran = 0
 
         def on_event(event: BuildEvent, step: BuildStep = step) -> None:
-            nonlocal steps_seen, cached_seen
-            steps_seen += event.step
-            cached_seen += event.cached
+            nonlocal ran
+            ran += event.ran
             reporter.event(step, event)
 
         with tempfile.TemporaryDirectory(prefix=f"containai-build-{step.part}-") as work:
@@ -229,9 +227,7 @@ def run_build(
             image = runtime.build(
                 context=context, tag=step.tag, buildargs=step.buildargs, labels=step.labels, on_event=on_event
             )
-        # Every step but FROM reports "Using cache" when nothing changed.
-        cached = steps_seen > 0 and cached_seen >= steps_seen - 1
-        reporter.part_done(step, image, cached=cached, seconds=time.monotonic() - started)
+        reporter.part_done(step, image, cached=ran == 0, seconds=time.monotonic() - started)
         built.append((step, image))
     return built
 

@@ -41,11 +41,12 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class BuildEvent:
-    """One line of build progress: a step (``Step 3/9 : RUN ...``), output, or cache use."""
+    """One line of build progress: a step (``Step 3/9 : RUN ...``), output, cache use, or a step run."""
 
     text: str
     step: bool = False
     cached: bool = False
+    ran: bool = False
 
 
 class ContainerRuntime(Protocol):

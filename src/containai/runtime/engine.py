@@ -137,6 +137,8 @@ class EngineRuntime:
                         text=text,
                         step=text.startswith("Step ") or text.startswith("STEP "),
                         cached="Using cache" in text,
+                        # Docker's classic builder announces each step it executes this way.
+                        ran=text.lstrip(" ->").startswith("Running in "),
                     )
                 )
         except BuildError:

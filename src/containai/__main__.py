@@ -1,0 +1,3 @@
+from containai.cli.main import main
+
+main()
