@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,21 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
         storage_driver=str(info.get("Driver", "")),
         root_dir=str(info.get("DockerRootDir", "")),
     )
+
+
+def _imported_id(answer: object) -> str | None:
+    """The image id in the engine's answer to an import (JSON lines; the last id wins)."""
+    found = None
+    for line in str(answer).splitlines():
+        try:
+            data = json.loads(line)
+        except ValueError:
+            continue
+        for key in ("id", "status"):
+            value = str(data.get(key, "")) if isinstance(data, dict) else ""
+            if value.startswith("sha256:"):
+                found = value
+    return found
 
 
 class EngineRuntime:
@@ -155,10 +171,19 @@ class EngineRuntime:
     ) -> ImageInfo:
         repository, _, version = tag.partition(":")
         all_changes = [*changes, *(f'LABEL {k}="{v}"' for k, v in sorted(labels.items()))]
+        version = version or "latest"
+        stray = f"{repository}:latest" if version != "latest" and self.image(f"{repository}:latest") is None else None
         try:
-            self.client.api.import_image_from_file(
-                str(tarball), repository=repository, tag=version or "latest", changes=all_changes
+            answer = self.client.api.import_image_from_file(
+                str(tarball), repository=repository, tag=version, changes=all_changes
             )
+            # Podman ignores the tag on import (it says :latest), so tag the image by its id ourselves
+            # and take back a :latest tag that nobody asked for.
+            image_id = _imported_id(answer)
+            if image_id is not None:
+                self.client.images.get(image_id).tag(repository, version)
+                if stray is not None and self.image(stray) is not None:
+                    self.client.images.remove(stray)
         except Exception as exc:
             raise translate(exc, self.choice, f"import {tag}") from exc
         imported = self.image(tag)

@@ -1,0 +1,143 @@
+"""Fixtures for tests against the real engine(s).
+
+Everything a test creates carries the label ``ai.containai.test=<run id>``; the session finalizer
+removes every container, network and volume with that label, on Docker and on Podman.
+In CI (CI=true) a missing engine fails the run instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+
+from containai.runtime.engine import EngineRuntime
+from containai.runtime.select import EngineChoice
+
+RUN_ID = uuid.uuid4().hex[:12]
+TEST_LABEL = "ai.containai.test"
+LABELS = {TEST_LABEL: RUN_ID}
+DOCKER_SOCK = Path("/var/run/docker.sock")
+PODMAN_SOCK = Path("/run/podman/podman.sock")
+HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
+REPO = Path(__file__).resolve().parents[2]
+CHANNEL = "dev"
+
+
+def _missing(what: str) -> None:
+    if os.environ.get("CI"):
+        pytest.fail(f"{what} (CI must provide it: .ci/run starts the engines)")
+    pytest.skip(what)
+
+
+def _answers(sock: Path) -> bool:
+    if not sock.exists():
+        return False
+    try:
+        client = docker.DockerClient(base_url=f"unix://{sock}", version="auto", timeout=10)
+    except Exception:
+        return False
+    try:
+        return bool(client.ping())
+    except Exception:
+        return False
+    finally:
+        client.close()
+
+
+def ca_bundle() -> Path | None:
+    """The extra CA the images are built with: the one the developer set, else the host's bundle."""
+    if env := os.environ.get("CONTAINAI_EXTRA_CA_CERT"):
+        return Path(env)
+    return HOST_CA if HOST_CA.is_file() else None
+
+
+def _cleanup(client: Any) -> None:
+    selector = {"label": f"{TEST_LABEL}={RUN_ID}"}
+    for container in client.containers.list(all=True, filters=selector):
+        container.remove(force=True, v=True)
+    for network in client.networks.list(filters=selector):
+        network.remove()
+    for volume in client.volumes.list(filters=selector):
+        volume.remove(force=True)
+    for image in client.images.list(filters=selector):
+        client.images.remove(image.id, force=True)
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    if not _answers(DOCKER_SOCK):
+        _missing(f"no Docker engine answers on {DOCKER_SOCK}")
+    client = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}", version="auto", timeout=600)
+    yield client
+    _cleanup(client)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def podman_client() -> Iterator[Any]:
+    if not _answers(PODMAN_SOCK):
+        _missing(f"no Podman service answers on {PODMAN_SOCK} (scripts/ensure-engine.sh --podman starts one)")
+    client = docker.DockerClient(base_url=f"unix://{PODMAN_SOCK}", version="auto", timeout=600)
+    yield client
+    _cleanup(client)
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Environment for running the installed console scripts against the Docker engine."""
+    env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "CONTAINAI_RUNTIME")}
+    env["CONTAINAI_HOME"] = str(tmp_path_factory.mktemp("containai-home"))
+    if (ca := ca_bundle()) is not None:
+        env["CONTAINAI_EXTRA_CA_CERT"] = str(ca)
+    return env
+
+
+def containai(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
+    """Run the installed `containai` console script (the real entry point, not an import)."""
+    exe = Path(sys.executable).parent / "containai"
+    command = [str(exe) if exe.exists() else shutil.which("containai") or "containai", *args]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    if check and result.returncode != 0:
+        raise AssertionError(f"containai {' '.join(args)} exited {result.returncode}:\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_client: Any, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """All images for the dev channel, built (or found unchanged in the layer cache) once per run."""
+    return containai("images", "build", "--agents", "all", "--channel", CHANNEL, env=cli_env)
+
+
+@pytest.fixture()
+def docker_runtime(docker_client: Any) -> Iterator[EngineRuntime]:
+    runtime = EngineRuntime(EngineChoice(f"unix://{DOCKER_SOCK}", "docker", "test fixture"))
+    yield runtime
+    runtime.close()
+
+
+@pytest.fixture()
+def podman_runtime(podman_client: Any) -> Iterator[EngineRuntime]:
+    runtime = EngineRuntime(EngineChoice(f"unix://{PODMAN_SOCK}", "podman", "test fixture"))
+    yield runtime
+    runtime.close()
+
+
+def run(client: Any, image: str, command: list[str] | str, **kwargs: Any) -> tuple[int, str]:
+    """Run a labelled container to completion; return its exit code and output, then remove it."""
+    container = client.containers.run(image, command, detach=True, labels=LABELS, **kwargs)
+    try:
+        status = container.wait(timeout=300)
+        output = container.logs(stdout=True, stderr=True).decode("utf-8", "replace")
+        return int(status["StatusCode"]), output
+    finally:
+        container.remove(force=True)
