@@ -109,7 +109,13 @@ def check_engine(runtime: ContainerRuntime) -> tuple[Check, EngineInfo | None]:
         info = runtime.info()
     except ContainAIError as exc:
         return (
-            Check("engine", "fail", str(exc), hint=exc.hint, data={"url": choice.base_url, "source": choice.source}),
+            Check(
+                "engine",
+                "fail",
+                str(exc),
+                hint=exc.hint,
+                data={"url": choice.base_url, "source": choice.source},
+            ),
             None,
         )
     return (
@@ -147,7 +153,9 @@ def check_images(
     base_image = (base.labels.get(FROM_LABEL) if base else None) or SLIM_IMAGE
     expected = {
         step.part: step
-        for step in plan_build(PARTS, channel=channel, arch=info.arch, base_image=base_image, ca_bundle=ca_bundle)
+        for step in plan_build(
+            PARTS, channel=channel, arch=info.arch, base_image=base_image, ca_bundle=ca_bundle
+        )
     }
     missing, stale, current = [], [], []
     for part in PARTS:
@@ -236,7 +244,9 @@ def run_doctor(
             Check(
                 "extra-ca",
                 "ok",
-                "builds trust no extra CA" if ca.value is None else f"builds and sessions trust the extra CA {ca.source}",
+                "builds trust no extra CA"
+                if ca.value is None
+                else f"builds and sessions trust the extra CA {ca.source}",
                 data={"source": ca.source},
             )
         )

@@ -66,15 +66,20 @@ def test_entrypoint_passes_only_allow_listed_environment(docker_client: Any) -> 
     assert "CONTAINAI_SESSION=s1" in output
     # Control: without the entrypoint the same check sees the canary, so the test can fail.
     code, output = run(
-        docker_client, f"containai-base:{CHANNEL}", ["bash", "-c", "tr '\\0' '\\n' < /proc/1/environ"],
-        environment={"CANARY_TOKEN": "canary-9c1e"}, entrypoint=[],
+        docker_client,
+        f"containai-base:{CHANNEL}",
+        ["bash", "-c", "tr '\\0' '\\n' < /proc/1/environ"],
+        environment={"CANARY_TOKEN": "canary-9c1e"},
+        entrypoint=[],
     )
     assert "canary-9c1e" in output
 
 
 def test_entrypoint_started_as_root_runs_the_command_as_the_agent(docker_client: Any) -> None:
     code, output = run(
-        docker_client, f"containai-base:{CHANNEL}", ["bash", "-c", "id -u; id -G; grep -E '^(Uid|Gid)' /proc/self/status"],
+        docker_client,
+        f"containai-base:{CHANNEL}",
+        ["bash", "-c", "id -u; id -G; grep -E '^(Uid|Gid)' /proc/self/status"],
         user="root",
     )
     assert code == 0, output
@@ -96,7 +101,9 @@ def test_extra_ca_is_trusted_in_the_images(docker_client: Any) -> None:
         image = docker_client.images.get(f"containai-{part}:{CHANNEL}")
         assert image.labels["ai.containai.extra-ca-sha256"] == hashlib.sha256(data).hexdigest()
         code, output = run(
-            docker_client, f"containai-{part}:{CHANNEL}", ["grep", "-c", "-F", needle, "/etc/ssl/certs/ca-certificates.crt"],
+            docker_client,
+            f"containai-{part}:{CHANNEL}",
+            ["grep", "-c", "-F", needle, "/etc/ssl/certs/ca-certificates.crt"],
             entrypoint=[],
         )
         assert code == 0 and int(output.strip()) >= 1, output
@@ -131,16 +138,26 @@ def test_proxy_image_denies_everything_by_default(docker_client: Any) -> None:
     """The built-in squid.conf parses, and a proxy started with it lets no request out."""
     code, output = run(docker_client, f"containai-proxy:{CHANNEL}", ["squid", "-k", "parse"], entrypoint=[])
     assert code == 0, output
-    network = docker_client.networks.create(f"containai-test-{LABELS['ai.containai.test']}", labels=LABELS, internal=True)
+    network = docker_client.networks.create(
+        f"containai-test-{LABELS['ai.containai.test']}", labels=LABELS, internal=True
+    )
     proxy = docker_client.containers.run(
-        f"containai-proxy:{CHANNEL}", detach=True, labels=LABELS, network=network.name, name=f"proxy-{network.name}"
+        f"containai-proxy:{CHANNEL}",
+        detach=True,
+        labels=LABELS,
+        network=network.name,
+        name=f"proxy-{network.name}",
     )
     try:
         code, output = run(
             docker_client,
             f"containai-base:{CHANNEL}",
-            ["bash", "-c", f"for i in $(seq 50); do curl -s -o /dev/null -w '%{{http_code}}' -x http://{proxy.name}:3128 "
-             "http://upstream.test/ && exit 0; sleep 0.2; done; exit 1"],
+            [
+                "bash",
+                "-c",
+                f"for i in $(seq 50); do curl -s -o /dev/null -w '%{{http_code}}' -x http://{proxy.name}:3128 "
+                "http://upstream.test/ && exit 0; sleep 0.2; done; exit 1",
+            ],
             network=network.name,
         )
         assert code == 0, output
@@ -154,24 +171,36 @@ def test_log_forwarder_ships_lines_as_json(docker_client: Any) -> None:
     volume = docker_client.volumes.create(labels=LABELS)
     mount = {volume.name: {"bind": "/logs", "mode": "rw"}}
     code, output = run(
-        docker_client, f"containai-base:{CHANNEL}", ["bash", "-c", "mkdir -p /logs/in /logs/out && chmod 0777 /logs/in /logs/out"],
-        volumes=mount, user="root", entrypoint=[],
+        docker_client,
+        f"containai-base:{CHANNEL}",
+        ["bash", "-c", "mkdir -p /logs/in /logs/out && chmod 0777 /logs/in /logs/out"],
+        volumes=mount,
+        user="root",
+        entrypoint=[],
     )
     assert code == 0, output
     forwarder = docker_client.containers.run(
-        f"containai-logfwd:{CHANNEL}", ["--dest", "/logs/out", "proxy=/logs/in/access.log"],
-        detach=True, labels=LABELS, volumes=mount, network_mode="none",
+        f"containai-logfwd:{CHANNEL}",
+        ["--dest", "/logs/out", "proxy=/logs/in/access.log"],
+        detach=True,
+        labels=LABELS,
+        volumes=mount,
+        network_mode="none",
     )
     try:
         code, output = run(
-            docker_client, f"containai-base:{CHANNEL}",
-            ["bash", "-c", "printf 'first line\\nsecond \"quoted\" line\\n' >> /logs/in/access.log"], volumes=mount,
+            docker_client,
+            f"containai-base:{CHANNEL}",
+            ["bash", "-c", "printf 'first line\\nsecond \"quoted\" line\\n' >> /logs/in/access.log"],
+            volumes=mount,
         )
         assert code == 0, output
         records: list[dict[str, str]] = []
         for _ in range(50):
             code, output = run(
-                docker_client, f"containai-base:{CHANNEL}", ["bash", "-c", "cat /logs/out/proxy.jsonl 2>/dev/null || true"],
+                docker_client,
+                f"containai-base:{CHANNEL}",
+                ["bash", "-c", "cat /logs/out/proxy.jsonl 2>/dev/null || true"],
                 volumes=mount,
             )
             records = [json.loads(line) for line in output.splitlines() if line.strip()]
@@ -190,7 +219,12 @@ def test_log_forwarder_ships_lines_as_json(docker_client: Any) -> None:
 def test_build_dev_script_wraps_the_build(cli_env: dict[str, str]) -> None:
     script = Path(__file__).resolve().parents[2] / "scripts" / "build" / "build-dev.sh"
     result = subprocess.run(
-        [str(script), "--agents", "proxy"], env=cli_env, capture_output=True, text=True, timeout=900, check=False
+        [str(script), "--agents", "proxy"],
+        env=cli_env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     assert [line.split()[0] for line in result.stdout.splitlines()] == [f"containai-proxy:{CHANNEL}"]

@@ -81,7 +81,12 @@ def test_import_then_run_with_limits(engine: tuple[EngineRuntime, Any], imported
     assert image is not None
     assert image.labels["ai.containai.test"] == RUN_ID
     container = client.containers.run(
-        imported, ["cat", "/etc/debian_version"], detach=True, labels=LABELS, ulimits=ULIMITS, network_mode="none"
+        imported,
+        ["cat", "/etc/debian_version"],
+        detach=True,
+        labels=LABELS,
+        ulimits=ULIMITS,
+        network_mode="none",
     )
     try:
         assert container.wait(timeout=120)["StatusCode"] == 0
@@ -99,7 +104,13 @@ def test_build_streams_progress_and_reuses_the_cache(
 
     def build() -> list[BuildEvent]:
         events: list[BuildEvent] = []
-        runtime.build(context=tmp_path, tag=tag, buildargs={}, labels={"ai.containai.part": "test"}, on_event=events.append)
+        runtime.build(
+            context=tmp_path,
+            tag=tag,
+            buildargs={},
+            labels={"ai.containai.part": "test"},
+            on_event=events.append,
+        )
         return events
 
     first = build()
@@ -168,4 +179,3 @@ def test_unreachable_engine_is_a_one_line_error(cli_env: dict[str, str], tmp_pat
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("error: cannot reach the container engine")
     assert lines[1].startswith("hint: ")
-

@@ -85,7 +85,9 @@ def run_cli(
     paths = Paths.from_env(environ)
     setup_logging(paths)
     argv = list(sys.argv[1:] if args is None else args)
-    app = AppContext(environ=environ, paths=paths, debug="--debug" in argv or environ.get("CONTAINAI_DEBUG") == "1")
+    app = AppContext(
+        environ=environ, paths=paths, debug="--debug" in argv or environ.get("CONTAINAI_DEBUG") == "1"
+    )
     if extra is not None:
         extra(app)
     log.debug("argv: %s %s", prog_name, argv)

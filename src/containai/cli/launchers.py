@@ -23,10 +23,14 @@ _CONTEXT = {"help_option_names": ["-h", "--help"]}
 def _session_options(func: click.decorators.FC) -> click.decorators.FC:
     for option in reversed(
         [
-            click.option("-b", "--branch", metavar="B", help="Work on branch B (default: <agent>/session-N)."),
+            click.option(
+                "-b", "--branch", metavar="B", help="Work on branch B (default: <agent>/session-N)."
+            ),
             click.option("--use-current-branch", is_flag=True, help="Work on the repo's current branch."),
             click.option("--no-push", is_flag=True, help="Do not bring the session's work back to the host."),
-            click.option("-y", "--force", is_flag=True, help="Proceed on a dirty repo; archive an existing branch."),
+            click.option(
+                "-y", "--force", is_flag=True, help="Proceed on a dirty repo; archive an existing branch."
+            ),
             click.option("--name", metavar="N", help="Name the session container."),
             click.option(
                 "--network-proxy",
@@ -37,7 +41,9 @@ def _session_options(func: click.decorators.FC) -> click.decorators.FC:
             ),
             click.option("--cpu", metavar="N", help="CPUs for the session container."),
             click.option("--memory", metavar="SIZE", help="Memory (swap included) for the session, e.g. 8g."),
-            click.option("--channel", type=click.Choice(CHANNELS), help="Image channel (default: from the name)."),
+            click.option(
+                "--channel", type=click.Choice(CHANNELS), help="Image channel (default: from the name)."
+            ),
         ]
     ):
         func = option(func)

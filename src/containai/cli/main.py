@@ -83,7 +83,9 @@ def images() -> None:
     help="Extra CA bundle to trust during builds and in sessions (env: CONTAINAI_EXTRA_CA_CERT). "
     "Remembered for later builds.",
 )
-@click.option("--no-pull", is_flag=True, help="Do not try to pull debian:bookworm-slim; bootstrap it locally.")
+@click.option(
+    "--no-pull", is_flag=True, help="Do not try to pull debian:bookworm-slim; bootstrap it locally."
+)
 @pass_app
 def images_build(app: AppContext, parts_text: str, channel: str, ca_cert: Path | None, no_pull: bool) -> None:
     """Build images (unchanged layers come from the cache, so a rebuild takes seconds)."""

@@ -50,8 +50,11 @@ class ConsoleBuildReporter:
     def __enter__(self) -> ConsoleBuildReporter:
         if self.live:
             self._progress = Progress(
-                SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
-                console=self.console, transient=True,
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=True,
             )
             self._progress.start()
         return self

@@ -57,7 +57,9 @@ def _deb822_sources(text: str) -> list[AptSource]:
             continue
         for uri in fields.get("uris", "").split():
             found.append(
-                AptSource(uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split()))
+                AptSource(
+                    uri, tuple(fields.get("suites", "").split()), tuple(fields.get("components", "").split())
+                )
             )
     return found
 
@@ -114,7 +116,9 @@ def bootstrap_base_image(
     tag: str = BOOTSTRAP_TAG,
 ) -> ImageInfo:
     """debootstrap a minbase bookworm from the host's mirror and import it into the engine as ``tag``."""
-    debootstrap = shutil.which("debootstrap") or ("/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None)
+    debootstrap = shutil.which("debootstrap") or (
+        "/usr/sbin/debootstrap" if Path("/usr/sbin/debootstrap").exists() else None
+    )
     if debootstrap is None:
         raise HostToolError(
             "no image registry is reachable and debootstrap is not installed",

@@ -91,7 +91,9 @@ def context_files(part: str) -> dict[str, bytes]:
     return found
 
 
-def compute_hash(part: str, files: Mapping[str, bytes], buildargs: Mapping[str, str], parent_hash: str) -> str:
+def compute_hash(
+    part: str, files: Mapping[str, bytes], buildargs: Mapping[str, str], parent_hash: str
+) -> str:
     digest = hashlib.sha256()
     for key, value in (("schema", SCHEMA_VERSION), ("part", part), ("parent", parent_hash)):
         digest.update(f"{key}={value}\0".encode())
@@ -230,4 +232,3 @@ def run_build(
         reporter.part_done(step, image, cached=ran == 0, seconds=time.monotonic() - started)
         built.append((step, image))
     return built
-

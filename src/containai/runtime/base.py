@@ -7,7 +7,7 @@ Docker Engine API (Docker, or Podman's compatible service) and ``FakeRuntime`` i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -69,7 +69,7 @@ class ContainerRuntime(Protocol):
     ) -> ImageInfo: ...
 
     def import_rootfs(
-        self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Iterator[str] | list[str] = ()
+        self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
     ) -> ImageInfo: ...
 
     def close(self) -> None: ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -167,12 +167,16 @@ class EngineRuntime:
         return built
 
     def import_rootfs(
-        self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Iterator[str] | list[str] = ()
+        self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
     ) -> ImageInfo:
         repository, _, version = tag.partition(":")
         all_changes = [*changes, *(f'LABEL {k}="{v}"' for k, v in sorted(labels.items()))]
         version = version or "latest"
-        stray = f"{repository}:latest" if version != "latest" and self.image(f"{repository}:latest") is None else None
+        stray = (
+            f"{repository}:latest"
+            if version != "latest" and self.image(f"{repository}:latest") is None
+            else None
+        )
         try:
             answer = self.client.api.import_image_from_file(
                 str(tarball), repository=repository, tag=version, changes=all_changes

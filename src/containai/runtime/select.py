@@ -78,7 +78,7 @@ def _parse_setting(value: str, name: str) -> EngineKind | str:
         return value
     lowered = value.lower()
     if lowered in KINDS:
-        return lowered  # type: ignore[return-value]  # narrowed by the membership test
+        return lowered
     raise ConfigError(
         f"{name}={value!r} is not an engine",
         hint="use docker, podman, or an Engine API URL such as unix:///run/podman/podman.sock",
@@ -102,7 +102,7 @@ def resolve_engine(
             continue
         setting = _parse_setting(value, name)
         if setting in KINDS:
-            kind: EngineKind = setting  # type: ignore[assignment]  # membership checked above
+            kind: EngineKind = setting
             # DOCKER_HOST still says where a Docker engine lives when the user asked for docker.
             if kind == "docker" and environ.get("DOCKER_HOST"):
                 return EngineChoice(environ["DOCKER_HOST"], "docker", f"{source}, at DOCKER_HOST")
