@@ -60,8 +60,8 @@ def test_install_links_every_launcher_under_three_channel_names(home: Path) -> N
     venv_bin = home / ".local/share/containai/venv/bin"
     for launcher in LAUNCHERS:
         for name in (f"{launcher}-dev", launcher, f"{launcher}-nightly"):
-            assert os.readlink(bin_dir / name) == str(venv_bin / launcher)
-    assert os.readlink(bin_dir / "containai") == str(venv_bin / "containai")
+            assert (bin_dir / name).readlink() == venv_bin / launcher
+    assert (bin_dir / "containai").readlink() == venv_bin / "containai"
 
 
 def test_installed_launchers_run_and_know_their_channel(home: Path) -> None:
