@@ -68,8 +68,30 @@ def docker_forwards_internal_dns(version: tuple[int, int, int]) -> bool:
     return True
 
 
+def runc_allows_fd_leak_escape(version_text: str, commit: str) -> bool:
+    """CVE-2024-21626 (leaked fd, `-w /proc/self/fd/N`): fixed in runc 1.1.12.
+
+    Debian backports the fix without changing the upstream number: 1.1.5+ds1-1+deb12u1 is fixed.
+    """
+    version = parse_version(version_text)
+    if version is None or version >= (1, 1, 12):
+        return False
+    debian = re.search(r"\+deb(\d+)u(\d+)", commit)
+    return not (debian and (int(debian.group(1)), int(debian.group(2))) >= (12, 1))
+
+
 def engine_isolation_checks(info: EngineInfo) -> list[Check]:
     checks = []
+    if info.runc_version and runc_allows_fd_leak_escape(info.runc_version, info.runc_commit):
+        checks.append(
+            Check(
+                "engine-runc",
+                "fail",
+                f"runc {info.runc_version} lets a container escape through a leaked host fd (CVE-2024-21626)",
+                hint="upgrade runc to 1.1.12 or later (or your distribution's patched build), then restart the engine",
+                data={"cve": "CVE-2024-21626", "runc": info.runc_version, "commit": info.runc_commit},
+            )
+        )
     version = parse_version(info.version)
     if info.kind == "docker" and version is not None and docker_forwards_internal_dns(version):
         checks.append(

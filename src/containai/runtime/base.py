@@ -28,6 +28,8 @@ class EngineInfo:
     security_options: tuple[str, ...] = ()
     storage_driver: str = ""
     root_dir: str = ""
+    runc_version: str = ""  # as the engine reports it; empty when it does not (Podman often uses crun)
+    runc_commit: str = ""
 
 
 @dataclass(frozen=True)

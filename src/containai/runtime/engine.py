@@ -49,6 +49,8 @@ def _image_info(image: Any) -> ImageInfo:
 def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
     components = [str(c.get("Name", "")) for c in version.get("Components") or []]
+    runc = next((c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {})
+    runc_details = runc.get("Details") or {}
     kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
     rootless = any("rootless" in s for s in security)
@@ -62,6 +64,8 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
         security_options=security,
         storage_driver=str(info.get("Driver", "")),
         root_dir=str(info.get("DockerRootDir", "")),
+        runc_version=str(runc.get("Version", "")),
+        runc_commit=str(runc_details.get("GitCommit", "")),
     )
 
 
