@@ -7,8 +7,9 @@
 #   scripts/setup-local-dev.sh --check-only  report what is and is not in place; change nothing
 #
 # The launchers go into one bin folder, under three channel names each: run-claude-dev (images you
-# build here), run-claude (release) and run-claude-nightly; likewise for every launcher. One line in
-# your shell profile puts that folder on PATH (added once, never twice).
+# build here), run-claude (release) and run-claude-nightly; likewise for every launcher, each with a
+# PowerShell shim (.ps1) for Windows. One line in your shell profiles puts that folder on PATH (added
+# once, never twice).
 #
 # Environment: CONTAINAI_VENV (default ~/.local/share/containai/venv), CONTAINAI_BIN_DIR (default
 # ~/.local/share/containai/bin), CONTAINAI_EXTRA_CA_CERT (CA bundle to trust in builds; with --build the
@@ -21,6 +22,7 @@ venv=${CONTAINAI_VENV:-$data_home/containai/venv}
 bin_dir=${CONTAINAI_BIN_DIR:-$data_home/containai/bin}
 launchers=(run-claude run-codex run-copilot launch-agent connect-agent list-agents remove-agent)
 marker="# added by ContainAI setup-local-dev.sh"
+shim="$repo/scripts/windows/containai-wsl-shim.ps1"
 path_line="export PATH=\"$bin_dir:\$PATH\" $marker"
 
 check_only=0
@@ -36,11 +38,12 @@ done
 
 say() { printf '%s\n' "$*"; }
 
+# ~/.bashrc for interactive shells, ~/.profile for login shells (the Windows shims use `bash -lc`),
+# and ~/.zshrc when there is one.
 profiles() {
-  local found=()
-  for f in "$HOME/.bashrc" "$HOME/.zshrc"; do [ -f "$f" ] && found+=("$f"); done
-  [ "${#found[@]}" -gt 0 ] || found+=("$HOME/.bashrc")
-  printf '%s\n' "${found[@]}"
+  printf '%s\n' "$HOME/.bashrc" "$HOME/.profile"
+  [ -f "$HOME/.zshrc" ] && printf '%s\n' "$HOME/.zshrc"
+  return 0
 }
 
 # Every name in the bin folder, with the program it must point at.
@@ -66,7 +69,11 @@ check() {
       say "missing $bin_dir/$name -> $target"; problems=$((problems + 1))
     fi
   done < <(expected_links)
-  [ "$problems" -eq 0 ] && say "ok      $(expected_links | wc -l) launchers in $bin_dir"
+  while read -r name target; do
+    [ "$name" = containai ] && continue
+    cmp -s "$shim" "$bin_dir/$name.ps1" || { say "missing $bin_dir/$name.ps1 (Windows shim)"; problems=$((problems + 1)); }
+  done < <(expected_links)
+  [ "$problems" -eq 0 ] && say "ok      $(expected_links | wc -l) launchers and their Windows shims in $bin_dir"
   while read -r profile; do
     if grep -qF "$marker" "$profile" 2>/dev/null; then
       say "ok      PATH line in $profile"
@@ -99,6 +106,8 @@ say "installing ContainAI from $repo"
 mkdir -p "$bin_dir"
 while read -r name target; do
   ln -sfn "$target" "$bin_dir/$name"
+  # A PowerShell shim beside every launcher, for Windows users who run ContainAI in WSL.
+  [ "$name" = containai ] || install -m 0644 "$shim" "$bin_dir/$name.ps1"
 done < <(expected_links)
 say "linked $(expected_links | wc -l) launchers into $bin_dir"
 

@@ -43,6 +43,16 @@ class Paths:
         )
 
     @property
+    def agents_dir(self) -> Path:
+        """User agent definitions (``<name>.toml``)."""
+        return self.config_dir / "agents"
+
+    @property
+    def sessions_dir(self) -> Path:
+        """Per-session state on the host (overlay layers, exported bundles kept for recovery)."""
+        return self.state_dir / "sessions"
+
+    @property
     def log_file(self) -> Path:
         return self.log_dir / "containai.log"
 

@@ -15,10 +15,16 @@ place, prints ``error: <message>`` and ``hint: <fix>``, and exits with ``EXIT_CO
     │   ├── ImageMissing        an image a command needs is not built
     │   ├── BootstrapError      debootstrap of the base root filesystem failed
     │   └── BuildError          a build step failed (carries the engine's message)
-    └── HostToolError           a host program (git, tar, debootstrap) is missing or failed
+    ├── HostToolError           a host program (git, tar, debootstrap) is missing or failed
+    ├── SessionError            a session could not be set up, or its work not brought back
+    └── GateRefused             an agent's bundle failed the git gate (carries every reason)
 """
 
 from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from pathlib import Path
 
 EXIT_OK = 0
 EXIT_CONTAINAI = 125
@@ -93,3 +99,23 @@ class BuildError(ImageError):
 
 class HostToolError(ContainAIError):
     pass
+
+
+class SessionError(ContainAIError):
+    pass
+
+
+class GateRefused(ContainAIError):
+    """The git gate refused an agent's bundle; nothing reached the host repository."""
+
+    def __init__(self, reasons: Sequence[str], *, bundle: Path, branch: str) -> None:
+        self.reasons = tuple(reasons)
+        self.bundle = bundle
+        self.branch = branch
+        more = f" (and {len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
+        first = self.reasons[0] if self.reasons else "no reason given"
+        super().__init__(
+            f"refused to import {bundle} into {branch}: {first}{more}",
+            hint="nothing was written to the repository and the agent's work is kept in its container; "
+            f"inspect the bundle with `git bundle list-heads {shlex.quote(str(bundle))}`",
+        )

@@ -29,7 +29,7 @@ class AppContext:
     paths: Paths
     runtime_flag: str | None = None
     debug: bool = False
-    channel: str | None = None  # from the launcher's name (run-claude-dev), until --channel says otherwise
+    channel: str | None = None  # from the launcher's name (run-claude is prod); `containai` itself uses dev
     out: Console = field(default_factory=lambda: Console(highlight=False, soft_wrap=True))
     err: Console = field(default_factory=lambda: Console(stderr=True, highlight=False, soft_wrap=True))
     _runtime: ContainerRuntime | None = None

@@ -1,63 +1,144 @@
 """The launcher names users know: run-claude, launch-agent, ... and their -dev / -nightly copies.
 
 The channel comes from the name the launcher was started under (``run-claude-dev`` is the dev
-channel); ``--channel`` overrides it. Each launcher already takes its full set of options, so its
-``--help`` is the real one; the session machinery behind them arrives with the sessions work.
+channel, ``run-claude`` the release); ``--channel`` overrides it. Flags are parsed here and handed to
+``containai.session.commands``; nothing else happens here.
 """
 
 from __future__ import annotations
 
+import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
+from rich.table import Table
+from rich.text import Text
 
+from containai.agents.definition import get_agent
 from containai.cli.app import AppContext, run_cli
-from containai.errors import NotAvailableError
+from containai.errors import UsageError
 from containai.images.catalog import CHANNELS, channel_from_program
+from containai.session import commands, manager
+from containai.session.extra_args import parse_extra_args
+from containai.session.manager import SessionRequest
+from containai.session.plan import Resources, parse_cpus, parse_memory
 
-_SESSIONS = "agent sessions arrive with the sessions work"
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
+pass_app = click.make_pass_decorator(AppContext)
 
 
-def _session_options(func: click.decorators.FC) -> click.decorators.FC:
-    for option in reversed(
-        [
-            click.option(
-                "-b", "--branch", metavar="B", help="Work on branch B (default: <agent>/session-N)."
-            ),
-            click.option("--use-current-branch", is_flag=True, help="Work on the repo's current branch."),
-            click.option("--no-push", is_flag=True, help="Do not bring the session's work back to the host."),
-            click.option(
-                "-y", "--force", is_flag=True, help="Proceed on a dirty repo; archive an existing branch."
-            ),
-            click.option("--name", metavar="N", help="Name the session container."),
-            click.option(
-                "--network-proxy",
-                type=click.Choice(["squid", "restricted"]),
-                default="squid",
-                show_default=True,
-                help="squid: egress through the audited proxy; restricted: no network at all.",
-            ),
-            click.option("--cpu", metavar="N", help="CPUs for the session container."),
-            click.option("--memory", metavar="SIZE", help="Memory (swap included) for the session, e.g. 8g."),
-            click.option(
-                "--channel", type=click.Choice(CHANNELS), help="Image channel (default: from the name)."
-            ),
-        ]
-    ):
+class ConsoleReporter:
+    def __init__(self, app: AppContext) -> None:
+        self.app = app
+
+    def note(self, text: str) -> None:
+        self.app.err.print(Text(f"• {text}", style="dim"))
+
+    def warn(self, text: str) -> None:
+        self.app.err.print(Text(f"! {text}", style="yellow"))
+
+
+def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option("-b", "--branch", metavar="B", help="Work on branch B (default: <agent>/session-N)."),
+        click.option("--use-current-branch", is_flag=True, help="Work on the repo's current branch."),
+        click.option("--no-push", is_flag=True, help="Do not bring the session's work back to the host."),
+        click.option(
+            "-y", "--force", is_flag=True, help="Launch on a dirty repo; archive an existing --branch."
+        ),
+        click.option("--name", metavar="N", help="Name the session container <agent>-N."),
+        click.option(
+            "--network-proxy",
+            type=click.Choice(["squid", "restricted"]),
+            default="squid",
+            show_default=True,
+            help="squid: egress only through the audited proxy; restricted: no network at all.",
+        ),
+        click.option("--cpu", metavar="N", help="CPUs for the session (default: up to 4)."),
+        click.option(
+            "--memory", metavar="SIZE", default="8g", show_default=True, help="Memory, swap included."
+        ),
+        click.option(
+            "--channel",
+            type=click.Choice(CHANNELS),
+            help="Image channel (default: from the launcher's name).",
+        ),
+    ]
+    for option in reversed(options):
         func = option(func)
     return func
 
 
-def _run_agent_command(agent: str) -> click.Command:
+def build_request(
+    app: AppContext, agent_name: str, repo: Path | None, mode: str, opts: dict[str, Any]
+) -> SessionRequest:
+    agent = get_agent(agent_name, app.paths.agents_dir)
+    extra = parse_extra_args(app.environ.get("CONTAINAI_EXTRA_DOCKER_ARGS", ""))
+    memory = parse_memory(extra.memory or opts["memory"])
+    cpus = parse_cpus(extra.cpus or opts["cpu"], os.cpu_count() or 1)
+    return SessionRequest(
+        agent=agent,
+        repo_path=repo,
+        cwd=Path.cwd(),
+        channel=opts["channel"] or app.channel or app.environ.get("CONTAINAI_CHANNEL") or "dev",
+        mode=mode,
+        network_proxy=opts["network_proxy"],
+        branch=opts["branch"],
+        use_current_branch=opts["use_current_branch"],
+        push=not opts["no_push"],
+        force=opts["force"],
+        name=opts["name"],
+        resources=Resources(memory, cpus, extra.pids_limit or 1024),
+        workspace_mode=app.environ.get("CONTAINAI_WORKSPACE"),
+    )
+
+
+def _write_output(stream: str, data: bytes) -> None:
+    target = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
+    target.write(data)
+    target.flush()
+
+
+def run_agent(
+    app: AppContext,
+    agent_name: str,
+    repo: Path | None,
+    prompt: str | None,
+    as_json: bool,
+    command: tuple[str, ...],
+    opts: dict[str, Any],
+) -> int:
+    if as_json and prompt is None and not command:
+        raise UsageError("--json goes with --prompt", hint='add --prompt "..."')
+    request = build_request(app, agent_name, repo, "ephemeral", opts)
+    interactive = prompt is None and sys.stdin.isatty() and sys.stdout.isatty()
+    code, result = commands.run_ephemeral(
+        app.runtime(),
+        request,
+        paths=app.paths,
+        reporter=ConsoleReporter(app),
+        prompt=prompt,
+        command=command,
+        interactive=interactive,
+        write=_write_output,
+    )
+    if as_json:
+        commands.print_json({"schema": 1, **result.__dict__})
+    return code
+
+
+def run_agent_command(agent: str) -> click.Command:
     @click.command(context_settings=_CONTEXT, help=f"Run {agent} in an ephemeral, hardened session on REPO.")
     @click.argument("repo", required=False, type=click.Path(path_type=Path))
-    @_session_options
+    @session_options
     @click.option("--prompt", metavar="TEXT", help=f"Run {agent} once, non-interactively, on TEXT.")
     @click.option("--json", "as_json", is_flag=True, help="With --prompt: print a JSON result at the end.")
-    def command(**_: object) -> None:
-        raise NotAvailableError(f"run-{agent}", planned=_SESSIONS)
+    @pass_app
+    def command(app: AppContext, /, repo: Path | None, prompt: str | None, as_json: bool, **opts: Any) -> int:
+        return run_agent(app, agent, repo, prompt, as_json, (), opts)
 
     return command
 
@@ -65,34 +146,82 @@ def _run_agent_command(agent: str) -> click.Command:
 @click.command(context_settings=_CONTEXT)
 @click.argument("agent")
 @click.argument("repo", required=False, type=click.Path(path_type=Path))
-@_session_options
-def launch_agent_command(**_: object) -> None:
+@session_options
+@pass_app
+def launch_agent_command(app: AppContext, /, agent: str, repo: Path | None, **opts: Any) -> None:
     """Start AGENT in a persistent session (tmux inside the container) on REPO."""
-    raise NotAvailableError("launch-agent", planned=_SESSIONS)
+    request = build_request(app, agent, repo, "persistent", opts)
+    plan = commands.launch_persistent(
+        app.runtime(), request, paths=app.paths, reporter=ConsoleReporter(app), command=()
+    )
+    app.out.print(plan.name, highlight=False)
+    app.err.print(
+        f"{agent} is running in {plan.name}. Attach with `connect-agent -n {plan.name}` (Ctrl-B D detaches), "
+        f'or VS Code\'s "Attach to Running Container"; `remove-agent {plan.name}` brings the work home.',
+        highlight=False,
+    )
 
 
 @click.command(context_settings=_CONTEXT)
 @click.option("-n", "--name", metavar="NAME", help="Session to attach to (optional with one running).")
-def connect_agent_command(name: str | None) -> None:
+@pass_app
+def connect_agent_command(app: AppContext, name: str | None) -> int:
     """Attach to a persistent session; Ctrl-B D detaches and the agent keeps working."""
-    raise NotAvailableError("connect-agent", planned=_SESSIONS)
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        raise UsageError("connect-agent needs a terminal", hint="run it from a terminal")
+    runtime = app.runtime()
+    return commands.connect(runtime, commands.pick_session(runtime, name))
 
 
 @click.command(context_settings=_CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
-def list_agents_command(as_json: bool) -> None:
+@pass_app
+def list_agents_command(app: AppContext, as_json: bool) -> None:
     """List sessions: name, agent, repo, branch, status and age."""
-    raise NotAvailableError("list-agents", planned=_SESSIONS)
+    rows = manager.list_sessions(app.runtime())
+    now = commands.now_utc()
+    if as_json:
+        commands.print_json({"schema": 1, "sessions": commands.rows_as_json(rows, now)})
+        return
+    if not rows:
+        app.err.print("no sessions", highlight=False)
+        return
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NAME", "AGENT", "REPO", "BRANCH", "STATUS", "AGE"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", row.status, row.age(now))
+    app.out.print(table)
 
 
 @click.command(context_settings=_CONTEXT)
 @click.argument("name", required=False)
 @click.option("--all", "remove_all", is_flag=True, help="Remove every session.")
-@click.option("--no-push", is_flag=True, help="Do not bring the session's work back first.")
-@click.option("--keep-branch", is_flag=True, help="Keep the session's branch on the host.")
-def remove_agent_command(name: str | None, remove_all: bool, no_push: bool, keep_branch: bool) -> None:
+@click.option("--no-push", is_flag=True, help="Discard the session's work instead of bringing it back.")
+@click.option(
+    "--keep-branch", is_flag=True, help="Keep the session's branch on the host even if it is empty."
+)
+@pass_app
+def remove_agent_command(
+    app: AppContext, name: str | None, remove_all: bool, no_push: bool, keep_branch: bool
+) -> int:
     """Bring a session's work back to the host, then remove it and everything it created."""
-    raise NotAvailableError("remove-agent", planned=_SESSIONS)
+    runtime = app.runtime()
+    if remove_all == bool(name):
+        raise UsageError("name one session, or pass --all", hint="see `list-agents`")
+    names = [row.name for row in manager.list_sessions(runtime)] if remove_all else [name or ""]
+    status = 0
+    reporter = ConsoleReporter(app)
+    for each in names:
+        result = manager.finish(
+            runtime, each, push=not no_push, keep_branch=keep_branch, state_root=app.paths.sessions_dir
+        )
+        if result.kept:
+            reporter.warn(f"{each}: {result.message}")
+            status = 125
+        else:
+            reporter.note(f"{each}: {result.message}; removed")
+    return status
 
 
 def _launch(command: click.Command) -> None:
@@ -106,15 +235,15 @@ def _launch(command: click.Command) -> None:
 
 
 def run_claude() -> None:
-    _launch(_run_agent_command("claude"))
+    _launch(run_agent_command("claude"))
 
 
 def run_codex() -> None:
-    _launch(_run_agent_command("codex"))
+    _launch(run_agent_command("codex"))
 
 
 def run_copilot() -> None:
-    _launch(_run_agent_command("copilot"))
+    _launch(run_agent_command("copilot"))
 
 
 def launch_agent() -> None:

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
 from containai import __version__
 from containai.cli.app import AppContext, run_cli
+from containai.cli.launchers import ConsoleReporter, run_agent, session_options
 from containai.cli.render import ConsoleBuildReporter, print_json, render_doctor
 from containai.config import record_ca, resolve_ca_cert
 from containai.doctor import run_doctor
-from containai.errors import NotAvailableError
+from containai.errors import UsageError
 from containai.images.build import FROM_LABEL, plan_build, resolve_base_image, run_build
 from containai.images.catalog import CHANNELS, LABEL_PREFIX, PARTS, SCHEMA_VERSION, image_tag, parse_parts
+from containai.session import manager
 
 pass_app = click.make_pass_decorator(AppContext)
 
@@ -140,12 +143,48 @@ def images_list(app: AppContext, channel: str, as_json: bool) -> None:
         app.out.print(f"{row['tag']:<28} {state}", highlight=False)
 
 
-@cli.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+class _CommandAfterDashes(click.Command):
+    """Keeps what follows ``--`` as the command to run, apart from REPO (click would merge them)."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        if "--" in args:
+            cut = args.index("--")
+            ctx.meta["containai.command"] = tuple(args[cut + 1 :])
+            args = args[:cut]
+        return super().parse_args(ctx, args)
+
+
+@cli.command(cls=_CommandAfterDashes)
 @click.argument("agent")
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def run(agent: str, args: tuple[str, ...]) -> None:
-    """Run AGENT in an ephemeral session (claude, codex, copilot, shell...)."""
-    raise NotAvailableError(f"containai run {agent}", planned="agent sessions arrive with the sessions work")
+@click.argument("repo", required=False, type=click.Path(path_type=Path))
+@session_options
+@click.option("--prompt", metavar="TEXT", help="Run the agent once, non-interactively, on TEXT.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="With --prompt (or a command): print a JSON result at the end."
+)
+@click.pass_context
+def run(
+    ctx: click.Context, /, agent: str, repo: Path | None, prompt: str | None, as_json: bool, **opts: Any
+) -> int:
+    """Run AGENT (claude, codex, copilot, shell, or your own) in an ephemeral session on REPO.
+
+    Anything after -- is run instead of the agent's own command: `containai run shell -- make test`.
+    """
+    command: tuple[str, ...] = ctx.meta.get("containai.command", ())
+    if command and prompt is not None:
+        raise UsageError("--prompt and a command after -- do not go together", hint="use one of them")
+    app: AppContext = ctx.obj
+    return run_agent(app, agent, repo, prompt, as_json, command, opts)
+
+
+@cli.command()
+@pass_app
+def gc(app: AppContext) -> None:
+    """Remove what dead sessions left behind (containers, volumes, networks), bringing their work home first."""
+    removed = manager.gc(app.runtime(), state_root=app.paths.sessions_dir, reporter=ConsoleReporter(app))
+    app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)
+    for session in removed:
+        app.out.print(session, highlight=False)
 
 
 def main() -> None:

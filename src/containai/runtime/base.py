@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from containai.runtime.select import EngineChoice, EngineKind
 
@@ -75,3 +75,114 @@ class ContainerRuntime(Protocol):
     ) -> ImageInfo: ...
 
     def close(self) -> None: ...
+
+    # Containers, volumes and networks. Names or ids are accepted wherever ``ref`` is.
+    def create_container(self, spec: ContainerSpec) -> ContainerInfo: ...
+
+    def start(self, ref: str) -> None: ...
+
+    def stop(self, ref: str, *, timeout: int = 10) -> None: ...
+
+    def container(self, ref: str) -> ContainerInfo | None: ...
+
+    def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]: ...
+
+    def remove_container(self, ref: str) -> None: ...
+
+    def exec(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> int: ...
+
+    def exec_tty(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+    ) -> int: ...
+
+    def create_volume(
+        self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
+    ) -> VolumeInfo: ...
+
+    def volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]: ...
+
+    def remove_volume(self, name: str) -> None: ...
+
+    def networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]: ...
+
+    def remove_network(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A bind mount of a host path, or a named volume (``source`` is then the volume's name)."""
+
+    target: str
+    source: str
+    kind: str = "volume"  # "bind" or "volume"
+    read_only: bool = False
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything needed to create a container; the hardening lives in how sessions fill this in."""
+
+    image: str
+    name: str
+    command: tuple[str, ...]
+    labels: Mapping[str, str]
+    user: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    working_dir: str = ""
+    hostname: str = ""
+    mounts: tuple[Mount, ...] = ()
+    tmpfs: Mapping[str, str] = field(default_factory=dict)
+    read_only: bool = True
+    cap_drop: tuple[str, ...] = ("ALL",)
+    cap_add: tuple[str, ...] = ()
+    security_opt: tuple[str, ...] = ("no-new-privileges:true",)
+    network_mode: str = "none"
+    pids_limit: int = 512
+    memory_bytes: int = 8 * 2**30
+    nano_cpus: int = 2 * 10**9
+    ulimits: tuple[tuple[str, int, int], ...] = (("nofile", 4096, 8192), ("core", 0, 0))
+    log_max_size: str = "10m"
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    image: str
+    status: str  # created, running, exited, ...
+    labels: Mapping[str, str]
+    created: str = ""
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the engine's inspect JSON, for tests and doctor
+
+    @property
+    def running(self) -> bool:
+        return self.status == "running"
+
+
+@dataclass(frozen=True)
+class VolumeInfo:
+    name: str
+    labels: Mapping[str, str]
+    driver: str = "local"
+    options: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NetworkInfo:
+    name: str
+    labels: Mapping[str, str]

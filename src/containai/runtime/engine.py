@@ -10,10 +10,19 @@ from typing import Any
 
 import docker
 import docker.errors
+import docker.types
 import requests.exceptions
 
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
-from containai.runtime.base import BuildEvent, EngineInfo, ImageInfo
+from containai.runtime.base import (
+    BuildEvent,
+    ContainerInfo,
+    ContainerSpec,
+    EngineInfo,
+    ImageInfo,
+    NetworkInfo,
+    VolumeInfo,
+)
 from containai.runtime.select import EngineChoice, EngineKind
 
 # Builds and imports stream for minutes; everything else should answer quickly.
@@ -49,7 +58,9 @@ def _image_info(image: Any) -> ImageInfo:
 def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
     components = [str(c.get("Name", "")) for c in version.get("Components") or []]
-    runc = next((c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {})
+    runc: Mapping[str, Any] = next(
+        (c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {}
+    )
     runc_details = runc.get("Details") or {}
     kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
@@ -84,7 +95,236 @@ def _imported_id(answer: object) -> str | None:
     return found
 
 
-class EngineRuntime:
+def _container_info(container: Any) -> ContainerInfo:
+    attrs = container.attrs
+    config = attrs.get("Config") or {}
+    state = attrs.get("State") or {}
+    return ContainerInfo(
+        id=container.id,
+        name=str(attrs.get("Name", container.name)).lstrip("/"),
+        image=str(config.get("Image", "")),
+        status=str(state.get("Status", container.status)),
+        labels=dict(config.get("Labels") or {}),
+        created=str(attrs.get("Created", "")),
+        raw=attrs,
+    )
+
+
+def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
+    return {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
+
+
+def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
+    """The SDK's ``containers.create`` arguments for a spec (pure; shown in tests)."""
+    mounts = [
+        docker.types.Mount(
+            target=m.target,
+            source=m.source,
+            type=m.kind,  # type: ignore[arg-type]  # "bind" or "volume", as ContainerSpec documents
+            read_only=m.read_only,
+            propagation="rprivate" if m.kind == "bind" else None,
+        )
+        for m in spec.mounts
+    ]
+    return {
+        "image": spec.image,
+        "name": spec.name,
+        "command": list(spec.command),
+        "labels": dict(spec.labels),
+        "user": spec.user or None,
+        "environment": dict(spec.environment),
+        "working_dir": spec.working_dir or None,
+        "hostname": spec.hostname or None,
+        "mounts": mounts,
+        "tmpfs": dict(spec.tmpfs),
+        "read_only": spec.read_only,
+        "cap_drop": list(spec.cap_drop),
+        "cap_add": list(spec.cap_add) or None,
+        "security_opt": list(spec.security_opt),
+        "network_mode": spec.network_mode,
+        "pids_limit": spec.pids_limit,
+        "mem_limit": spec.memory_bytes,
+        "memswap_limit": spec.memory_bytes,  # equal to the memory limit: no swap on top
+        "nano_cpus": spec.nano_cpus,
+        "ulimits": [docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in spec.ulimits],
+        "log_config": docker.types.LogConfig(
+            type="json-file", config={"max-size": spec.log_max_size, "max-file": "3"}
+        ),
+        "privileged": False,
+        "detach": True,
+        "stdin_open": False,
+        "tty": False,
+    }
+
+
+class _EngineContainers:
+    """Container, volume and network operations; mixed into ``EngineRuntime``."""
+
+    choice: EngineChoice
+
+    @property
+    def client(self) -> Any:
+        raise NotImplementedError
+
+    def create_container(self, spec: ContainerSpec) -> ContainerInfo:
+        try:
+            return _container_info(self.client.containers.create(**create_kwargs(spec)))
+        except Exception as exc:
+            raise translate(exc, self.choice, f"create container {spec.name}") from exc
+
+    def start(self, ref: str) -> None:
+        try:
+            self.client.api.start(ref)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"start {ref}") from exc
+
+    def stop(self, ref: str, *, timeout: int = 10) -> None:
+        try:
+            self.client.api.stop(ref, timeout=timeout)
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            raise translate(exc, self.choice, f"stop {ref}") from exc
+
+    def container(self, ref: str) -> ContainerInfo | None:
+        try:
+            return _container_info(self.client.containers.get(ref))
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:
+            raise translate(exc, self.choice, f"inspect {ref}") from exc
+
+    def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        try:
+            found = self.client.containers.list(all=True, filters=_label_filter(labels))
+            return [_container_info(c) for c in found]
+        except Exception as exc:
+            raise translate(exc, self.choice, "list containers") from exc
+
+    def remove_container(self, ref: str) -> None:
+        try:
+            self.client.api.remove_container(ref, force=True, v=True)
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            raise translate(exc, self.choice, f"remove {ref}") from exc
+
+    def exec(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> int:
+        """Run ``argv`` in the container; stream stdout/stderr chunks to ``on_output`` as they come."""
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                ref,
+                list(argv),
+                user=user,
+                environment=dict(environment or {}),
+                workdir=workdir or None,
+                tty=False,
+            )["Id"]
+            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
+                if on_output is not None:
+                    if stdout:
+                        on_output("stdout", stdout)
+                    if stderr:
+                        on_output("stderr", stderr)
+            return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
+
+    def exec_tty(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+    ) -> int:
+        from containai.runtime.tty import attach_tty
+
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(
+                ref,
+                list(argv),
+                user=user,
+                environment=dict(environment or {}),
+                workdir=workdir or None,
+                tty=True,
+                stdin=True,
+            )["Id"]
+            sock = api.exec_start(exec_id, tty=True, socket=True)
+            attach_tty(sock, resize=lambda rows, cols: api.exec_resize(exec_id, height=rows, width=cols))
+            return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"attach to {ref}") from exc
+
+    def create_volume(
+        self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
+    ) -> VolumeInfo:
+        try:
+            volume = self.client.volumes.create(
+                name=name, driver="local", driver_opts=dict(driver_opts or {}), labels=dict(labels)
+            )
+        except Exception as exc:
+            raise translate(exc, self.choice, f"create volume {name}") from exc
+        attrs = volume.attrs
+        return VolumeInfo(
+            volume.name,
+            dict(attrs.get("Labels") or {}),
+            attrs.get("Driver", ""),
+            dict(attrs.get("Options") or {}),
+        )
+
+    def volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        try:
+            found = self.client.volumes.list(filters=_label_filter(labels))
+        except Exception as exc:
+            raise translate(exc, self.choice, "list volumes") from exc
+        return [
+            VolumeInfo(
+                v.name,
+                dict(v.attrs.get("Labels") or {}),
+                v.attrs.get("Driver", ""),
+                dict(v.attrs.get("Options") or {}),
+            )
+            for v in found
+        ]
+
+    def remove_volume(self, name: str) -> None:
+        try:
+            self.client.api.remove_volume(name, force=True)
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            raise translate(exc, self.choice, f"remove volume {name}") from exc
+
+    def networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        try:
+            found = self.client.networks.list(filters=_label_filter(labels))
+            return [NetworkInfo(n.name, dict(n.attrs.get("Labels") or {})) for n in found]
+        except Exception as exc:
+            raise translate(exc, self.choice, "list networks") from exc
+
+    def remove_network(self, name: str) -> None:
+        try:
+            self.client.api.remove_network(name)
+        except docker.errors.NotFound:
+            return
+        except Exception as exc:
+            raise translate(exc, self.choice, f"remove network {name}") from exc
+
+
+class EngineRuntime(_EngineContainers):
     """A ``ContainerRuntime`` over the Engine API. Connects lazily, on first use."""
 
     def __init__(self, choice: EngineChoice) -> None:

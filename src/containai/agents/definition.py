@@ -1,0 +1,146 @@
+"""Agents are data: a TOML definition says which image, which commands, and what the agent needs.
+
+Built-in definitions ship in ``containai/agents/builtin``; users add their own (aider, gemini-cli,
+opencode, ...) as ``~/.config/containai/agents/<name>.toml``. A user file with a built-in's name
+replaces the built-in.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from containai.errors import ConfigError, UsageError
+from containai.images.catalog import PARTS, image_tag
+
+_NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
+_ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class AgentDef:
+    name: str
+    description: str
+    image: str  # a ContainAI image part (claude, base, ...) or a full image reference
+    command: tuple[str, ...]
+    prompt_command: tuple[str, ...]
+    env: tuple[str, ...] = ()
+    config_dir: str | None = None
+    mcp_config: str | None = None
+    endpoints: tuple[str, ...] = ()
+    source: str = "built-in"
+
+    def image_ref(self, channel: str) -> str:
+        return image_tag(self.image, channel) if self.image in PARTS else self.image
+
+    def prompt_argv(self, prompt: str) -> list[str]:
+        """The non-interactive command with the prompt as one argument (never through a shell)."""
+        return [prompt if word == "{prompt}" else word for word in self.prompt_command]
+
+
+def _strings(data: dict[str, Any], key: str, source: str, *, required: bool = False) -> tuple[str, ...]:
+    value = data.get(key)
+    if value is None:
+        if required:
+            raise ConfigError(f"{source}: `{key}` is missing", hint=f"add {key} = [...] (a list of strings)")
+        return ()
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ConfigError(
+            f"{source}: `{key}` must be a list of strings", hint=f'e.g. {key} = ["word", "word"]'
+        )
+    return tuple(value)
+
+
+def parse_agent(data: dict[str, Any], source: str) -> AgentDef:
+    """Validate one agent definition (parsed TOML) into an ``AgentDef``."""
+    name = data.get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        raise ConfigError(
+            f"{source}: `name` must be lower-case letters, digits and dashes", hint='e.g. name = "aider"'
+        )
+    image = data.get("image")
+    if not isinstance(image, str) or not image:
+        raise ConfigError(
+            f"{source}: `image` is missing", hint='name a ContainAI image (image = "base") or any image'
+        )
+    command = _strings(data, "command", source, required=True)
+    prompt_command = _strings(data, "prompt_command", source, required=True)
+    if not command:
+        raise ConfigError(f"{source}: `command` is empty", hint='e.g. command = ["aider"]')
+    if prompt_command.count("{prompt}") != 1:
+        raise ConfigError(
+            f"{source}: `prompt_command` must contain the word {{prompt}} exactly once",
+            hint='e.g. prompt_command = ["aider", "--message", "{prompt}"]',
+        )
+    env = _strings(data, "env", source)
+    for variable in env:
+        if not _ENV_NAME.match(variable):
+            raise ConfigError(
+                f"{source}: {variable!r} in `env` is not a variable name", hint="use NAMES_LIKE_THIS"
+            )
+    unknown = sorted(
+        set(data)
+        - {
+            "name",
+            "description",
+            "image",
+            "command",
+            "prompt_command",
+            "env",
+            "config_dir",
+            "mcp_config",
+            "endpoints",
+        }
+    )
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown key {', '.join(unknown)}", hint="see docs/agents.md for the keys"
+        )
+    return AgentDef(
+        name=name,
+        description=str(data.get("description", "")),
+        image=image,
+        command=command,
+        prompt_command=prompt_command,
+        env=env,
+        config_dir=data.get("config_dir"),
+        mcp_config=data.get("mcp_config"),
+        endpoints=_strings(data, "endpoints", source),
+        source=source,
+    )
+
+
+def _load_file(text: str, source: str) -> AgentDef:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}", hint="fix the file, or remove it") from exc
+    return parse_agent(data, source)
+
+
+def load_agents(user_dir: Path | None) -> dict[str, AgentDef]:
+    """Built-in agents, then the user's (which may replace a built-in of the same name)."""
+    agents: dict[str, AgentDef] = {}
+    for entry in sorted(
+        resources.files("containai.agents").joinpath("builtin").iterdir(), key=lambda e: e.name
+    ):
+        if entry.name.endswith(".toml"):
+            agent = _load_file(entry.read_text(encoding="utf-8"), "built-in")
+            agents[agent.name] = agent
+    if user_dir is not None and user_dir.is_dir():
+        for path in sorted(user_dir.glob("*.toml")):
+            agent = _load_file(path.read_text(encoding="utf-8"), str(path))
+            agents[agent.name] = agent
+    return agents
+
+
+def get_agent(name: str, user_dir: Path | None) -> AgentDef:
+    agents = load_agents(user_dir)
+    if name not in agents:
+        where = f" or add {user_dir}/{name}.toml" if user_dir else ""
+        raise UsageError(f"unknown agent {name!r}", hint=f"choose one of {', '.join(sorted(agents))}{where}")
+    return agents[name]

@@ -1,0 +1,227 @@
+"""The session commands behind the launchers: run, launch, connect, list, remove, gc.
+
+Each takes its inputs as arguments and returns an exit code or a result; the CLI only parses flags
+and renders.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from containai.config import Paths
+from containai.errors import EXIT_CONTAINAI, UsageError
+from containai.runtime.base import ContainerRuntime
+from containai.session import manager
+from containai.session.manager import Reporter, SessionRequest
+from containai.session.plan import WORKSPACE, SessionPlan
+from containai.session.repo import discover_repo, git
+from containai.session.vscode import write_attach_config
+
+TMUX_SESSION = "agent"
+
+
+class Hangup(BaseException):
+    """SIGTERM or SIGHUP reached the launcher: finish the session (bring the work home), then exit."""
+
+
+@contextmanager
+def _finish_on_signals() -> Iterator[None]:
+    def raise_hangup(signum: int, _frame: FrameType | None) -> None:
+        raise Hangup(signum)
+
+    previous = {sig: signal.signal(sig, raise_hangup) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@dataclass(frozen=True)
+class PromptResult:
+    exit_status: int
+    session: str
+    session_id: str
+    workspace: str
+    branch: str | None
+    commits: int
+    diffstat: str
+    duration_seconds: float
+    kept: bool
+    message: str
+
+
+def _diffstat(plan: SessionPlan, branch: str | None) -> str:
+    if plan.repo is None or branch is None or plan.branch is None:
+        return ""
+    return git(
+        plan.repo.root, "diff", "--shortstat", plan.branch.base, f"refs/heads/{branch}", check=False
+    ).strip()
+
+
+def start_session(
+    runtime: ContainerRuntime, request: SessionRequest, *, paths: Paths, reporter: Reporter
+) -> SessionPlan:
+    repo = discover_repo(request.repo_path, request.cwd)
+    if repo is None:
+        reporter.note("no git repository here: the agent gets an empty workspace, and no work is pushed back")
+    plan = manager.plan(runtime, request, repo=repo, state_root=paths.sessions_dir, reporter=reporter)
+    manager.provision(runtime, plan, reporter)
+    try:
+        write_attach_config(plan, home=Path(os.environ.get("HOME", "~")).expanduser())
+    except OSError as exc:  # a convenience: never a reason to fail the session
+        reporter.warn(f"could not write the VS Code attach configuration: {exc}")
+    return plan
+
+
+def run_ephemeral(
+    runtime: ContainerRuntime,
+    request: SessionRequest,
+    *,
+    paths: Paths,
+    reporter: Reporter,
+    prompt: str | None,
+    command: Sequence[str],
+    interactive: bool,
+    write: Callable[[str, bytes], None],
+) -> tuple[int, PromptResult]:
+    """An ephemeral session: run the agent (attached, or streamed), then bring the work home and clean up."""
+    started = time.monotonic()
+    plan = start_session(runtime, request, paths=paths, reporter=reporter)
+    code = EXIT_CONTAINAI
+    try:
+        with _finish_on_signals():
+            if prompt is not None:
+                code = manager.run_streamed(runtime, plan, plan.agent.prompt_argv(prompt), write)
+            elif interactive:
+                code = manager.run_interactive(runtime, plan, list(command) or list(plan.agent.command))
+            elif command:
+                code = manager.run_streamed(runtime, plan, list(command), write)
+            else:
+                raise UsageError(
+                    f"{plan.agent.name} needs a terminal to run interactively",
+                    hint='run it from a terminal, or give it work with --prompt "..."',
+                )
+    except Hangup:
+        reporter.warn("stopping: bringing the session's work home first")
+    finally:
+        result = manager.finish(
+            runtime, plan.name, push=request.push, keep_branch=False, state_root=paths.sessions_dir
+        )
+        (reporter.warn if result.kept else reporter.note)(result.message)
+    imported = result.imported
+    summary = PromptResult(
+        exit_status=code,
+        session=plan.name,
+        session_id=plan.session_id,
+        workspace=plan.workspace.mode,
+        branch=imported.branch if imported else None,
+        commits=imported.commits if imported else 0,
+        diffstat=_diffstat(plan, imported.branch if imported else None),
+        duration_seconds=round(time.monotonic() - started, 3),
+        kept=result.kept,
+        message=result.message,
+    )
+    if result.kept and code == 0:
+        code = EXIT_CONTAINAI
+    return code, summary
+
+
+def launch_persistent(
+    runtime: ContainerRuntime,
+    request: SessionRequest,
+    *,
+    paths: Paths,
+    reporter: Reporter,
+    command: Sequence[str],
+) -> SessionPlan:
+    """A persistent session: the agent runs in tmux inside the container and keeps working when detached."""
+    plan = start_session(runtime, request, paths=paths, reporter=reporter)
+    argv = list(command) or list(plan.agent.command)
+    tmux = [
+        "tmux",
+        "new-session",
+        "-d",
+        "-s",
+        TMUX_SESSION,
+        "-x",
+        "200",
+        "-y",
+        "50",
+        "-c",
+        WORKSPACE,
+        "--",
+        *argv,
+    ]
+    output: list[bytes] = []
+    code = runtime.exec(
+        plan.name,
+        tmux,
+        user=plan.user,
+        environment=manager.agent_environment(plan),
+        workdir=WORKSPACE,
+        on_output=lambda _s, d: output.append(d),
+    )
+    if code != 0:
+        manager.teardown(runtime, plan.session_id, state_root=paths.sessions_dir)
+        manager.release_branch(plan)
+        raise UsageError(
+            f"could not start {plan.agent.name} in tmux: {b''.join(output).decode(errors='replace').strip()}",
+            hint="check the agent's command in its definition",
+        )
+    return plan
+
+
+def pick_session(runtime: ContainerRuntime, name: str | None) -> str:
+    rows = manager.list_sessions(runtime)
+    if name:
+        if not any(row.name == name for row in rows):
+            raise UsageError(f"no session named {name}", hint="see `list-agents`")
+        return name
+    running = [row for row in rows if row.status == "running" and row.mode == "persistent"]
+    if len(running) == 1:
+        return running[0].name
+    if not running:
+        raise UsageError("no persistent session is running", hint="start one with `launch-agent AGENT`")
+    raise UsageError(
+        f"{len(running)} sessions are running: {', '.join(r.name for r in running)}",
+        hint="pick one with -n NAME",
+    )
+
+
+def connect(runtime: ContainerRuntime, name: str) -> int:
+    container = runtime.container(name)
+    if container is None or not container.running:
+        raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
+    user = str((container.raw.get("Config") or {}).get("User") or "")
+    alive = runtime.exec(name, ["tmux", "has-session", "-t", TMUX_SESSION], user=user)
+    if alive != 0:
+        raise UsageError(
+            f"the agent in {name} has exited",
+            hint=f"`remove-agent {name}` brings its work home and cleans up",
+        )
+    env = {"TERM": os.environ.get("TERM", "xterm-256color")}
+    return runtime.exec_tty(name, ["tmux", "attach-session", "-t", TMUX_SESSION], user=user, environment=env)
+
+
+def rows_as_json(rows: Sequence[manager.SessionRow], now: datetime) -> list[dict[str, Any]]:
+    return [{**asdict(row), "age": row.age(now)} for row in rows]
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+def print_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2) + "\n")

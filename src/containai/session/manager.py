@@ -1,0 +1,467 @@
+"""Running sessions: provision, attach or prompt, bring the work home, tear down. Engine I/O lives here.
+
+Work is never lost: if the export or the import fails, the container and its workspace stay, and the
+user is told how to retry (`remove-agent NAME`). Everything a session creates carries its session
+label, so a crashed launcher's leftovers are found by `containai gc`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Protocol
+
+from containai.agents.definition import AgentDef
+from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
+from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount
+from containai.session import naming
+from containai.session.naming import SessionLabels, container_name, new_session_id
+from containai.session.plan import (
+    EXPORT_BUNDLE,
+    REPO_MOUNT,
+    WORKSPACE,
+    Resources,
+    SessionPlan,
+    WorkspaceChoice,
+    choose_workspace,
+    hardened_spec,
+    render_setup_script,
+)
+from containai.session.repo import BranchChoice, RepoInfo, branch_sha, choose_branch, delete_branch_if_at, git
+from containai.workspace.gate import ImportResult, import_bundle, render_export_script
+
+log = logging.getLogger("containai.session")
+
+MAX_BUNDLE_BYTES = 2 * 2**30
+
+
+class Reporter(Protocol):
+    def note(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class SessionRequest:
+    agent: AgentDef
+    repo_path: Path | None
+    cwd: Path
+    channel: str
+    mode: str  # "ephemeral" or "persistent"
+    network_proxy: str = "squid"
+    branch: str | None = None
+    use_current_branch: bool = False
+    push: bool = True
+    force: bool = False
+    name: str | None = None
+    resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
+    workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
+
+
+@dataclass(frozen=True)
+class FinishResult:
+    imported: ImportResult | None
+    kept: bool  # the container and workspace were kept because bringing the work home failed
+    message: str
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def launcher_alive(label: str) -> bool:
+    """Whether the process named by a ``launcher`` label (``<boot id>:<pid>``) still runs here."""
+    boot, _, pid = label.rpartition(":")
+    if boot != boot_id() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def git_identity(repo: RepoInfo | None) -> tuple[str, str]:
+    """The host user's name and e-mail for the agent's commits (values only; no config file goes in)."""
+    if repo is None:
+        return "ContainAI agent", "agent@containai.invalid"
+    name = git(repo.root, "config", "user.name", check=False).strip() or "ContainAI agent"
+    email = git(repo.root, "config", "user.email", check=False).strip() or "agent@containai.invalid"
+    return name, email
+
+
+def _owner(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_uid, stat.st_gid
+
+
+def plan(
+    runtime: ContainerRuntime,
+    request: SessionRequest,
+    *,
+    repo: RepoInfo | None,
+    state_root: Path,
+    reporter: Reporter,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> SessionPlan:
+    """Decide everything, and reserve the branch on the host (the only host change before launch)."""
+    info = runtime.info()
+    image = request.agent.image_ref(request.channel)
+    if runtime.image(image) is None:
+        part = request.agent.image
+        raise ImageMissing(
+            image,
+            build_hint=f"build it: `containai images build --channel {request.channel} --agents {part}`"
+            if "/" not in part and ":" not in part
+            else f"pull or build {image}",
+        )
+    push = request.push and repo is not None
+    if repo is not None and repo.dirty and not request.force:
+        shown = ", ".join(repo.dirty[:5]) + (
+            f" and {len(repo.dirty) - 5} more" if len(repo.dirty) > 5 else ""
+        )
+        raise UsageError(
+            f"{repo.root} has uncommitted changes: {shown}",
+            hint="commit or stash them first, or pass --force to launch anyway",
+        )
+    local = runtime.choice.base_url.startswith("unix://")
+    workspace = choose_workspace(
+        repo,
+        owner=_owner(repo.root) if repo else None,
+        local_engine=local,
+        rootless=info.rootless,
+        forced=request.workspace_mode,
+    )
+    branch: BranchChoice | None = None
+    if repo is not None:
+        branch = choose_branch(
+            repo,
+            request.agent.name,
+            requested=request.branch,
+            use_current=request.use_current_branch,
+            force=request.force,
+            now=now,
+        )
+        if branch.archived:
+            reporter.note(f"archived the old {branch.name} to {branch.archived}")
+    session_id = new_session_id()
+    repo_name = repo.name if repo else "prompt"
+    branch_name = branch.name if branch else "workspace"
+    name = container_name(
+        request.agent.name,
+        request.name or repo_name,
+        branch_name if not request.name else "",
+        taken=lambda n: runtime.container(n) is not None,
+    )
+    labels = SessionLabels(
+        session=session_id,
+        agent=request.agent.name,
+        repo=str(repo.root) if repo else "",
+        branch=branch.name if branch else "",
+        base=branch.base if branch else "",
+        channel=request.channel,
+        mode=request.mode,
+        network_proxy=request.network_proxy,
+        workspace=workspace.mode,
+        push=push,
+        launcher=f"{boot_id()}:{os.getpid()}",
+        created=now().astimezone(UTC).isoformat(timespec="seconds"),
+    )
+    state_dir = state_root / session_id
+    volume_name = f"{name}-workspace-{session_id}"
+    volume_opts: dict[str, str] = {}
+    if workspace.mode == "overlay" and repo is not None:
+        volume_opts = {
+            "type": "overlay",
+            "device": "overlay",
+            "o": f"lowerdir={repo.root},upperdir={state_dir / 'upper'},workdir={state_dir / 'work'}",
+        }
+    mounts = [Mount(WORKSPACE, volume_name, "volume")]
+    if repo is not None:
+        mounts.append(Mount(REPO_MOUNT, str(repo.root), "bind", read_only=True))
+    environment = {
+        "HOME": "/home/agent",
+        "TERM": os.environ.get("TERM", "xterm-256color"),
+        "CONTAINAI_SESSION": session_id,
+        "CONTAINAI_AGENT": request.agent.name,
+        "CONTAINAI_BRANCH": branch.name if branch else "",
+        "CONTAINAI_NETWORK_PROXY": request.network_proxy,
+    }
+    container = hardened_spec(
+        image=image,
+        name=name,
+        command=["/usr/local/bin/containai-entrypoint", "--hold"],
+        labels=labels.for_role("agent"),
+        uid=workspace.uid,
+        gid=workspace.gid,
+        mounts=mounts,
+        resources=request.resources,
+        environment=environment,
+        network_mode="none",
+    )
+    git_name, git_email = git_identity(repo)
+    return SessionPlan(
+        session_id=session_id,
+        name=name,
+        agent=request.agent,
+        image=image,
+        repo=repo,
+        branch=branch,
+        workspace=workspace,
+        labels=labels,
+        container=container,
+        volume_name=volume_name,
+        volume_opts=volume_opts,
+        state_dir=state_dir,
+        setup_script=render_setup_script(workspace, branch, git_name=git_name, git_email=git_email),
+        environment=environment,
+    )
+
+
+def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) -> None:
+    """Create the workspace and container, start it, and set up the branch. Undone whole on failure."""
+    try:
+        if plan.workspace.mode == "overlay":
+            for part in ("upper", "work"):
+                (plan.state_dir / part).mkdir(parents=True, exist_ok=True)
+        runtime.create_volume(
+            plan.volume_name, labels=plan.labels.for_role("workspace"), driver_opts=plan.volume_opts
+        )
+        runtime.create_container(plan.container)
+        runtime.start(plan.name)
+        output: list[bytes] = []
+        code = runtime.exec(
+            plan.name,
+            ["bash", "-c", plan.setup_script],
+            user=plan.user,
+            workdir=WORKSPACE,
+            on_output=lambda _stream, data: output.append(data),
+        )
+        if code != 0:
+            detail = [line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()]
+            log.warning("workspace set-up output:\n%s", "\n".join(detail))
+            first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
+            raise SessionError(
+                f"setting up the workspace failed: {first_error or (detail[-1] if detail else f'exit {code}')}",
+                hint="see the log file for the full output; nothing was changed on the host",
+            )
+    except BaseException:
+        teardown(runtime, plan.session_id, state_root=plan.state_dir.parent)
+        release_branch(plan)
+        raise
+    reporter.note(f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}")
+    if plan.labels.network_proxy == "squid":
+        reporter.note("egress through the proxy is not available yet: this session has no network")
+    else:
+        reporter.note("restricted: this session has no network")
+
+
+def release_branch(plan: SessionPlan) -> None:
+    """Drop the branch we reserved, if it still points where we created it (no work on it)."""
+    if plan.repo is not None and plan.branch is not None and plan.branch.created:
+        delete_branch_if_at(plan.repo.root, plan.branch.name, plan.branch.base)
+
+
+def agent_environment(plan: SessionPlan) -> dict[str, str]:
+    return dict(plan.environment)
+
+
+def run_interactive(runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str]) -> int:
+    return runtime.exec_tty(
+        plan.name, argv, user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE
+    )
+
+
+def run_streamed(
+    runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str], on_output: Callable[[str, bytes], None]
+) -> int:
+    return runtime.exec(
+        plan.name,
+        argv,
+        user=plan.user,
+        environment=agent_environment(plan),
+        workdir=WORKSPACE,
+        on_output=on_output,
+    )
+
+
+def export_and_import(runtime: ContainerRuntime, container: ContainerInfo) -> ImportResult:
+    """Commit what is uncommitted, bundle the session branch in the container, import it on the host."""
+    labels = SessionLabels.parse(container.labels)
+    user = str((container.raw.get("Config") or {}).get("User") or "1000:1000")
+    output: list[bytes] = []
+    script = render_export_script(labels.branch, EXPORT_BUNDLE)
+    code = runtime.exec(
+        container.name,
+        ["bash", "-c", script],
+        user=user,
+        workdir=WORKSPACE,
+        on_output=lambda _s, data: output.append(data),
+    )
+    if code != 0:
+        detail = b"".join(output).decode("utf-8", "replace").strip().splitlines()
+        raise SessionError(
+            f"exporting the work failed in {container.name}: {detail[-1] if detail else f'exit {code}'}"
+        )
+    with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
+        bundle = Path(work) / "session.bundle"
+        size = 0
+        with bundle.open("wb") as handle:
+
+            def save(stream: str, data: bytes) -> None:
+                nonlocal size
+                if stream == "stdout":
+                    size += len(data)
+                    if size <= MAX_BUNDLE_BYTES:
+                        handle.write(data)
+
+            code = runtime.exec(container.name, ["cat", EXPORT_BUNDLE], user=user, on_output=save)
+        if code != 0 or size > MAX_BUNDLE_BYTES:
+            raise SessionError(f"copying the work out of {container.name} failed (exit {code}, {size} bytes)")
+        return import_bundle(Path(labels.repo), bundle, branch=labels.branch, base=labels.base)
+
+
+def finish(
+    runtime: ContainerRuntime, name: str, *, push: bool, keep_branch: bool, state_root: Path
+) -> FinishResult:
+    """Bring the session's work home (unless told not to), then remove all it created."""
+    container = runtime.container(name)
+    if container is None:
+        raise UsageError(f"no session named {name}", hint="see `list-agents`")
+    labels = SessionLabels.parse(container.labels)
+    imported: ImportResult | None = None
+    message = (
+        "the session's work was not brought back (--no-push)"
+        if labels.repo
+        else "no repository: nothing to bring back"
+    )
+    if push and labels.push and labels.repo and labels.branch:
+        try:
+            if not container.running:
+                runtime.start(container.name)
+            imported = export_and_import(runtime, container)
+        except ContainAIError as exc:
+            log.warning("export/import of %s failed: %s", name, exc, exc_info=True)
+            return FinishResult(
+                None,
+                kept=True,
+                message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
+                f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
+            )
+        message = describe_import(imported, labels.base)
+    teardown(runtime, labels.session, state_root=state_root)
+    if labels.repo and labels.branch and not keep_branch:
+        sha = branch_sha(Path(labels.repo), labels.branch)
+        if sha == labels.base and labels.mode and (imported is None or imported.commits == 0):
+            # Nothing was done on the branch we reserved: do not leave an empty branch behind.
+            delete_branch_if_at(Path(labels.repo), labels.branch, labels.base)
+    return FinishResult(imported, kept=False, message=message)
+
+
+def describe_import(result: ImportResult, base: str) -> str:
+    if result.diverged:
+        return (
+            f"{result.commits} commit(s) brought back to {result.branch}: the host branch had moved on, so the work "
+            f"went to a new branch (merge it with `git merge {result.branch}`)"
+        )
+    if result.commits == 0:
+        return f"no new commits on {result.branch}"
+    return f"{result.commits} commit(s) brought back to {result.branch}"
+
+
+def teardown(runtime: ContainerRuntime, session_id: str, *, state_root: Path) -> None:
+    """Remove every container, volume and network carrying the session's label, and its host state."""
+    selector = {naming.SESSION: session_id}
+    for container in runtime.containers(selector):
+        runtime.remove_container(container.id)
+    for network in runtime.networks(selector):
+        runtime.remove_network(network.name)
+    for volume in runtime.volumes(selector):
+        runtime.remove_volume(volume.name)
+    state = state_root / session_id
+    if state.exists():
+        # Overlay upper layers hold files the agent created, under its uid: remove as a tree.
+        subprocess.run(["rm", "-rf", "--one-file-system", str(state)], check=False)
+
+
+@dataclass(frozen=True)
+class SessionRow:
+    name: str
+    agent: str
+    repo: str
+    branch: str
+    status: str
+    mode: str
+    created: str
+    session: str
+
+    def age(self, now: datetime) -> str:
+        try:
+            seconds = int((now - datetime.fromisoformat(self.created)).total_seconds())
+        except ValueError:
+            return "?"
+        for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+            if seconds >= size:
+                return f"{seconds // size}{unit}"
+        return f"{seconds}s"
+
+
+def list_sessions(runtime: ContainerRuntime) -> list[SessionRow]:
+    rows = []
+    for container in runtime.containers({naming.ROLE: "agent"}):
+        labels = SessionLabels.parse(container.labels)
+        rows.append(
+            SessionRow(
+                name=container.name,
+                agent=labels.agent,
+                repo=labels.repo,
+                branch=labels.branch,
+                status=container.status,
+                mode=labels.mode,
+                created=labels.created,
+                session=labels.session,
+            )
+        )
+    return sorted(rows, key=lambda r: r.created)
+
+
+def gc(runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter) -> list[str]:
+    """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first."""
+    sessions: dict[str, list[Mapping[str, str]]] = {}
+    agents: dict[str, ContainerInfo] = {}
+    for container in runtime.containers({naming.SESSION: ""}):
+        sid = container.labels.get(naming.SESSION, "")
+        sessions.setdefault(sid, []).append(container.labels)
+        if container.labels.get(naming.ROLE) == "agent":
+            agents[sid] = container
+    for volume in runtime.volumes({naming.SESSION: ""}):
+        sessions.setdefault(volume.labels.get(naming.SESSION, ""), []).append(volume.labels)
+    for network in runtime.networks({naming.SESSION: ""}):
+        sessions.setdefault(network.labels.get(naming.SESSION, ""), []).append(network.labels)
+    removed = []
+    for sid in sorted(s for s in sessions if s):
+        agent = agents.get(sid)
+        if agent is not None:
+            labels = SessionLabels.parse(agent.labels)
+            if labels.mode == "persistent" or launcher_alive(labels.launcher):
+                continue
+            result = finish(runtime, agent.name, push=True, keep_branch=False, state_root=state_root)
+            if result.kept:
+                reporter.warn(result.message)
+                continue
+            reporter.note(f"{agent.name}: {result.message}")
+        else:
+            teardown(runtime, sid, state_root=state_root)
+        removed.append(sid)
+    return removed

@@ -1,0 +1,111 @@
+"""Names and labels for everything a session creates.
+
+Containers are named ``{agent}-{repo}-{branch}``, sanitized to the engine's rules. Labels live in the
+reserved ``ai.containai.`` namespace; every resource carries the session's id, so `containai gc` can
+find what a dead session left behind, and a schema version, so a later release can read what an older
+one created.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from containai.images.catalog import LABEL_PREFIX, SCHEMA_VERSION
+
+MAX_NAME = 63  # a DNS label: the container name is also its host name on session networks
+
+SESSION = f"{LABEL_PREFIX}.session"
+ROLE = f"{LABEL_PREFIX}.role"
+AGENT = f"{LABEL_PREFIX}.agent"
+REPO = f"{LABEL_PREFIX}.repo"
+BRANCH = f"{LABEL_PREFIX}.branch"
+BASE = f"{LABEL_PREFIX}.base"
+CHANNEL = f"{LABEL_PREFIX}.channel"
+MODE = f"{LABEL_PREFIX}.mode"
+NETWORK = f"{LABEL_PREFIX}.network-proxy"
+WORKSPACE = f"{LABEL_PREFIX}.workspace"
+PUSH = f"{LABEL_PREFIX}.push"
+LAUNCHER = f"{LABEL_PREFIX}.launcher"  # "<boot id>:<pid>" of the process that launched an ephemeral session
+CREATED = f"{LABEL_PREFIX}.created"
+SCHEMA = f"{LABEL_PREFIX}.schema"
+
+
+def sanitize(text: str) -> str:
+    """Lower case, only ``[a-z0-9_.-]``, runs of anything else folded to one dash."""
+    cleaned = re.sub(r"[^a-z0-9_.-]+", "-", text.lower())
+    cleaned = re.sub(r"-{2,}", "-", cleaned)
+    return cleaned.strip("-._")
+
+
+def new_session_id() -> str:
+    return secrets.token_hex(6)
+
+
+def container_name(agent: str, repo: str, branch: str, taken: Callable[[str], bool]) -> str:
+    """``{agent}-{repo}-{branch}``, bounded and unique: a clash gets a short random suffix."""
+    base = sanitize(f"{agent}-{repo}-{branch}") or sanitize(agent) or "session"
+    if not base[0].isalnum():
+        base = f"c{base}"
+    candidate = base[:MAX_NAME].rstrip("-._")
+    for _ in range(20):
+        if not taken(candidate):
+            return candidate
+        suffix = secrets.token_hex(3)
+        candidate = f"{base[: MAX_NAME - len(suffix) - 1].rstrip('-._')}-{suffix}"
+    raise RuntimeError("could not find a free container name")  # 20 random clashes: not a real case
+
+
+@dataclass(frozen=True)
+class SessionLabels:
+    session: str
+    agent: str
+    repo: str
+    branch: str
+    base: str
+    channel: str
+    mode: str
+    network_proxy: str
+    workspace: str
+    push: bool
+    launcher: str
+    created: str
+
+    def common(self) -> dict[str, str]:
+        """The labels every resource of the session carries (containers, volumes, networks)."""
+        return {SESSION: self.session, SCHEMA: SCHEMA_VERSION, AGENT: self.agent}
+
+    def for_role(self, role: str) -> dict[str, str]:
+        return {
+            **self.common(),
+            ROLE: role,
+            REPO: self.repo,
+            BRANCH: self.branch,
+            BASE: self.base,
+            CHANNEL: self.channel,
+            MODE: self.mode,
+            NETWORK: self.network_proxy,
+            WORKSPACE: self.workspace,
+            PUSH: "true" if self.push else "false",
+            LAUNCHER: self.launcher,
+            CREATED: self.created,
+        }
+
+    @classmethod
+    def parse(cls, labels: Mapping[str, str]) -> SessionLabels:
+        return cls(
+            session=labels.get(SESSION, ""),
+            agent=labels.get(AGENT, ""),
+            repo=labels.get(REPO, ""),
+            branch=labels.get(BRANCH, ""),
+            base=labels.get(BASE, ""),
+            channel=labels.get(CHANNEL, ""),
+            mode=labels.get(MODE, ""),
+            network_proxy=labels.get(NETWORK, ""),
+            workspace=labels.get(WORKSPACE, ""),
+            push=labels.get(PUSH, "true") == "true",
+            launcher=labels.get(LAUNCHER, ""),
+            created=labels.get(CREATED, ""),
+        )

@@ -1,0 +1,198 @@
+"""Planning a session: from what the user asked for to the exact containers and volumes. Pure.
+
+The hardening is decided here, in one place, and every container a session creates is built from
+``hardened_spec``; ``docs/security.md`` explains each setting.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from containai.agents.definition import AgentDef
+from containai.errors import UsageError
+from containai.runtime.base import ContainerSpec, Mount
+from containai.session.naming import SessionLabels
+from containai.session.repo import BranchChoice, RepoInfo
+
+WorkspaceMode = Literal["overlay", "clone", "empty"]
+AGENT_UID = 1000
+WORKSPACE = "/workspace"
+REPO_MOUNT = "/repo"
+HOME = "/home/agent"
+EXPORT_BUNDLE = "/tmp/containai-session.bundle"  # noqa: S108  # a path inside the container's own tmpfs
+
+DEFAULT_MEMORY = "8g"
+DEFAULT_PIDS = 1024
+
+
+@dataclass(frozen=True)
+class WorkspaceChoice:
+    mode: WorkspaceMode
+    reason: str
+    uid: int
+    gid: int
+
+
+def choose_workspace(
+    repo: RepoInfo | None,
+    *,
+    owner: tuple[int, int] | None,
+    local_engine: bool,
+    rootless: bool,
+    forced: str | None = None,
+) -> WorkspaceChoice:
+    """Overlay when the engine can mount one the agent can write; otherwise a shared clone.
+
+    An overlay keeps the host files' owners, so the agent must run as the repo owner's uid, and
+    never as root: a root-owned repo gets the clone.
+    """
+    if repo is None:
+        return WorkspaceChoice("empty", "no repository: an empty workspace", AGENT_UID, AGENT_UID)
+    if forced not in (None, "", "overlay", "clone"):
+        raise UsageError(
+            f"CONTAINAI_WORKSPACE={forced!r} is not a workspace mode", hint="use overlay or clone"
+        )
+    uid, gid = owner or (AGENT_UID, AGENT_UID)
+    if forced == "clone":
+        return WorkspaceChoice("clone", "shared clone (CONTAINAI_WORKSPACE=clone)", AGENT_UID, AGENT_UID)
+    reasons = []
+    if not local_engine:
+        reasons.append("the engine is not on this machine")
+    if rootless:
+        reasons.append("the engine is rootless")
+    if re.search(r"[,:\s]", str(repo.root)):
+        reasons.append(
+            "the repository path holds a comma, colon or space, which overlay options cannot carry"
+        )
+    if uid == 0:
+        reasons.append("the repository is owned by root and the agent never runs as root")
+    if reasons:
+        if forced == "overlay":
+            raise UsageError(
+                f"cannot use an overlay workspace: {'; '.join(reasons)}", hint="unset CONTAINAI_WORKSPACE"
+            )
+        return WorkspaceChoice("clone", f"shared clone ({'; '.join(reasons)})", AGENT_UID, AGENT_UID)
+    return WorkspaceChoice("overlay", "copy-on-write overlay of the repository", uid, gid)
+
+
+def parse_memory(text: str) -> int:
+    match = re.fullmatch(r"(\d+(?:\.\d+)?)([kmgt]?)b?", text.strip().lower())
+    if not match:
+        raise UsageError(f"--memory {text!r} is not a size", hint="use a size like 4g or 512m")
+    number, unit = float(match.group(1)), match.group(2)
+    value = int(number * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[unit])
+    if value < 64 * 2**20:
+        raise UsageError(f"--memory {text} is too small", hint="give the session at least 64m")
+    return value
+
+
+def parse_cpus(text: str | None, available: int) -> int:
+    if text is None:
+        return min(4, max(1, available)) * 10**9
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 1024:
+        raise UsageError(f"--cpu {text!r} is not a number of CPUs", hint="use a number like 2 or 0.5")
+    return int(value * 10**9)
+
+
+@dataclass(frozen=True)
+class Resources:
+    memory_bytes: int
+    nano_cpus: int
+    pids: int = DEFAULT_PIDS
+
+
+@dataclass(frozen=True)
+class SessionPlan:
+    session_id: str
+    name: str
+    agent: AgentDef
+    image: str
+    repo: RepoInfo | None
+    branch: BranchChoice | None
+    workspace: WorkspaceChoice
+    labels: SessionLabels
+    container: ContainerSpec
+    volume_name: str
+    volume_opts: Mapping[str, str]
+    state_dir: Path
+    setup_script: str
+    environment: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def user(self) -> str:
+        return f"{self.workspace.uid}:{self.workspace.gid}"
+
+
+def hardened_spec(
+    *,
+    image: str,
+    name: str,
+    command: Sequence[str],
+    labels: Mapping[str, str],
+    uid: int,
+    gid: int,
+    mounts: Sequence[Mount],
+    resources: Resources,
+    environment: Mapping[str, str],
+    network_mode: str = "none",
+) -> ContainerSpec:
+    """The one shape of a session container: nothing privileged, nothing writable but what it needs."""
+    if uid == 0:
+        raise UsageError(
+            "session containers never run as root", hint="this is a bug in ContainAI; please report it"
+        )
+    return ContainerSpec(
+        image=image,
+        name=name,
+        command=tuple(command),
+        labels=dict(labels),
+        user=f"{uid}:{gid}",
+        environment=dict(environment),
+        working_dir=WORKSPACE,
+        hostname=name[:63],
+        mounts=tuple(mounts),
+        tmpfs={
+            "/tmp": "rw,noexec,nosuid,nodev,size=1g",  # noqa: S108  # the container's own tmpfs
+            HOME: f"rw,noexec,nosuid,nodev,size=512m,uid={uid},gid={gid},mode=0700",
+            "/run/containai": f"rw,noexec,nosuid,nodev,size=16m,uid={uid},gid={gid},mode=0700",
+        },
+        read_only=True,
+        cap_drop=("ALL",),
+        cap_add=(),
+        security_opt=("no-new-privileges:true",),
+        network_mode=network_mode,
+        pids_limit=resources.pids,
+        memory_bytes=resources.memory_bytes,
+        nano_cpus=resources.nano_cpus,
+        ulimits=(("nofile", 4096, 8192), ("core", 0, 0), ("nproc", 4096, 4096)),
+    )
+
+
+def render_setup_script(
+    workspace: WorkspaceChoice, branch: BranchChoice | None, *, git_name: str, git_email: str
+) -> str:
+    """What runs inside the container, as the agent, before the agent starts: the branch, and who commits."""
+    # The repository's files may belong to another uid than the agent's (the host's); inside the
+    # sandbox that is expected, so git is told to trust them (in the agent's own tmpfs HOME).
+    lines = ["set -eu", f"cd {WORKSPACE}", "git config --global --add safe.directory '*'"]
+    if workspace.mode == "clone":
+        # --shared borrows the read-only repo's objects: nothing is copied, and nothing can be written back.
+        lines.append(f"git clone --quiet --shared --no-checkout {REPO_MOUNT} {WORKSPACE}")
+    if branch is not None:
+        lines += [
+            f"git config user.name {shlex.quote(git_name)}",
+            f"git config user.email {shlex.quote(git_email)}",
+            f"git checkout --quiet -B {shlex.quote(branch.name)} {branch.base}",
+        ]
+        if workspace.mode == "clone":
+            lines.append("git remote remove origin")
+    return "\n".join(lines) + "\n"

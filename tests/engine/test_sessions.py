@@ -1,0 +1,485 @@
+"""Agent sessions against the real engine: the launchers, the workspace, the git gate, the hardening.
+
+The scripted "agent" is the built-in ``shell`` agent with ``--prompt``: a bash script that edits and
+commits like an agent would. Sessions are found and removed by their labels.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import CHANNEL
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+
+BIN = Path(sys.executable).parent
+SESSION_LABEL = "ai.containai.session"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+
+
+def make_repo(root: Path, owner: int | None = None) -> Path:
+    repo = root / f"repo-{uuid.uuid4().hex[:6]}"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "config", "user.name", "Host User")
+    git(repo, "config", "user.email", "host@example.test")
+    (repo / "README.md").write_text("hello\n")
+    git(repo, "add", "README.md")
+    git(repo, "commit", "-q", "-m", "base")
+    if owner is not None:
+        subprocess.run(["chown", "-R", f"{owner}:{owner}", str(repo)], check=True)
+        # The host user (root here) keeps using its repo; git asks it to vouch for a repo it does not own.
+        git(repo, "config", "--global", "--add", "safe.directory", str(repo))
+    return repo
+
+
+def snapshot(repo: Path) -> tuple[str, str, str, str]:
+    """What a session must never change on the host: HEAD, the index, the work tree and its status."""
+    tree = subprocess.run(
+        ["bash", "-c", "find . -path ./.git -prune -o -type f -print0 | sort -z | xargs -0 sha256sum"],
+        cwd=repo,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    index = (repo / ".git" / "index").read_bytes().hex()
+    return git(repo, "rev-parse", "HEAD"), index, tree, git(repo, "status", "--porcelain")
+
+
+@pytest.fixture()
+def env(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = {**cli_env, "HOME": str(home), "CONTAINAI_HOME": str(tmp_path / "containai")}
+    environment["PATH"] = f"{BIN}:{environment.get('PATH', '')}"
+    # A global git config of the test's own for safe.directory entries; the user's is never touched.
+    environment["GIT_CONFIG_GLOBAL"] = str(tmp_path / "gitconfig")
+    os.environ["GIT_CONFIG_GLOBAL"] = environment["GIT_CONFIG_GLOBAL"]
+    yield environment
+    del os.environ["GIT_CONFIG_GLOBAL"]
+    subprocess.run(
+        [str(BIN / "remove-agent"), "--all", "--no-push"], env=environment, capture_output=True, check=False
+    )
+
+
+def containai(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / "containai"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def launcher(
+    env: dict[str, str], name: str, *args: str, timeout: int = 300
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def session_resources(client: Any, session: str) -> list[str]:
+    selector = {"label": f"{SESSION_LABEL}={session}"}
+    found = [c.name for c in client.containers.list(all=True, filters=selector)]
+    found += [v.name for v in client.volumes.list(filters=selector)]
+    found += [n.name for n in client.networks.list(filters=selector)]
+    return found
+
+
+def prompt(
+    env: dict[str, str], repo: Path | None, script: str, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    args = ["run", "shell", *([str(repo)] if repo else []), "--channel", CHANNEL, "--prompt", script, *extra]
+    return containai(env, *args)
+
+
+AGENT_WORK = "echo from-agent > work.txt && git add work.txt && git commit -q -m 'agent: add work.txt' && echo agent-done"
+
+
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+def test_prompt_session_brings_commits_home_and_leaves_the_host_untouched(
+    env: dict[str, str], tmp_path: Path, docker_client: Any, owner: int | None
+) -> None:
+    repo = make_repo(tmp_path, owner)
+    before = snapshot(repo)
+    result = prompt(env, repo, AGENT_WORK, "--json")
+    assert result.returncode == 0, result.stderr
+    assert "agent-done" in result.stdout
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["exit_status"] == 0
+    assert summary["branch"] == "shell/session-1"
+    assert summary["commits"] == 1
+    assert "1 file changed" in summary["diffstat"]
+    assert summary["workspace"] == ("overlay" if owner else "clone")
+    assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "agent: add work.txt"
+    assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
+    assert git(repo, "rev-parse", "shell/session-1~1") == git(repo, "rev-parse", "main")
+    assert snapshot(repo) == before
+    assert session_resources(docker_client, summary["session_id"]) == []
+    second = prompt(env, repo, AGENT_WORK, "--json")
+    assert second.returncode == 0, second.stderr
+    assert json.loads(second.stdout[second.stdout.index("{") :])["branch"] == "shell/session-2"
+
+
+def test_uncommitted_work_is_committed_at_session_end(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    result = prompt(env, repo, "echo draft > draft.txt && git rm -q README.md")
+    assert result.returncode == 0, result.stderr
+    files = git(repo, "ls-tree", "--name-only", "shell/session-1").split()
+    assert files == ["draft.txt"]
+
+
+def test_exit_code_passes_through_and_work_still_comes_home(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    result = prompt(env, repo, "echo partial > p.txt; exit 7")
+    assert result.returncode == 7, result.stderr
+    assert git(repo, "show", "shell/session-1:p.txt") == "partial\n"
+
+
+def test_prompt_output_streams_while_the_agent_runs(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    args = [
+        str(BIN / "containai"),
+        "run",
+        "shell",
+        str(repo),
+        "--no-push",
+        "--prompt",
+        "echo first; sleep 4; echo second",
+    ]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.strip() == "first"
+        assert process.poll() is None, "the first line arrived only after the agent had finished"
+        rest, _ = process.communicate(timeout=120)
+        assert rest.strip() == "second"
+        assert process.returncode == 0
+    finally:
+        process.kill()
+
+
+def test_no_push_leaves_no_branch(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    result = prompt(env, repo, AGENT_WORK, "--no-push")
+    assert result.returncode == 0, result.stderr
+    assert git(repo, "branch", "--list", "shell/*").strip() == ""
+
+
+def test_without_a_repo_the_workspace_is_empty_and_nothing_is_pushed(
+    env: dict[str, str], tmp_path: Path
+) -> None:
+    empty = tmp_path / "not-a-repo"
+    empty.mkdir()
+    result = subprocess.run(
+        [str(BIN / "containai"), "run", "shell", "--prompt", "ls -A /workspace | wc -l; pwd"],
+        env=env,
+        cwd=empty,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "/workspace"]
+    assert "empty workspace" in result.stderr
+
+
+def test_repo_is_found_from_a_subdirectory(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    (repo / "sub" / "dir").mkdir(parents=True)
+    result = subprocess.run(
+        [str(BIN / "containai"), "run", "shell", "--no-push", "--prompt", "cat README.md"],
+        env=env,
+        cwd=repo / "sub" / "dir",
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "hello\n"
+
+
+def test_repo_mount_is_read_only_and_host_git_is_untouched(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path, 1000)
+    refs_before = git(repo, "for-each-ref")
+    script = (
+        "touch /repo/x 2>/dev/null && echo WROTE-REPO; "
+        "touch /repo/.git/x 2>/dev/null && echo WROTE-GIT; "
+        "echo changed > README.md && git commit -qam changed-in-workspace; echo ok"
+    )
+    result = prompt(env, repo, script, "--no-push")
+    assert result.returncode == 0, result.stderr
+    assert "WROTE" not in result.stdout
+    assert (repo / "README.md").read_text() == "hello\n"
+    assert not (repo / "x").exists() and not (repo / ".git" / "x").exists()
+    assert git(repo, "for-each-ref") == refs_before
+
+
+def test_branch_options(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    named = prompt(env, repo, AGENT_WORK, "--branch", "feature/agent-x")
+    assert named.returncode == 0, named.stderr
+    assert "feature/agent-x" in git(repo, "branch", "--list", "feature/*")
+    refused = prompt(env, repo, AGENT_WORK, "--branch", "feature/agent-x")
+    assert refused.returncode == 125
+    assert "already exists" in refused.stderr and "--force" in refused.stderr
+    forced = prompt(env, repo, "echo again > again.txt", "--branch", "feature/agent-x", "--force")
+    assert forced.returncode == 0, forced.stderr
+    archived = [b.strip() for b in git(repo, "branch", "--list", "feature/agent-x-archived-*").splitlines()]
+    assert len(archived) == 1
+    assert git(repo, "show", f"{archived[0]}:work.txt") == "from-agent\n"
+    assert git(repo, "ls-tree", "--name-only", "feature/agent-x").split() == ["README.md", "again.txt"]
+    bad = prompt(env, repo, "true", "--branch", "bad..name")
+    assert bad.returncode == 125 and "not a valid branch name" in bad.stderr
+
+
+def test_bad_input_gets_one_line_errors(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    (repo / "dirty.txt").write_text("uncommitted\n")
+    dirty = prompt(env, repo, "true")
+    assert dirty.returncode == 125
+    assert "dirty.txt" in dirty.stderr and "--force" in dirty.stderr
+    unknown = containai(env, "run", "nosuchagent", str(repo), "--prompt", "x")
+    assert unknown.returncode == 125 and "unknown agent 'nosuchagent'" in unknown.stderr
+    missing = containai(env, "run", "shell", str(repo), "--force", "--channel", "nightly", "--prompt", "x")
+    assert missing.returncode == 125
+    assert "containai-base:nightly is not built" in missing.stderr
+    assert "containai images build --channel nightly" in missing.stderr
+    not_repo = containai(env, "run", "shell", str(tmp_path), "--prompt", "x")
+    assert not_repo.returncode == 125 and "not inside a git repository" in not_repo.stderr
+    for result in (dirty, unknown, missing, not_repo):
+        assert "Traceback" not in result.stderr
+        assert result.stderr.strip().splitlines()[-2].startswith("error: ")
+
+
+def test_hostile_history_is_refused_and_the_work_is_kept(
+    env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
+    repo = make_repo(tmp_path)
+    result = prompt(env, repo, "ln -s /etc/passwd leak && git add leak && git commit -qm leak", "--json")
+    assert result.returncode == 125
+    assert "leak" in result.stderr and "kept" in result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["kept"] is True
+    assert git(repo, "rev-parse", "shell/session-1") == git(repo, "rev-parse", "main")
+    assert session_resources(docker_client, summary["session_id"]) != []
+    removed = launcher(env, "remove-agent", summary["session"], "--no-push")
+    assert removed.returncode == 0, removed.stderr
+    assert session_resources(docker_client, summary["session_id"]) == []
+
+
+def test_eight_concurrent_sessions_get_eight_branches(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+
+    def one(index: int) -> subprocess.CompletedProcess[str]:
+        script = f"echo {index} > n.txt && git add n.txt && git commit -qm 'session {index}'"
+        return prompt(env, repo, script, "--memory", "256m", "--cpu", "0.25")
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        results = list(pool.map(one, range(8)))
+    for result in results:
+        assert result.returncode == 0, result.stderr
+    branches = sorted(b.strip() for b in git(repo, "branch", "--list", "shell/session-*").splitlines())
+    assert branches == sorted(f"shell/session-{n}" for n in range(1, 9))
+    contents = sorted(git(repo, "show", f"{b}:n.txt").strip() for b in branches)
+    assert contents == sorted(str(n) for n in range(8))
+
+
+def test_sigkill_mid_launch_then_gc_leaves_nothing(
+    env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
+    repo = make_repo(tmp_path)
+    args = [str(BIN / "containai"), "run", "shell", str(repo), "--prompt", "sleep 300"]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    filters = {"label": [f"ai.containai.repo={repo}", "ai.containai.role=agent"]}
+    session = None
+    for _ in range(600):
+        found = docker_client.containers.list(all=True, filters=filters)
+        if found:
+            session = found[0].labels[SESSION_LABEL]
+            break
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=30)
+    assert session is not None, "the session container never appeared"
+    result = containai(env, "gc")
+    assert result.returncode == 0, result.stderr
+    assert session_resources(docker_client, session) == []
+    assert git(repo, "branch", "--list", "shell/*").strip() == ""
+
+
+def test_persistent_session_through_tmux(env: dict[str, str], tmp_path: Path, docker_client: Any) -> None:
+    if shutil.which("tmux") is None:
+        pytest.fail("tmux is needed on the host to drive connect-agent")
+    repo = make_repo(tmp_path)
+    launched = launcher(env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    listed = json.loads(launcher(env, "list-agents", "--json").stdout)["sessions"]
+    assert [(s["name"], s["agent"], s["branch"], s["status"]) for s in listed] == [
+        (name, "shell", "shell/session-1", "running")
+    ]
+    socket = f"containai-test-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    tmux_env = {**env, "TERM": "xterm"}
+    subprocess.run(
+        [*tmux, "new-session", "-d", "-x", "150", "-y", "40", "-s", "host", f"{BIN}/connect-agent"],
+        env=tmux_env,
+        check=True,
+    )
+    try:
+
+        def screen() -> str:
+            return subprocess.run(
+                [*tmux, "capture-pane", "-p", "-t", "host"], capture_output=True, text=True, check=False
+            ).stdout
+
+        def wait_for(text: str) -> str:
+            for _ in range(150):
+                shown = screen()
+                if text in shown:
+                    return shown
+                time.sleep(0.2)
+            raise AssertionError(f"{text!r} never appeared:\n{screen()}")
+
+        wait_for("$")
+        subprocess.run(
+            [
+                *tmux,
+                "send-keys",
+                "-t",
+                "host",
+                "echo tmux-work > t.txt && git add t.txt && git commit -qm from-tmux && echo COMMITTED",
+                "Enter",
+            ],
+            check=True,
+        )
+        wait_for("COMMITTED")
+        # Ctrl-B D detaches: connect-agent ends, the agent's tmux session in the container goes on.
+        subprocess.run([*tmux, "send-keys", "-t", "host", "C-b", "d"], check=True)
+        for _ in range(100):
+            if (
+                subprocess.run(
+                    [*tmux, "has-session", "-t", "host"], capture_output=True, check=False
+                ).returncode
+                != 0
+            ):
+                break
+            time.sleep(0.1)
+        else:
+            raise AssertionError(f"connect-agent did not end on detach:\n{screen()}")
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    container = docker_client.containers.get(name)
+    assert container.exec_run(["tmux", "has-session", "-t", "agent"], user="1000:1000").exit_code == 0
+    removed = launcher(env, "remove-agent", name)
+    assert removed.returncode == 0, removed.stderr
+    assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "from-tmux"
+    assert launcher(env, "list-agents", "--json").stdout.count('"name"') == 0
+
+
+def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, docker_client: Any) -> None:
+    repo = make_repo(tmp_path)
+    launched = launcher(
+        env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--memory", "1g", "--cpu", "1"
+    )
+    assert launched.returncode == 0, launched.stderr
+    container = docker_client.containers.get(launched.stdout.strip())
+    session = container.labels[SESSION_LABEL]
+    host = container.attrs["HostConfig"]
+    config = container.attrs["Config"]
+    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
+    assert "no-new-privileges:true" in host["SecurityOpt"]
+    assert not any("unconfined" in opt for opt in host["SecurityOpt"])
+    assert host["Privileged"] is False
+    assert host["ReadonlyRootfs"] is True
+    for mount in ("/tmp", "/home/agent", "/run/containai"):
+        options = host["Tmpfs"][mount].split(",")
+        assert {"noexec", "nosuid", "nodev"} <= set(options) and any(o.startswith("size=") for o in options)
+    assert host["PidsLimit"] == 1024
+    assert host["Memory"] == 2**30 and host["MemorySwap"] == 2**30
+    assert host["NanoCpus"] == 10**9
+    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    assert ulimits["core"] == (0, 0) and "nofile" in ulimits
+    assert host["NetworkMode"] == "none"
+    for namespace in ("PidMode", "IpcMode", "UTSMode", "UsernsMode"):
+        assert host.get(namespace, "") != "host"
+    assert config["User"] and not config["User"].startswith("0")
+    sources = [m.get("Source", "") for m in container.attrs["Mounts"]]
+    assert not any(s.endswith(".sock") or s.startswith(("/var/run", "/run")) for s in sources)
+    assert not any(part in s for s in sources for part in (".ssh", ".gitconfig", ".git-credentials"))
+    assert {m["Destination"]: m["RW"] for m in container.attrs["Mounts"]}["/repo"] is False
+    # Inside, as the agent: no capabilities in any set, no way to gain privileges, nothing writable in /usr.
+    probe = container.exec_run(
+        [
+            "bash",
+            "-c",
+            "grep -E '^(CapEff|CapPrm|CapAmb|CapBnd|NoNewPrivs|Seccomp):' /proc/self/status; "
+            "touch /usr/x 2>&1; echo status=$?; cp /bin/true /tmp/t && /tmp/t; echo exec=$?",
+        ],
+        user=config["User"],
+    )
+    status = dict(line.split(":\t") for line in probe.output.decode().splitlines() if ":\t" in line)
+    assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0000000000000000"
+    assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
+    output = probe.output.decode()
+    assert "Read-only file system" in output and "status=1" in output
+    assert "exec=126" in output  # /tmp is noexec
+    removed = launcher(env, "remove-agent", container.name, "--no-push")
+    assert removed.returncode == 0, removed.stderr
+    assert session_resources(docker_client, session) == []
+
+
+def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    launched = launcher(env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    storage = Path(env["HOME"]) / ".config/Code/User/globalStorage/ms-vscode-remote.remote-containers"
+    for path in (
+        storage / "nameConfigs" / f"{name}.json",
+        storage / "imageConfigs" / f"containai-base%3a{CHANNEL}.json",
+    ):
+        assert json.loads(path.read_text()) == {"workspaceFolder": "/workspace", "remoteUser": "agent"}
+    assert launcher(env, "remove-agent", name, "--no-push").returncode == 0
+
+
+def test_extra_docker_args_cannot_weaken_a_session(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    for bad in (
+        "--privileged",
+        "--cap-add SYS_ADMIN",
+        "-v /var/run/docker.sock:/s",
+        "--pids-limit -1",
+        "--security-opt seccomp=unconfined",
+        "--network host",
+        "-e TOKEN=x",
+    ):
+        result = prompt({**env, "CONTAINAI_EXTRA_DOCKER_ARGS": bad}, repo, "true", "--no-push")
+        assert result.returncode == 125, bad
+        assert "CONTAINAI_EXTRA_DOCKER_ARGS" in result.stderr
+    ok = prompt(
+        {**env, "CONTAINAI_EXTRA_DOCKER_ARGS": "--pids-limit 256"},
+        repo,
+        "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+        "--no-push",
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.strip() == "256"
