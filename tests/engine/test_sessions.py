@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -30,10 +31,20 @@ SESSION_LABEL = "ai.containai.session"
 
 
 def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout
+    # GIT_OPTIONAL_LOCKS=0: the test's own `git status` must not rewrite the index it compares.
+    env = {**os.environ, "GIT_OPTIONAL_LOCKS": "0"}
+    return subprocess.run(
+        ["git", "-C", str(repo), *args], capture_output=True, text=True, check=True, env=env
+    ).stdout
 
 
 def make_repo(root: Path, owner: int | None = None) -> Path:
+    if owner is not None:
+        # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo.
+        root = Path(tempfile.mkdtemp(prefix="containai-test-repos-", dir=root))
+        for folder in (root, *root.parents):
+            if folder.stat().st_uid == 0 and folder != Path("/"):
+                folder.chmod(folder.stat().st_mode | 0o011)
     repo = root / f"repo-{uuid.uuid4().hex[:6]}"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -321,7 +332,7 @@ def test_sigkill_mid_launch_then_gc_leaves_nothing(
     assert session is not None, "the session container never appeared"
     result = containai(env, "gc")
     assert result.returncode == 0, result.stderr
-    assert session_resources(docker_client, session) == []
+    assert session_resources(docker_client, session) == [], result.stderr
     assert git(repo, "branch", "--list", "shell/*").strip() == ""
 
 

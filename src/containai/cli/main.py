@@ -112,7 +112,7 @@ def images_build(app: AppContext, parts_text: str, channel: str, ca_cert: Path |
         built = run_build(runtime, steps, reporter)
     record_ca(ca.value, app.paths)
     for step, image in built:
-        app.out.print(f"{step.tag}\t{image.id}", highlight=False)
+        click.echo(f"{step.tag}\t{image.id}")  # tab-separated for scripts (rich would expand the tab)
 
 
 @images.command("list")

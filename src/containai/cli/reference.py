@@ -18,7 +18,10 @@ from containai.cli.main import cli
 
 
 def _help(command: click.Command, path: str) -> str:
-    with click.Context(command, info_name=path, terminal_width=100, max_content_width=100) as ctx:
+    # The same help options as the real commands, or click would document only --help.
+    with click.Context(
+        command, info_name=path, terminal_width=100, max_content_width=100, help_option_names=["-h", "--help"]
+    ) as ctx:
         return command.get_help(ctx)
 
 

@@ -28,7 +28,6 @@ from containai.session.plan import (
     WORKSPACE,
     Resources,
     SessionPlan,
-    WorkspaceChoice,
     choose_workspace,
     hardened_spec,
     render_setup_script,
@@ -234,7 +233,11 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
     try:
         if plan.workspace.mode == "overlay":
             for part in ("upper", "work"):
-                (plan.state_dir / part).mkdir(parents=True, exist_ok=True)
+                layer = plan.state_dir / part
+                layer.mkdir(parents=True, exist_ok=True)
+                # The overlay's root takes the upper layer's owner: it must be the agent's.
+                if os.geteuid() == 0:
+                    os.chown(layer, plan.workspace.uid, plan.workspace.gid)
         runtime.create_volume(
             plan.volume_name, labels=plan.labels.for_role("workspace"), driver_opts=plan.volume_opts
         )
@@ -249,7 +252,9 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
             on_output=lambda _stream, data: output.append(data),
         )
         if code != 0:
-            detail = [line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()]
+            detail = [
+                line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()
+            ]
             log.warning("workspace set-up output:\n%s", "\n".join(detail))
             first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
             raise SessionError(
@@ -260,6 +265,8 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
         teardown(runtime, plan.session_id, state_root=plan.state_dir.parent)
         release_branch(plan)
         raise
+    plan.state_dir.mkdir(parents=True, exist_ok=True)
+    (plan.state_dir / READY).touch()
     reporter.note(f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}")
     if plan.labels.network_proxy == "squid":
         reporter.note("egress through the proxy is not available yet: this session has no network")
@@ -296,12 +303,21 @@ def run_streamed(
     )
 
 
-def export_and_import(runtime: ContainerRuntime, container: ContainerInfo) -> ImportResult:
-    """Commit what is uncommitted, bundle the session branch in the container, import it on the host."""
+READY = "ready"  # in the session's host state folder once the workspace is set up: the agent may have worked
+
+
+def export_and_import(
+    runtime: ContainerRuntime, container: ContainerInfo, *, state_root: Path
+) -> ImportResult | None:
+    """Commit what is uncommitted, bundle the session branch in the container, import it on the host.
+
+    None when there is nothing to bring back: no new commits, or a session killed before its
+    workspace was ready (so no agent ever ran in it).
+    """
     labels = SessionLabels.parse(container.labels)
     user = str((container.raw.get("Config") or {}).get("User") or "1000:1000")
     output: list[bytes] = []
-    script = render_export_script(labels.branch, EXPORT_BUNDLE)
+    script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
     code = runtime.exec(
         container.name,
         ["bash", "-c", script],
@@ -309,6 +325,10 @@ def export_and_import(runtime: ContainerRuntime, container: ContainerInfo) -> Im
         workdir=WORKSPACE,
         on_output=lambda _s, data: output.append(data),
     )
+    if code == 3 and not (state_root / labels.session / READY).exists():
+        return None
+    if code == 0 and runtime.exec(container.name, ["test", "-s", EXPORT_BUNDLE], user=user) != 0:
+        return None  # no new commits: the export wrote no bundle
     if code != 0:
         detail = b"".join(output).decode("utf-8", "replace").strip().splitlines()
         raise SessionError(
@@ -350,7 +370,7 @@ def finish(
         try:
             if not container.running:
                 runtime.start(container.name)
-            imported = export_and_import(runtime, container)
+            imported = export_and_import(runtime, container, state_root=state_root)
         except ContainAIError as exc:
             log.warning("export/import of %s failed: %s", name, exc, exc_info=True)
             return FinishResult(
@@ -359,11 +379,11 @@ def finish(
                 message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
                 f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
             )
-        message = describe_import(imported, labels.base)
+        message = describe_import(imported, labels.base) if imported else f"no new commits on {labels.branch}"
     teardown(runtime, labels.session, state_root=state_root)
     if labels.repo and labels.branch and not keep_branch:
         sha = branch_sha(Path(labels.repo), labels.branch)
-        if sha == labels.base and labels.mode and (imported is None or imported.commits == 0):
+        if sha == labels.base:
             # Nothing was done on the branch we reserved: do not leave an empty branch behind.
             delete_branch_if_at(Path(labels.repo), labels.branch, labels.base)
     return FinishResult(imported, kept=False, message=message)

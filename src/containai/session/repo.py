@@ -6,6 +6,7 @@ the index or HEAD: branches are created and moved with ``update-ref`` and an exp
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -15,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from containai.errors import HostToolError, UsageError
+from containai.workspace.owner import owner_identity
 
 ZERO = "0" * 40
 SESSION_BRANCH = re.compile(r"^(?P<agent>[a-z0-9-]+)/session-(?P<n>\d+)$")
@@ -29,14 +31,25 @@ class RepoInfo:
     dirty: tuple[str, ...]
 
 
-def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
-    """Run the host's git in ``repo``; raise HostToolError with git's own words on failure."""
+def run_git(repo: Path, *args: str, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("git")
     if exe is None:
         raise HostToolError("git is not installed", hint="install it: `sudo apt-get install git`")
-    result = subprocess.run(
-        [exe, "-C", str(repo), *args], capture_output=True, text=True, input=input_text, check=False
+    # GIT_OPTIONAL_LOCKS=0: `git status` must not refresh (write) the user's index behind their back.
+    return subprocess.run(
+        [exe, "-C", str(repo), *args],
+        capture_output=True,
+        text=True,
+        input=input_text,
+        check=False,
+        env={**os.environ, "GIT_OPTIONAL_LOCKS": "0"},
+        **owner_identity(repo),
     )
+
+
+def git(repo: Path, *args: str, check: bool = True, input_text: str | None = None) -> str:
+    """Run the host's git in ``repo``; raise HostToolError with git's own words on failure."""
+    result = run_git(repo, *args, input_text=input_text)
     if check and result.returncode != 0:
         message = (result.stderr.strip() or result.stdout.strip()).splitlines()
         raise HostToolError(
@@ -73,18 +86,14 @@ def discover_repo(path: Path | None, cwd: Path) -> RepoInfo | None:
 
 
 def validate_branch(repo: Path, name: str) -> str:
-    result = subprocess.run(
-        ["git", "-C", str(repo), "check-ref-format", "--branch", name],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0 or name.startswith("-") or name.endswith(".lock"):
+    # Checked as a full ref, not with --branch, which would expand "@" or "@{-1}" to other branches.
+    result = run_git(repo, "check-ref-format", f"refs/heads/{name}")
+    if result.returncode != 0 or name.startswith("-") or name in ("@", "HEAD") or "@{" in name:
         raise UsageError(
             f"{name!r} is not a valid branch name",
             hint="use letters, digits, '/', '-', '_' and '.', e.g. claude/fix-login",
         )
-    return result.stdout.strip()
+    return name
 
 
 def branch_sha(repo: Path, branch: str) -> str | None:
@@ -95,42 +104,17 @@ def branch_sha(repo: Path, branch: str) -> str | None:
 
 
 def is_ancestor(repo: Path, older: str, newer: str) -> bool:
-    result = subprocess.run(
-        ["git", "-C", str(repo), "merge-base", "--is-ancestor", older, newer],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
+    return run_git(repo, "merge-base", "--is-ancestor", older, newer).returncode == 0
 
 
 def create_branch(repo: Path, branch: str, sha: str) -> bool:
     """Create ``refs/heads/branch`` at ``sha`` only if it does not exist (atomic); False if it did."""
-    result = subprocess.run(
-        [
-            "git",
-            "-C",
-            str(repo),
-            "update-ref",
-            "-m",
-            "containai: session branch",
-            f"refs/heads/{branch}",
-            sha,
-            ZERO,
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = run_git(repo, "update-ref", "-m", "containai: session branch", f"refs/heads/{branch}", sha, ZERO)
     return result.returncode == 0
 
 
 def delete_branch_if_at(repo: Path, branch: str, sha: str) -> bool:
-    result = subprocess.run(
-        ["git", "-C", str(repo), "update-ref", "-d", f"refs/heads/{branch}", sha],
-        capture_output=True,
-        check=False,
-    )
-    return result.returncode == 0
+    return run_git(repo, "update-ref", "-d", f"refs/heads/{branch}", sha).returncode == 0
 
 
 @dataclass(frozen=True)

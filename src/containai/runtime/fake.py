@@ -1,0 +1,266 @@
+"""``FakeRuntime``: the ``ContainerRuntime`` protocol in memory, for unit tests.
+
+It keeps images, containers, volumes and networks in dicts and records what it was asked to do, so
+tests can check both the result and the calls. Nothing here imports docker or touches the host
+beyond reading a build context.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from containai.errors import EngineAPIError, EngineUnavailable
+from containai.runtime.base import (
+    BuildEvent,
+    ContainerInfo,
+    ContainerRuntime,
+    ContainerSpec,
+    EngineInfo,
+    ImageInfo,
+    NetworkInfo,
+    VolumeInfo,
+)
+from containai.runtime.select import EngineChoice
+
+FAKE_CHOICE = EngineChoice("unix:///fake/engine.sock", "docker", "fake")
+FAKE_ENGINE = EngineInfo(
+    kind="docker",
+    version="26.1.0",
+    api_version="1.45",
+    os="linux",
+    arch="amd64",
+    rootless=False,
+    security_options=("name=seccomp,profile=builtin",),
+)
+
+
+@dataclass(frozen=True)
+class BuildCall:
+    """One ``build()``: its arguments and the files the context held while the build ran."""
+
+    tag: str
+    buildargs: Mapping[str, str]
+    labels: Mapping[str, str]
+    files: Mapping[str, bytes]
+    executables: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class ImportCall:
+    tarball: Path
+    tag: str
+    labels: Mapping[str, str]
+    changes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ExecCall:
+    ref: str
+    argv: tuple[str, ...]
+    user: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    tty: bool = False
+
+
+def _image_id(*parts: object) -> str:
+    return "sha256:" + hashlib.sha256(repr(parts).encode()).hexdigest()
+
+
+def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    # As the engine's label filter: ``key=value``, or just ``key`` when the value is empty.
+    return all(key in have and (not value or have[key] == value) for key, value in want.items())
+
+
+class FakeRuntime:
+    """An engine in memory. ``unavailable=True`` makes ``info()`` fail as a stopped engine would.
+
+    A build whose tag already holds an image with the same labels reports every step as cached,
+    as the engine's layer cache would; any other build reports its steps as run.
+    """
+
+    def __init__(
+        self,
+        *,
+        engine_info: EngineInfo = FAKE_ENGINE,
+        choice: EngineChoice = FAKE_CHOICE,
+        images: Mapping[str, ImageInfo] | None = None,
+        pullable: Iterable[str] = (),
+        unavailable: bool = False,
+        exec_exit_code: int = 0,
+    ) -> None:
+        self.choice = choice
+        self.engine_info = engine_info
+        self.images: dict[str, ImageInfo] = dict(images or {})
+        self.pullable = set(pullable)
+        self.unavailable = unavailable
+        self.exec_exit_code = exec_exit_code
+        self.builds: list[BuildCall] = []
+        self.imports: list[ImportCall] = []
+        self.pulls: list[str] = []
+        self.execs: list[ExecCall] = []
+        self.containers_by_id: dict[str, ContainerInfo] = {}
+        self.specs: dict[str, ContainerSpec] = {}
+        self.volumes_by_name: dict[str, VolumeInfo] = {}
+        self.networks_by_name: dict[str, NetworkInfo] = {}
+        self.closed = False
+
+    # Images and the engine.
+
+    def add_image(self, ref: str, labels: Mapping[str, str] | None = None) -> ImageInfo:
+        image = ImageInfo(
+            id=_image_id(ref, sorted((labels or {}).items())), tags=(ref,), labels=dict(labels or {})
+        )
+        self.images[ref] = image
+        return image
+
+    def info(self) -> EngineInfo:
+        if self.unavailable:
+            raise EngineUnavailable(
+                f"cannot reach the container engine at {self.choice.base_url} ({self.choice.source})",
+                hint="start the engine (`sudo dockerd &`, or `systemctl --user start podman.socket`)",
+            )
+        return self.engine_info
+
+    def image(self, ref: str) -> ImageInfo | None:
+        return self.images.get(ref)
+
+    def pull(self, ref: str) -> ImageInfo:
+        self.pulls.append(ref)
+        if ref not in self.pullable:
+            raise EngineAPIError(f"the engine refused to pull {ref}: no registry is reachable")
+        return self.add_image(ref)
+
+    def build(
+        self,
+        *,
+        context: Path,
+        tag: str,
+        buildargs: Mapping[str, str],
+        labels: Mapping[str, str],
+        on_event: Callable[[BuildEvent], None],
+    ) -> ImageInfo:
+        paths = {path.relative_to(context).as_posix(): path for path in context.rglob("*") if path.is_file()}
+        files = {name: paths[name].read_bytes() for name in sorted(paths)}
+        executables = frozenset(name for name, path in paths.items() if path.stat().st_mode & 0o111)
+        self.builds.append(BuildCall(tag, dict(buildargs), dict(labels), files, executables))
+        previous = self.images.get(tag)
+        cached = previous is not None and dict(previous.labels) == dict(labels)
+        on_event(BuildEvent("Step 1/2 : FROM scratch", step=True))
+        on_event(
+            BuildEvent(
+                " ---> Using cache" if cached else " ---> Running in 0123456789ab",
+                cached=cached,
+                ran=not cached,
+            )
+        )
+        return self.add_image(tag, labels)
+
+    def import_rootfs(
+        self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
+    ) -> ImageInfo:
+        self.imports.append(ImportCall(tarball, tag, dict(labels), tuple(changes)))
+        return self.add_image(tag, labels)
+
+    def close(self) -> None:
+        self.closed = True
+
+    # Containers, volumes and networks.
+
+    def _find(self, ref: str) -> ContainerInfo | None:
+        return self.containers_by_id.get(ref) or next(
+            (c for c in self.containers_by_id.values() if c.name == ref), None
+        )
+
+    def _set_status(self, ref: str, status: str) -> None:
+        found = self._find(ref)
+        if found is None:
+            raise EngineAPIError(f"the engine refused to change {ref}: no such container")
+        self.containers_by_id[found.id] = ContainerInfo(
+            found.id, found.name, found.image, status, found.labels, found.created
+        )
+
+    def create_container(self, spec: ContainerSpec) -> ContainerInfo:
+        if self._find(spec.name) is not None:
+            raise EngineAPIError(f"the engine refused to create container {spec.name}: the name is in use")
+        info = ContainerInfo(
+            _image_id("container", spec.name), spec.name, spec.image, "created", dict(spec.labels)
+        )
+        self.containers_by_id[info.id] = info
+        self.specs[info.id] = spec
+        return info
+
+    def start(self, ref: str) -> None:
+        self._set_status(ref, "running")
+
+    def stop(self, ref: str, *, timeout: int = 10) -> None:
+        if self._find(ref) is not None:
+            self._set_status(ref, "exited")
+
+    def container(self, ref: str) -> ContainerInfo | None:
+        return self._find(ref)
+
+    def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
+        return [c for c in self.containers_by_id.values() if _matches(c.labels, labels)]
+
+    def remove_container(self, ref: str) -> None:
+        if (found := self._find(ref)) is not None:
+            del self.containers_by_id[found.id]
+            self.specs.pop(found.id, None)
+
+    def exec(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+        on_output: Callable[[str, bytes], None] | None = None,
+    ) -> int:
+        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
+        return self.exec_exit_code
+
+    def exec_tty(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str = "",
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+    ) -> int:
+        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir, tty=True))
+        return self.exec_exit_code
+
+    def create_volume(
+        self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
+    ) -> VolumeInfo:
+        volume = VolumeInfo(name, dict(labels), "local", dict(driver_opts or {}))
+        self.volumes_by_name[name] = volume
+        return volume
+
+    def volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
+        return [v for v in self.volumes_by_name.values() if _matches(v.labels, labels)]
+
+    def remove_volume(self, name: str) -> None:
+        self.volumes_by_name.pop(name, None)
+
+    def add_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
+        network = NetworkInfo(name, dict(labels))
+        self.networks_by_name[name] = network
+        return network
+
+    def networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
+        return [n for n in self.networks_by_name.values() if _matches(n.labels, labels)]
+
+    def remove_network(self, name: str) -> None:
+        self.networks_by_name.pop(name, None)
+
+
+if TYPE_CHECKING:  # mypy checks here that the fake still satisfies the protocol
+    _fake: ContainerRuntime = FakeRuntime()

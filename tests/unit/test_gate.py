@@ -1,0 +1,672 @@
+"""The git gate against real git: hostile bundles are built with plumbing and must leave no trace."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from containai.errors import GateRefused
+from containai.workspace.gate import (
+    GatePolicy,
+    ImportResult,
+    check_path,
+    check_symlink,
+    import_bundle,
+    is_dotgit,
+    parse_bundle_header,
+    render_export_script,
+)
+
+BRANCH = "claude/session-3"
+REF = f"refs/heads/{BRANCH}"
+LIB_SHA = "1" * 40  # a submodule commit the host never has: gitlinks point outside the repo
+FIXED_NOW = datetime(2026, 11, 27, 2, 15, tzinfo=UTC)
+
+Spec = dict[bytes, tuple[str, bytes]]
+
+BASE_FILES: Spec = {
+    b"README.md": ("100644", b"hello\n"),
+    b"src/app.py": ("100644", b"print('hi')\n"),
+    b"docs/guide.md": ("100644", b"# guide\n"),
+    b".gitmodules": ("100644", b'[submodule "lib"]\n\tpath = lib\n\turl = https://example.invalid/lib.git\n'),
+    b"lib": ("160000", LIB_SHA.encode()),
+}
+
+HOOKS = ("post-checkout", "pre-commit", "post-commit", "reference-transaction", "post-merge", "pre-auto-gc")
+
+
+@pytest.fixture(autouse=True)
+def git_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests' own git calls see no user or system config, and a fixed identity."""
+    for key in list(os.environ):
+        if key.startswith("GIT_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", "/dev/null")
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    for role in ("AUTHOR", "COMMITTER"):
+        monkeypatch.setenv(f"GIT_{role}_NAME", "Test")
+        monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.invalid")
+
+
+def git(repo: Path, *args: str, input_bytes: bytes | None = None) -> str:
+    # The test's own git never runs the traps either, so only the gate could set the canary off.
+    result = subprocess.run(
+        ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false", "-C", str(repo), *args],
+        input=input_bytes,
+        capture_output=True,
+        check=True,
+    )
+    return result.stdout.decode().strip()
+
+
+def build_tree(repo: Path, spec: Spec) -> str:
+    children: dict[bytes, Spec] = {}
+    lines = []
+    for path, (mode, data) in spec.items():
+        head, sep, rest = path.partition(b"/")
+        if sep:
+            children.setdefault(head, {})[rest] = (mode, data)
+        elif mode == "160000":
+            lines.append(b"160000 commit " + data + b"\t" + head)
+        else:
+            sha = git(repo, "hash-object", "-w", "--stdin", input_bytes=data)
+            lines.append(f"{mode} blob {sha}\t".encode() + head)
+    for name, sub in children.items():
+        lines.append(f"040000 tree {build_tree(repo, sub)}\t".encode() + name)
+    return git(repo, "mktree", "-z", "--missing", input_bytes=b"".join(line + b"\0" for line in lines))
+
+
+def commit(repo: Path, spec: Spec, *parents: str, message: str = "agent work") -> str:
+    tree = build_tree(repo, spec)
+    args = [arg for p in parents for arg in ("-p", p)]
+    return git(repo, "commit-tree", tree, *args, "-m", message)
+
+
+@dataclass(frozen=True)
+class World:
+    host: Path
+    container: Path
+    base: str
+    canary: Path
+    bundles: Path
+
+    def bundle(self, *revs: str, name: str = "agent.bundle") -> Path:
+        path = self.bundles / name
+        git(self.container, "bundle", "create", "--quiet", str(path), *revs)
+        return path
+
+    def agent_commit(self, extra: Spec, *, parent: str | None = None, drop: tuple[bytes, ...] = ()) -> str:
+        spec = {k: v for k, v in {**BASE_FILES, **extra}.items() if k not in drop}
+        sha = commit(self.container, spec, parent or self.base)
+        git(self.container, "update-ref", REF, sha)
+        return sha
+
+    def session_bundle(self, extra: Spec) -> Path:
+        self.agent_commit(extra)
+        return self.bundle(REF, f"^{self.base}")
+
+
+def trap(canary: Path) -> str:
+    return f"touch {canary}"
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    canary = tmp_path / "canary"
+    host = tmp_path / "host"
+    subprocess.run(["git", "init", "--quiet", "-b", "main", str(host)], check=True)
+    base = commit(host, BASE_FILES, message="base")
+    git(host, "update-ref", "refs/heads/main", base)
+    git(host, "reset", "--quiet", "--hard")
+    # Host-side drivers an attribute in the agent's tree could name; the gate must never reach them.
+    git(host, "config", "filter.canary.smudge", trap(canary))
+    git(host, "config", "filter.canary.clean", trap(canary))
+    git(host, "config", "diff.canary.textconv", trap(canary))
+    for hook in HOOKS:
+        (host / ".git" / "hooks" / hook).write_text(f"#!/bin/sh\n{trap(canary)}\n")
+        (host / ".git" / "hooks" / hook).chmod(0o755)
+
+    container = tmp_path / "container"
+    subprocess.run(["git", "clone", "--quiet", str(host), str(container)], check=True, capture_output=True)
+    git(container, "switch", "--quiet", "-c", BRANCH)
+    # What an agent can plant in its own repo: all of it would fire if the host ran git there.
+    git(container, "config", "core.fsmonitor", trap(canary))
+    git(container, "config", "filter.canary.smudge", trap(canary))
+    for hook in HOOKS:
+        (container / ".git" / "hooks" / hook).write_text(f"#!/bin/sh\n{trap(canary)}\n")
+        (container / ".git" / "hooks" / hook).chmod(0o755)
+    bundles = tmp_path / "bundles"
+    bundles.mkdir()
+    return World(host=host, container=container, base=base, canary=canary, bundles=bundles)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    refs: frozenset[str]
+    objects: frozenset[str]
+    head: str
+    symbolic_head: str
+    status: str
+    index: str
+    worktree: str
+
+
+def snapshot(repo: Path) -> Snapshot:
+    digest = hashlib.sha256()
+    for path in sorted(repo.rglob("*")):
+        if ".git" in path.relative_to(repo).parts:
+            continue
+        digest.update(str(path.relative_to(repo)).encode())
+        if path.is_symlink():
+            digest.update(str(path.readlink()).encode())
+        elif path.is_file():
+            digest.update(path.read_bytes())
+    return Snapshot(
+        refs=frozenset(git(repo, "for-each-ref", "--format=%(refname) %(objectname)").splitlines()),
+        objects=frozenset(git(repo, "cat-file", "--batch-all-objects", "--batch-check").splitlines()),
+        head=git(repo, "rev-parse", "HEAD"),
+        symbolic_head=git(repo, "symbolic-ref", "HEAD"),
+        status=git(repo, "status", "--porcelain", "--untracked-files=all"),
+        index=hashlib.sha256((repo / ".git" / "index").read_bytes()).hexdigest(),
+        worktree=digest.hexdigest(),
+    )
+
+
+def do_import(world: World, bundle: Path, policy: GatePolicy | None = None) -> ImportResult:
+    return import_bundle(
+        world.host,
+        bundle,
+        branch=BRANCH,
+        base=world.base,
+        policy=policy or GatePolicy(),
+        now=lambda: FIXED_NOW,
+    )
+
+
+def assert_work_tree_untouched(before: Snapshot, after: Snapshot) -> None:
+    assert (after.head, after.symbolic_head, after.status, after.index, after.worktree) == (
+        before.head,
+        before.symbolic_head,
+        before.status,
+        before.index,
+        before.worktree,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Landing
+
+
+def test_happy_path_creates_branch_and_leaves_the_work_tree_alone(world: World) -> None:
+    first = world.agent_commit({b"src/new.py": ("100644", b"x = 1\n")})
+    second = commit(
+        world.container,
+        {
+            **BASE_FILES,
+            b"src/new.py": ("100644", b"x = 2\n"),
+            b".gitattributes": ("100644", b"* filter=canary diff=canary\n"),
+            b"docs/readme-link": ("120000", b"../README.md"),
+            b"docs/sibling": ("120000", b"guide.md"),
+        },
+        first,
+    )
+    git(world.container, "update-ref", REF, second)
+    bundle = world.bundle(REF, f"^{world.base}")
+    before = snapshot(world.host)
+
+    result = import_bundle(world.host, bundle, branch=BRANCH, base=world.base)
+
+    assert (result.branch, result.tip, result.commits, result.diverged, result.created) == (
+        BRANCH,
+        second,
+        2,
+        False,
+        True,
+    )
+    after = snapshot(world.host)
+    assert after.refs - before.refs == {f"{REF} {second}"}
+    assert before.refs <= after.refs
+    assert_work_tree_untouched(before, after)
+    assert git(world.host, "show", f"{REF}:src/new.py") == "x = 2"
+    assert not world.canary.exists()
+
+
+def test_fast_forward_then_no_op(world: World) -> None:
+    git(world.host, "update-ref", REF, world.base)  # what launching a session does
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    result = do_import(world, world.bundle(REF, f"^{world.base}"))
+    assert (result.branch, result.commits, result.created, result.diverged) == (BRANCH, 1, False, False)
+
+    before = snapshot(world.host)
+    second = world.agent_commit({b"a.txt": ("100644", b"1\n"), b"b.txt": ("100644", b"2\n")}, parent=first)
+    third = world.agent_commit({b"a.txt": ("100644", b"3\n"), b"b.txt": ("100644", b"2\n")}, parent=second)
+    result = do_import(world, world.bundle(REF, f"^{world.base}", name="again.bundle"))
+    assert (result.branch, result.tip, result.commits, result.created) == (BRANCH, third, 2, False)
+    assert_work_tree_untouched(before, snapshot(world.host))
+
+    result = do_import(world, world.bundle(REF, f"^{world.base}", name="same.bundle"))
+    assert (result.tip, result.commits, result.diverged) == (third, 0, False)
+    assert git(world.host, "rev-parse", REF) == third
+
+
+def test_host_branch_that_moved_gets_a_new_ref(world: World) -> None:
+    host_work = commit(world.host, {**BASE_FILES, b"host.txt": ("100644", b"human\n")}, world.base)
+    git(world.host, "update-ref", REF, host_work)
+    tip = world.agent_commit({b"agent.txt": ("100644", b"agent\n")})
+    bundle = world.bundle(REF, f"^{world.base}")
+    before = snapshot(world.host)
+
+    result = do_import(world, bundle)
+
+    assert result.branch == f"{BRANCH}-diverged-20261127T021500Z"
+    assert (result.diverged, result.created, result.commits, result.tip) == (True, True, 1, tip)
+    assert "moved" in (result.diverged_reason or "")
+    assert git(world.host, "rev-parse", REF) == host_work
+    assert_work_tree_untouched(before, snapshot(world.host))
+
+    again = do_import(world, bundle)
+    assert again.branch == f"{BRANCH}-diverged-20261127T021500Z-2"
+
+
+def test_checked_out_branch_is_never_moved(world: World) -> None:
+    git(world.host, "update-ref", REF, world.base)
+    git(world.host, "switch", "--quiet", BRANCH)
+    (world.host / "README.md").write_text("uncommitted human edit\n")
+    tip = world.agent_commit({b"agent.txt": ("100644", b"agent\n")})
+    before = snapshot(world.host)
+
+    result = do_import(world, world.bundle(REF, f"^{world.base}"))
+
+    assert result.diverged and result.branch.startswith(f"{BRANCH}-diverged-")
+    assert "checked out" in (result.diverged_reason or "")
+    assert git(world.host, "rev-parse", REF) == world.base
+    assert git(world.host, "rev-parse", f"refs/heads/{result.branch}") == tip
+    assert_work_tree_untouched(before, snapshot(world.host))
+    assert not world.canary.exists()
+
+
+def test_updating_an_existing_submodule_pointer_is_allowed(world: World) -> None:
+    result = do_import(world, world.session_bundle({b"lib": ("160000", b"2" * 40)}))
+    assert result.commits == 1
+
+
+def test_the_traps_are_live(world: World) -> None:
+    """Otherwise an absent canary would prove nothing."""
+    subprocess.run(["git", "-C", str(world.container), "status"], capture_output=True, check=True)
+    assert world.canary.exists()
+    world.canary.unlink()
+    subprocess.run(["git", "-C", str(world.host), "update-ref", "refs/heads/x", world.base], check=True)
+    assert world.canary.exists()
+
+
+def test_the_callers_git_environment_is_ignored(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    bundle = world.session_bundle({b"a.txt": ("100644", b"1\n")})
+    monkeypatch.setenv("GIT_DIR", str(world.container / ".git"))
+    monkeypatch.setenv("GIT_WORK_TREE", str(world.container))
+    monkeypatch.setenv("GIT_CONFIG_PARAMETERS", f"'core.fsmonitor'='{trap(world.canary)}'")
+    monkeypatch.setenv("GIT_CONFIG_GLOBAL", str(world.container / ".git" / "config"))
+
+    result = do_import(world, bundle)
+
+    monkeypatch.undo()
+    assert git(world.host, "rev-parse", REF) == result.tip
+    assert not world.canary.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Refusals
+
+Builder = Callable[[World], Path]
+
+
+def extra_head(world: World) -> Path:
+    world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    other = commit(world.container, {**BASE_FILES, b"o.txt": ("100644", b"o\n")}, world.base)
+    git(world.container, "update-ref", "refs/heads/other", other)
+    return world.bundle(REF, "refs/heads/other", f"^{world.base}")
+
+
+def tag(world: World) -> Path:
+    tip = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    git(world.container, "update-ref", "refs/tags/v1.0", tip)
+    return world.bundle(REF, "refs/tags/v1.0", f"^{world.base}")
+
+
+def replace_ref(world: World) -> Path:
+    world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    fake = commit(world.container, {b"x": ("100644", b"x\n")}, message="FAKE REPLACED HISTORY")
+    git(world.container, "update-ref", f"refs/replace/{world.base}", fake)
+    return world.bundle(REF, f"refs/replace/{world.base}", f"^{world.base}")
+
+
+def head_elsewhere(world: World) -> Path:
+    world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    other = commit(world.container, {**BASE_FILES, b"o.txt": ("100644", b"o\n")}, world.base)
+    git(world.container, "update-ref", "--no-deref", "HEAD", other)
+    return world.bundle("HEAD", REF, f"^{world.base}")
+
+
+def branch_missing(world: World) -> Path:
+    other = commit(world.container, {**BASE_FILES, b"o.txt": ("100644", b"o\n")}, world.base)
+    git(world.container, "update-ref", "refs/heads/other", other)
+    return world.bundle("refs/heads/other", f"^{world.base}")
+
+
+def symlink(target: bytes, at: bytes = b"docs/escape") -> Builder:
+    return lambda world: world.session_bundle({at: ("120000", target)})
+
+
+def submodule_url_change(world: World) -> Path:
+    gitmodules = b'[submodule "lib"]\n\tpath = lib\n\turl = ext::sh -c touch% /tmp/pwned\n'
+    return world.session_bundle({b".gitmodules": ("100644", gitmodules)})
+
+
+def submodule_added(world: World) -> Path:
+    gitmodules = BASE_FILES[b".gitmodules"][1] + b'[submodule "evil"]\n\tpath = evil\n\turl = file:///etc\n'
+    return world.session_bundle({b".gitmodules": ("100644", gitmodules), b"evil": ("160000", b"3" * 40)})
+
+
+def orphan(world: World) -> Path:
+    tip = commit(world.container, {b"README.md": ("100644", b"rewritten\n")}, message="orphan")
+    git(world.container, "update-ref", REF, tip)
+    return world.bundle(REF)
+
+
+def rewritten_base(world: World) -> Path:
+    # Descends from a sibling of base that the host already has, not from base.
+    sibling = commit(world.host, {**BASE_FILES, b"s.txt": ("100644", b"s\n")}, message="sibling")
+    git(world.host, "update-ref", "refs/heads/sibling", sibling)
+    git(world.container, "fetch", "--quiet", str(world.host), "refs/heads/sibling:refs/heads/sibling")
+    tip = commit(world.container, {**BASE_FILES, b"a.txt": ("100644", b"1\n")}, sibling)
+    git(world.container, "update-ref", REF, tip)
+    return world.bundle(REF, f"^{sibling}")
+
+
+def missing_prerequisite(world: World) -> Path:
+    hidden = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    world.agent_commit({b"a.txt": ("100644", b"2\n")}, parent=hidden)
+    return world.bundle(REF, f"^{hidden}")
+
+
+def garbage(world: World) -> Path:
+    path = world.bundles / "garbage.bundle"
+    path.write_bytes(b"\x7fELF this is not a bundle at all\n")
+    return path
+
+
+def truncated(world: World) -> Path:
+    path = world.session_bundle({b"a.txt": ("100644", b"1\n")})
+    data = path.read_bytes()
+    path.write_bytes(data[: data.index(b"\n\n")])
+    return path
+
+
+def symlinked_bundle(world: World) -> Path:
+    link = world.bundles / "link.bundle"
+    link.symlink_to(world.session_bundle({b"a.txt": ("100644", b"1\n")}))
+    return link
+
+
+def fifo_bundle(world: World) -> Path:
+    path = world.bundles / "fifo.bundle"
+    os.mkfifo(path)
+    return path
+
+
+def corrupt_pack(world: World) -> Path:
+    path = world.session_bundle({b"a.txt": ("100644", b"1\n")})
+    data = path.read_bytes()
+    path.write_bytes(data[:-30] + b"\0" * 30)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("build", "expected"),
+    [
+        pytest.param(extra_head, ["'refs/heads/other': only refs/heads/claude/session-3"], id="extra-head"),
+        pytest.param(tag, ["'refs/tags/v1.0': only"], id="tag"),
+        pytest.param(replace_ref, ["'refs/replace/"], id="replace-ref"),
+        pytest.param(head_elsewhere, ["'HEAD': only"], id="head-elsewhere"),
+        pytest.param(
+            branch_missing,
+            ["refs/heads/claude/session-3: not in the bundle", "'refs/heads/other'"],
+            id="no-branch",
+        ),
+        pytest.param(symlink(b"/etc/passwd"), ["-> '/etc/passwd': absolute target"], id="symlink-absolute"),
+        pytest.param(symlink(b"../../outside"), ["outside the repository"], id="symlink-dotdot"),
+        pytest.param(
+            symlink(b"../" * 3 + b"etc", at=b"a/b/link"), ["outside the repository"], id="symlink-deep"
+        ),
+        pytest.param(symlink(b"sub/../../x"), ["'..' after a name"], id="symlink-dotdot-after-name"),
+        pytest.param(symlink(b"../.git/hooks/pre-commit"), ["target is inside .git"], id="symlink-into-git"),
+        pytest.param(
+            submodule_url_change,
+            ["submodule 'lib' url 'ext::sh -c touch% /tmp/pwned' changed from"],
+            id="submodule-url",
+        ),
+        pytest.param(
+            submodule_added,
+            ["'evil': new submodule (gitlink)", "submodule 'evil' url 'file:///etc' added"],
+            id="submodule-added",
+        ),
+        pytest.param(
+            lambda w: w.session_bundle({b"vendor/x": ("160000", b"4" * 40)}),
+            ["'vendor/x': new submodule"],
+            id="new-gitlink",
+        ),
+        pytest.param(orphan, ["does not descend from the session's base"], id="orphan"),
+        pytest.param(rewritten_base, ["does not descend from the session's base"], id="not-from-base"),
+        pytest.param(
+            missing_prerequisite, ["not a commit in the host repository"], id="missing-prerequisite"
+        ),
+        pytest.param(garbage, ["not a git bundle"], id="garbage"),
+        pytest.param(truncated, ["truncated"], id="truncated-header"),
+        pytest.param(symlinked_bundle, ["cannot open the bundle"], id="bundle-is-symlink"),
+        pytest.param(fifo_bundle, ["not a regular file"], id="bundle-is-fifo"),
+        pytest.param(corrupt_pack, ["the bundle's pack is unusable"], id="corrupt-pack"),
+        pytest.param(
+            lambda w: w.session_bundle({b"evil\rname": ("100644", b"x")}),
+            ["control character"],
+            id="cr-in-path",
+        ),
+    ],
+)
+def test_refused(world: World, build: Builder, expected: list[str]) -> None:
+    bundle = build(world)
+    before = snapshot(world.host)
+
+    with pytest.raises(GateRefused) as caught:
+        do_import(world, bundle)
+
+    joined = "\n".join(caught.value.reasons)
+    for text in expected:
+        assert text in joined
+    assert "\n" not in caught.value.message
+    assert caught.value.hint is not None and "git bundle list-heads" in caught.value.hint
+    after = snapshot(world.host)
+    assert after.refs == before.refs
+    assert after.objects == before.objects
+    assert_work_tree_untouched(before, after)
+    assert not world.canary.exists()
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        b".git",
+        b".GIT",
+        b"git~1",
+        b"GIT~2",
+        b".git ",
+        b".git.",
+        b".git. . ",
+        b".g\xe2\x80\x8cit",
+        b".git::$INDEX_ALLOCATION",
+    ],
+)
+def test_dotgit_in_any_spelling_is_refused(world: World, name: bytes) -> None:
+    bundle = world.session_bundle(
+        {b"sub/" + name + b"/hooks/post-checkout": ("100755", b"#!/bin/sh\ntouch /tmp/x\n")}
+    )
+    before = snapshot(world.host)
+
+    with pytest.raises(GateRefused) as caught:
+        do_import(world, bundle)
+
+    assert any("would be read as .git" in reason for reason in caught.value.reasons)
+    after = snapshot(world.host)
+    assert (after.refs, after.objects) == (before.refs, before.objects)
+    assert not world.canary.exists()
+
+
+def test_dotgit_is_refused_by_fsck_and_by_the_gate_together(world: World) -> None:
+    with pytest.raises(GateRefused) as caught:
+        do_import(
+            world, world.session_bundle({b".git/config": ("100644", b"[core]\n\tfsmonitor = touch /tmp/x\n")})
+        )
+    reasons = caught.value.reasons
+    assert any(r.startswith("fsck:") and "hasDotgit" in r for r in reasons)
+    assert any(r == "'.git/config': path component '.git' would be read as .git" for r in reasons)
+    assert str(caught.value).endswith("more)")
+
+
+def test_oversized_blob_is_refused_with_its_path_and_size(world: World) -> None:
+    bundle = world.session_bundle({b"data/big.bin": ("100644", b"x" * 2000), b"small.txt": ("100644", b"ok")})
+    with pytest.raises(GateRefused) as caught:
+        do_import(world, bundle, GatePolicy(max_blob_bytes=1000))
+    assert caught.value.reasons == ("'data/big.bin': blob of 2000 bytes exceeds the 1000-byte limit",)
+
+
+def test_oversized_bundle_is_refused_before_reading_it(world: World) -> None:
+    bundle = world.session_bundle({b"a.txt": ("100644", b"1\n")})
+    with pytest.raises(GateRefused, match="over the 10-byte limit"):
+        do_import(world, bundle, GatePolicy(max_bundle_bytes=10))
+
+
+def test_every_reason_is_reported(world: World) -> None:
+    world.agent_commit(
+        {
+            b"docs/escape": ("120000", b"/etc/passwd"),
+            b"vendor/x": ("160000", b"4" * 40),
+            b"big.bin": ("100644", b"x" * 2000),
+        }
+    )
+    git(world.container, "update-ref", "refs/tags/v1", world.base)
+    with pytest.raises(GateRefused) as caught:
+        do_import(world, world.bundle(REF, f"^{world.base}"), GatePolicy(max_blob_bytes=1000))
+    assert len(caught.value.reasons) == 3
+    assert "(and 2 more)" in caught.value.message
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The container side, end to end
+
+
+def run_export(world: World, bundle: Path, *, base: str | None) -> subprocess.CompletedProcess[str]:
+    script = render_export_script(BRANCH, str(bundle), base=base)
+    return subprocess.run(
+        ["bash", "-c", script], cwd=world.container, capture_output=True, text=True, check=True
+    )
+
+
+def test_export_script_commits_leftover_work_and_the_gate_imports_it(world: World) -> None:
+    (world.container / "src" / "app.py").write_text("print('changed')\n")
+    git(world.container, "commit", "--quiet", "-am", "agent commit")
+    (world.container / "README.md").write_text("edited, not committed\n")
+    (world.container / "notes with space.txt").write_text("untracked\n")
+    bundle = world.bundles / "out dir" / "session 3.bundle"
+    bundle.parent.mkdir()
+
+    run_export(world, bundle, base=world.base)
+
+    assert git(world.container, "status", "--porcelain") == ""
+    heads = subprocess.run(
+        ["git", "bundle", "list-heads", str(bundle)], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert heads[1::2] == [REF]
+    result = do_import(world, bundle)
+    assert (result.branch, result.commits, result.created) == (BRANCH, 2, True)
+    assert git(world.host, "show", f"{REF}:notes with space.txt") == "untracked"
+    assert git(world.host, "log", "-1", "--format=%s", REF) == "containai: uncommitted work at session end"
+    assert not world.canary.exists()
+
+
+def test_export_script_writes_no_bundle_when_there_is_nothing_new(world: World) -> None:
+    bundle = world.bundles / "empty.bundle"
+    bundle.write_text("stale")
+    result = run_export(world, bundle, base=world.base)
+    assert not bundle.exists()
+    assert "no new commits" in result.stderr
+
+
+def test_export_script_without_base_bundles_full_history(world: World) -> None:
+    (world.container / "new.txt").write_text("n\n")
+    bundle = world.bundles / "full.bundle"
+    run_export(world, bundle, base=None)
+    result = do_import(world, bundle)
+    assert result.commits == 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Pure rules
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        (b".git", True),
+        (b".Git", True),
+        (b"git~1", True),
+        (b".git .", True),
+        (b".g\xe2\x80\x8dit", True),
+        (b"\xef\xbb\xbf.git", True),
+        (b".github", False),
+        (b"git", False),
+        (b".gitignore", False),
+    ],
+)
+def test_is_dotgit(name: bytes, expected: bool) -> None:
+    assert is_dotgit(name) is expected
+
+
+def test_check_path_names_the_bad_component() -> None:
+    assert check_path(b"ok/fine.txt") == []
+    assert check_path(b"a\\.git\\config") == [
+        "'a\\\\.git\\\\config': path component 'a\\\\.git\\\\config' would be read as .git"
+    ]
+    assert check_path(b"a/../b") == ["'a/../b': path component '..' is not allowed"]
+    assert check_path(b"\x1b[31mred") == ["'\\x1b[31mred': control character in path"]
+
+
+@pytest.mark.parametrize(
+    ("path", "target", "ok"),
+    [
+        (b"link", b"README.md", True),
+        (b"docs/link", b"../README.md", True),
+        (b"a/b/link", b"../../c/./d", True),
+        (b"link", b"../x", False),
+        (b"link", b"/etc/passwd", False),
+        (b"link", b"C:/Windows", False),
+        (b"link", b"", False),
+        (b"a/link", b"x/../../y", False),
+    ],
+)
+def test_check_symlink(path: bytes, target: bytes, ok: bool) -> None:
+    assert (check_symlink(path, target) is None) is ok
+
+
+def test_parse_bundle_header_reads_v3_with_object_format() -> None:
+    sha = "a" * 40
+    data = f"# v3 git bundle\n@object-format=sha1\n-{sha} base\n{sha} refs/heads/x\n\nPACK".encode()
+    header = parse_bundle_header(io.BytesIO(data))
+    assert (header.version, header.prerequisites, header.refs) == (3, (sha,), ((sha, "refs/heads/x"),))
+    with pytest.raises(ValueError, match="unsupported bundle capability"):
+        parse_bundle_header(io.BytesIO(data.replace(b"@object-format=sha1", b"@filter=blob:none")))
