@@ -458,7 +458,9 @@ def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, do
     assert session_resources(docker_client, session) == []
 
 
-def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Path) -> None:
+def test_vscode_attach_lands_in_the_workspace(
+    env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
     repo = make_repo(tmp_path)
     launched = launcher(env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
     assert launched.returncode == 0, launched.stderr
@@ -469,6 +471,18 @@ def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Pat
         storage / "imageConfigs" / f"containai-base%3a{CHANNEL}.json",
     ):
         assert json.loads(path.read_text()) == {"workspaceFolder": "/workspace", "remoteUser": "agent"}
+    # VS Code installs and runs its server in ~/.vscode-server: writable and executable for the agent,
+    # while the rest of HOME is noexec.
+    probe = docker_client.containers.get(name).exec_run(
+        [
+            "bash",
+            "-c",
+            "cp /bin/true ~/.vscode-server/t && ~/.vscode-server/t && echo SERVER-OK; "
+            "cp /bin/true ~/t && ~/t 2>/dev/null || echo HOME-NOEXEC",
+        ],
+        user="1000:1000",
+    )
+    assert probe.output.decode().split() == ["SERVER-OK", "HOME-NOEXEC"], probe.output
     assert launcher(env, "remove-agent", name, "--no-push").returncode == 0
 
 
@@ -494,3 +508,21 @@ def test_extra_docker_args_cannot_weaken_a_session(env: dict[str, str], tmp_path
     )
     assert ok.returncode == 0, ok.stderr
     assert ok.stdout.strip() == "256"
+
+
+def test_shell_agent_runs_a_command_after_dashes(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    result = containai(
+        env,
+        "run",
+        "shell",
+        str(repo),
+        "--channel",
+        CHANNEL,
+        "--",
+        "bash",
+        "-c",
+        "echo made > build.txt; exit 4",
+    )
+    assert result.returncode == 4, result.stderr
+    assert git(repo, "show", "shell/session-1:build.txt") == "made\n"

@@ -61,24 +61,38 @@ def test_install_links_every_launcher_under_three_channel_names(home: Path) -> N
     for launcher in LAUNCHERS:
         for name in (f"{launcher}-dev", launcher, f"{launcher}-nightly"):
             assert (bin_dir / name).readlink() == venv_bin / launcher
+            shim = (bin_dir / f"{name}.ps1").read_text()
+            assert "wsl.exe" in shim and "--%" in shim
     assert (bin_dir / "containai").readlink() == venv_bin / "containai"
 
 
-def test_installed_launchers_run_and_know_their_channel(home: Path) -> None:
+def test_installed_launchers_run_and_know_their_channel(home: Path, tmp_path: Path) -> None:
     bin_dir = home / ".local/share/containai/bin"
     env = {"HOME": str(home), "PATH": f"{bin_dir}:{os.environ['PATH']}", "CONTAINAI_HOME": str(home / "ci")}
-    for name in ("run-claude-dev", "run-codex-nightly", "list-agents"):
+    for name in ("run-claude-dev", "run-codex-nightly", "launch-agent", "list-agents-dev"):
         helped = subprocess.run([name, "--help"], env=env, capture_output=True, text=True, check=False)
         assert helped.returncode == 0 and f"Usage: {name}" in helped.stdout, helped.stderr
-        refused = subprocess.run([name], env=env, capture_output=True, text=True, check=False)
-        assert refused.returncode == 125
-        assert refused.stderr.startswith("error: ") and "Traceback" not in refused.stderr
+    # The channel comes from the name: the nightly launcher asks for the nightly image, which the tests
+    # never build, and says how to build it.
+    refused = subprocess.run(
+        ["run-codex-nightly", "--prompt", "hi"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert refused.returncode == 125
+    assert "error: image containai-codex:nightly is not built" in refused.stderr, refused.stderr
+    assert "containai images build --channel nightly --agents codex" in refused.stderr
+    assert "Traceback" not in refused.stderr
 
 
 def test_second_run_is_idempotent_and_check_only_is_green(home: Path) -> None:
     assert setup(home).returncode == 0
     bashrc = (home / ".bashrc").read_text()
     assert bashrc.count("added by ContainAI setup-local-dev.sh") == 1
+    assert (home / ".profile").read_text().count("added by ContainAI setup-local-dev.sh") == 1
     assert bashrc.startswith("# the user's own line\n")
     result = setup(home, "--check-only")
     assert result.returncode == 0, result.stdout

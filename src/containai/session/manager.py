@@ -25,6 +25,7 @@ from containai.session.naming import SessionLabels, container_name, new_session_
 from containai.session.plan import (
     EXPORT_BUNDLE,
     REPO_MOUNT,
+    VSCODE_SERVER,
     WORKSPACE,
     Resources,
     SessionPlan,
@@ -186,7 +187,11 @@ def plan(
             "device": "overlay",
             "o": f"lowerdir={repo.root},upperdir={state_dir / 'upper'},workdir={state_dir / 'work'}",
         }
-    mounts = [Mount(WORKSPACE, volume_name, "volume")]
+    # VS Code's server runs from ~/.vscode-server, which must allow exec (HOME is a noexec tmpfs).
+    mounts = [
+        Mount(WORKSPACE, volume_name, "volume"),
+        Mount(VSCODE_SERVER, f"{name}-vscode-{session_id}", "volume"),
+    ]
     if repo is not None:
         mounts.append(Mount(REPO_MOUNT, str(repo.root), "bind", read_only=True))
     environment = {
@@ -241,6 +246,9 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
         runtime.create_volume(
             plan.volume_name, labels=plan.labels.for_role("workspace"), driver_opts=plan.volume_opts
         )
+        for mount in plan.container.mounts:
+            if mount.target == VSCODE_SERVER:
+                runtime.create_volume(mount.source, labels=plan.labels.for_role("vscode"))
         runtime.create_container(plan.container)
         runtime.start(plan.name)
         output: list[bytes] = []

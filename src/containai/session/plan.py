@@ -24,6 +24,7 @@ AGENT_UID = 1000
 WORKSPACE = "/workspace"
 REPO_MOUNT = "/repo"
 HOME = "/home/agent"
+VSCODE_SERVER = f"{HOME}/.vscode-server"
 EXPORT_BUNDLE = "/tmp/containai-session.bundle"  # noqa: S108  # a path inside the container's own tmpfs
 
 DEFAULT_MEMORY = "8g"
