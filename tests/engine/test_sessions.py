@@ -526,3 +526,16 @@ def test_shell_agent_runs_a_command_after_dashes(env: dict[str, str], tmp_path: 
     )
     assert result.returncode == 4, result.stderr
     assert git(repo, "show", "shell/session-1:build.txt") == "made\n"
+
+
+def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None:
+    repo = make_repo(tmp_path)
+    limited = {**env, "CONTAINAI_GATE_MAX_BLOB": "1k"}
+    big = "head -c 4096 /dev/zero > big.bin && git add big.bin && git commit -qm big"
+    result = prompt(limited, repo, big, "--json")
+    assert result.returncode == 125
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["kept"] is True and "big.bin" in summary["message"]
+    assert launcher(limited, "remove-agent", summary["session"], "--no-push").returncode == 0
+    allowed = prompt(env, repo, big)
+    assert allowed.returncode == 0, allowed.stderr

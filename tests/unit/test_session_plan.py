@@ -292,3 +292,13 @@ def test_extra_docker_args_accept_resources() -> None:
     extra = parse_extra_args("--cpus 1.5 --memory=2g --pids-limit 256")
     assert (extra.cpus, extra.memory, extra.pids_limit) == ("1.5", "2g", 256)
     assert parse_extra_args("") == parse_extra_args("   ")
+
+
+def test_gate_blob_limit_from_the_environment() -> None:
+    from containai.workspace.gate import GatePolicy
+
+    assert GatePolicy.from_env({}) == GatePolicy()
+    assert GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "100m"}).max_blob_bytes == 100 * 2**20
+    assert GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "4096"}).max_blob_bytes == 4096
+    with pytest.raises(UsageError, match="CONTAINAI_GATE_MAX_BLOB"):
+        GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "huge"})

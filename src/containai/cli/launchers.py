@@ -25,6 +25,7 @@ from containai.session import commands, manager
 from containai.session.extra_args import parse_extra_args
 from containai.session.manager import SessionRequest
 from containai.session.plan import Resources, parse_cpus, parse_memory
+from containai.workspace.gate import GatePolicy
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
 pass_app = click.make_pass_decorator(AppContext)
@@ -93,6 +94,7 @@ def build_request(
         name=opts["name"],
         resources=Resources(memory, cpus, extra.pids_limit or 1024),
         workspace_mode=app.environ.get("CONTAINAI_WORKSPACE"),
+        gate=GatePolicy.from_env(app.environ),
     )
 
 
@@ -214,7 +216,12 @@ def remove_agent_command(
     reporter = ConsoleReporter(app)
     for each in names:
         result = manager.finish(
-            runtime, each, push=not no_push, keep_branch=keep_branch, state_root=app.paths.sessions_dir
+            runtime,
+            each,
+            push=not no_push,
+            keep_branch=keep_branch,
+            state_root=app.paths.sessions_dir,
+            policy=GatePolicy.from_env(app.environ),
         )
         if result.kept:
             reporter.warn(f"{each}: {result.message}")

@@ -18,6 +18,7 @@ from containai.errors import UsageError
 from containai.images.build import FROM_LABEL, plan_build, resolve_base_image, run_build
 from containai.images.catalog import CHANNELS, LABEL_PREFIX, PARTS, SCHEMA_VERSION, image_tag, parse_parts
 from containai.session import manager
+from containai.workspace.gate import GatePolicy
 
 pass_app = click.make_pass_decorator(AppContext)
 
@@ -181,7 +182,12 @@ def run(
 @pass_app
 def gc(app: AppContext) -> None:
     """Remove what dead sessions left behind (containers, volumes, networks), bringing their work home first."""
-    removed = manager.gc(app.runtime(), state_root=app.paths.sessions_dir, reporter=ConsoleReporter(app))
+    removed = manager.gc(
+        app.runtime(),
+        state_root=app.paths.sessions_dir,
+        reporter=ConsoleReporter(app),
+        policy=GatePolicy.from_env(app.environ),
+    )
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)
     for session in removed:
         app.out.print(session, highlight=False)

@@ -117,7 +117,12 @@ def run_ephemeral(
         reporter.warn("stopping: bringing the session's work home first")
     finally:
         result = manager.finish(
-            runtime, plan.name, push=request.push, keep_branch=False, state_root=paths.sessions_dir
+            runtime,
+            plan.name,
+            push=request.push,
+            keep_branch=False,
+            state_root=paths.sessions_dir,
+            policy=request.gate,
         )
         (reporter.warn if result.kept else reporter.note)(result.message)
     imported = result.imported

@@ -34,11 +34,12 @@ from containai.session.plan import (
     render_setup_script,
 )
 from containai.session.repo import BranchChoice, RepoInfo, branch_sha, choose_branch, delete_branch_if_at, git
-from containai.workspace.gate import ImportResult, import_bundle, render_export_script
+from containai.workspace.gate import GatePolicy, ImportResult, import_bundle, render_export_script
 
 log = logging.getLogger("containai.session")
 
 MAX_BUNDLE_BYTES = 2 * 2**30
+DEFAULT_GATE = GatePolicy()
 
 
 class Reporter(Protocol):
@@ -62,6 +63,7 @@ class SessionRequest:
     name: str | None = None
     resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
+    gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
 
 
 @dataclass(frozen=True)
@@ -315,7 +317,11 @@ READY = "ready"  # in the session's host state folder once the workspace is set 
 
 
 def export_and_import(
-    runtime: ContainerRuntime, container: ContainerInfo, *, state_root: Path
+    runtime: ContainerRuntime,
+    container: ContainerInfo,
+    *,
+    state_root: Path,
+    policy: GatePolicy = DEFAULT_GATE,
 ) -> ImportResult | None:
     """Commit what is uncommitted, bundle the session branch in the container, import it on the host.
 
@@ -357,11 +363,17 @@ def export_and_import(
             code = runtime.exec(container.name, ["cat", EXPORT_BUNDLE], user=user, on_output=save)
         if code != 0 or size > MAX_BUNDLE_BYTES:
             raise SessionError(f"copying the work out of {container.name} failed (exit {code}, {size} bytes)")
-        return import_bundle(Path(labels.repo), bundle, branch=labels.branch, base=labels.base)
+        return import_bundle(Path(labels.repo), bundle, branch=labels.branch, base=labels.base, policy=policy)
 
 
 def finish(
-    runtime: ContainerRuntime, name: str, *, push: bool, keep_branch: bool, state_root: Path
+    runtime: ContainerRuntime,
+    name: str,
+    *,
+    push: bool,
+    keep_branch: bool,
+    state_root: Path,
+    policy: GatePolicy = DEFAULT_GATE,
 ) -> FinishResult:
     """Bring the session's work home (unless told not to), then remove all it created."""
     container = runtime.container(name)
@@ -378,7 +390,7 @@ def finish(
         try:
             if not container.running:
                 runtime.start(container.name)
-            imported = export_and_import(runtime, container, state_root=state_root)
+            imported = export_and_import(runtime, container, state_root=state_root, policy=policy)
         except ContainAIError as exc:
             log.warning("export/import of %s failed: %s", name, exc, exc_info=True)
             return FinishResult(
@@ -464,7 +476,9 @@ def list_sessions(runtime: ContainerRuntime) -> list[SessionRow]:
     return sorted(rows, key=lambda r: r.created)
 
 
-def gc(runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter) -> list[str]:
+def gc(
+    runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter, policy: GatePolicy = DEFAULT_GATE
+) -> list[str]:
     """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first."""
     sessions: dict[str, list[Mapping[str, str]]] = {}
     agents: dict[str, ContainerInfo] = {}
@@ -484,7 +498,9 @@ def gc(runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter) -> li
             labels = SessionLabels.parse(agent.labels)
             if labels.mode == "persistent" or launcher_alive(labels.launcher):
                 continue
-            result = finish(runtime, agent.name, push=True, keep_branch=False, state_root=state_root)
+            result = finish(
+                runtime, agent.name, push=True, keep_branch=False, state_root=state_root, policy=policy
+            )
             if result.kept:
                 reporter.warn(result.message)
                 continue

@@ -51,6 +51,20 @@ class GatePolicy:
     # Caps the input to index-pack too, so a bundle cannot fill the quarantine's disk unchecked.
     max_bundle_bytes: int = 2**30
 
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> GatePolicy:
+        """``CONTAINAI_GATE_MAX_BLOB`` (bytes, or with k/m/g) raises or lowers the blob limit."""
+        text = environ.get("CONTAINAI_GATE_MAX_BLOB", "").strip().lower()
+        if not text:
+            return cls()
+        match = re.fullmatch(r"(\d+)([kmg]?)b?", text)
+        if not match:
+            raise UsageError(
+                f"CONTAINAI_GATE_MAX_BLOB={text!r} is not a size", hint="use bytes or a size like 100m"
+            )
+        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
+        return cls(max_blob_bytes=int(match.group(1)) * scale)
+
 
 @dataclass(frozen=True)
 class ImportResult:
