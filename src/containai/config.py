@@ -6,14 +6,15 @@ from, so `containai doctor` and error messages can tell the user which knob to t
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 import platformdirs
 
-from containai.errors import UsageError
+from containai.errors import ConfigError, UsageError
 
 T = TypeVar("T")
 
@@ -41,6 +42,14 @@ class Paths:
             Path(platformdirs.user_state_dir("containai")),
             Path(platformdirs.user_log_dir("containai")),
         )
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+    @property
+    def approvals_file(self) -> Path:
+        return self.config_dir / "approvals.toml"
 
     @property
     def agents_dir(self) -> Path:
@@ -106,3 +115,19 @@ def record_ca(data: bytes | None, paths: Paths) -> None:
     partial = target.with_suffix(".tmp")
     partial.write_bytes(data)
     partial.replace(target)
+
+
+def load_user_config(paths: Paths) -> dict[str, Any]:
+    """The user's config.toml as a table; an empty one when the file does not exist."""
+    try:
+        text = paths.config_file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot read {paths.config_file}: {exc.strerror}", hint="check its permissions"
+        ) from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{paths.config_file} is not valid TOML: {exc}", hint="fix the file") from exc

@@ -19,11 +19,15 @@ from rich.text import Text
 
 from containai.agents.definition import get_agent
 from containai.cli.app import AppContext, run_cli
+from containai.cli.building import build_images
+from containai.config import Paths, load_user_config
+from containai.egress.policy import parse_network_config
+from containai.egress.sidecar import parse_lab
 from containai.errors import UsageError
-from containai.images.catalog import CHANNELS, channel_from_program
+from containai.images.catalog import CHANNELS, channel_from_program, image_tag
 from containai.session import commands, manager
 from containai.session.extra_args import parse_extra_args
-from containai.session.manager import SessionRequest
+from containai.session.manager import NetworkSettings, SessionRequest
 from containai.session.plan import Resources, parse_cpus, parse_memory
 from containai.workspace.gate import GatePolicy
 
@@ -63,6 +67,13 @@ def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
             "--memory", metavar="SIZE", default="8g", show_default=True, help="Memory, swap included."
         ),
         click.option(
+            "--allow-domain",
+            "allow_domains",
+            multiple=True,
+            metavar="DOMAIN",
+            help="Also allow DOMAIN through the proxy (.example.com: with subdomains). Repeatable.",
+        ),
+        click.option(
             "--channel",
             type=click.Choice(CHANNELS),
             help="Image channel (default: from the launcher's name).",
@@ -94,8 +105,27 @@ def build_request(
         name=opts["name"],
         resources=Resources(memory, cpus, extra.pids_limit or 1024),
         workspace_mode=app.environ.get("CONTAINAI_WORKSPACE"),
+        allow_domains=tuple(opts["allow_domains"]),
+        network=load_network_settings(app.paths),
+        lab=parse_lab(app.environ.get("CONTAINAI_EGRESS_LAB", "")),
+        approvals_file=app.paths.approvals_file,
         gate=GatePolicy.from_env(app.environ),
     )
+
+
+def ensure_proxy_image(app: AppContext, request: SessionRequest) -> None:
+    """The proxy image is built on first use, with progress, rather than asked for as a manual step."""
+    if request.network_proxy != "squid" or app.runtime().image(image_tag("proxy", request.channel)):
+        return
+    ConsoleReporter(app).note(f"building the egress proxy image for the {request.channel} channel (once)")
+    build_images(app, ["proxy"], channel=request.channel)
+
+
+def load_network_settings(paths: Paths) -> NetworkSettings:
+    """``[network]`` from the user's config.toml (allow, deny, presets); nothing when there is none."""
+    data = load_user_config(paths)
+    allow, deny, presets = parse_network_config(data.get("network", {}), f"{paths.config_file} [network]")
+    return NetworkSettings(allow=allow, deny=deny, presets=presets)
 
 
 def _write_output(stream: str, data: bytes) -> None:
@@ -116,6 +146,7 @@ def run_agent(
     if as_json and prompt is None and not command:
         raise UsageError("--json goes with --prompt", hint='add --prompt "..."')
     request = build_request(app, agent_name, repo, "ephemeral", opts)
+    ensure_proxy_image(app, request)
     interactive = prompt is None and sys.stdin.isatty() and sys.stdout.isatty()
     code, result = commands.run_ephemeral(
         app.runtime(),
@@ -153,6 +184,7 @@ def run_agent_command(agent: str) -> click.Command:
 def launch_agent_command(app: AppContext, /, agent: str, repo: Path | None, **opts: Any) -> None:
     """Start AGENT in a persistent session (tmux inside the container) on REPO."""
     request = build_request(app, agent, repo, "persistent", opts)
+    ensure_proxy_image(app, request)
     plan = commands.launch_persistent(
         app.runtime(), request, paths=app.paths, reporter=ConsoleReporter(app), command=()
     )
@@ -223,11 +255,9 @@ def remove_agent_command(
             state_root=app.paths.sessions_dir,
             policy=GatePolicy.from_env(app.environ),
         )
+        commands.report_finish(result, reporter, prefix=f"{each}: ")
         if result.kept:
-            reporter.warn(f"{each}: {result.message}")
             status = 125
-        else:
-            reporter.note(f"{each}: {result.message}; removed")
     return status
 
 

@@ -10,14 +10,15 @@ import click
 
 from containai import __version__
 from containai.cli.app import AppContext, run_cli
+from containai.cli.building import build_images
 from containai.cli.launchers import ConsoleReporter, run_agent, session_options
-from containai.cli.render import ConsoleBuildReporter, print_json, render_doctor
-from containai.config import record_ca, resolve_ca_cert
+from containai.cli.render import print_json, render_doctor
 from containai.doctor import run_doctor
+from containai.egress import approvals
 from containai.errors import UsageError
-from containai.images.build import FROM_LABEL, plan_build, resolve_base_image, run_build
-from containai.images.catalog import CHANNELS, LABEL_PREFIX, PARTS, SCHEMA_VERSION, image_tag, parse_parts
-from containai.session import manager
+from containai.images.build import FROM_LABEL
+from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
+from containai.session import commands, manager
 from containai.workspace.gate import GatePolicy
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -93,25 +94,7 @@ def images() -> None:
 @pass_app
 def images_build(app: AppContext, parts_text: str, channel: str, ca_cert: Path | None, no_pull: bool) -> None:
     """Build images (unchanged layers come from the cache, so a rebuild takes seconds)."""
-    parts = parse_parts(parts_text)
-    ca = resolve_ca_cert(ca_cert, app.environ, app.paths)
-    runtime = app.runtime()
-    info = runtime.info()
-    meta = {f"{LABEL_PREFIX}.schema": SCHEMA_VERSION, f"{LABEL_PREFIX}.part": "debian"}
-    with ConsoleBuildReporter(app.err) as reporter:
-        if ca.value is not None:
-            reporter.note(f"trusting the extra CA from {ca.source}")
-        base_image = resolve_base_image(runtime, allow_pull=not no_pull, reporter=reporter, labels=meta)
-        steps = plan_build(
-            parts,
-            channel=channel,
-            arch=info.arch,
-            base_image=base_image,
-            ca_bundle=ca.value,
-            npm_registry=app.environ.get("CONTAINAI_NPM_REGISTRY", "https://registry.npmjs.org"),
-        )
-        built = run_build(runtime, steps, reporter)
-    record_ca(ca.value, app.paths)
+    built = build_images(app, parse_parts(parts_text), channel=channel, ca_cert=ca_cert, no_pull=no_pull)
     for step, image in built:
         click.echo(f"{step.tag}\t{image.id}")  # tab-separated for scripts (rich would expand the tab)
 
@@ -176,6 +159,67 @@ def run(
         raise UsageError("--prompt and a command after -- do not go together", hint="use one of them")
     app: AppContext = ctx.obj
     return run_agent(app, agent, repo, prompt, as_json, command, opts)
+
+
+@cli.command()
+@click.argument("name")
+@click.option("--egress", is_flag=True, help="The egress audit: every request, allowed or denied.")
+@click.option("--json", "as_json", is_flag=True, help="Print the audit's JSON lines as they are.")
+@pass_app
+def logs(app: AppContext, name: str, egress: bool, as_json: bool) -> None:
+    """Show a session's logs (running or finished): with --egress, the proxy's audit."""
+    if not egress:
+        raise UsageError("say which log", hint=f"`containai logs {name} --egress` shows the egress audit")
+    text = commands.egress_audit_text(app.runtime(), name, state_root=app.paths.sessions_dir)
+    if as_json:
+        click.echo(text, nl=False)
+        return
+    for record in commands.parse_audit(text):
+        colour = "green" if record.decision == "allow" else "red"
+        app.out.print(
+            f"{record.time}  [{colour}]{record.decision:5}[/]  {record.status:>3}  {record.method:7} "
+            f"{record.host}:{record.port}  up {record.bytes_up} down {record.bytes_down}  ({record.rule})",
+            highlight=False,
+        )
+
+
+@cli.group()
+def network() -> None:
+    """Egress policy: what a repository asks to reach, and approving it."""
+
+
+@network.command("approve")
+@click.argument("repo", type=click.Path(path_type=Path, file_okay=False))
+@click.argument("domains", nargs=-1)
+@pass_app
+def network_approve(app: AppContext, repo: Path, domains: tuple[str, ...]) -> None:
+    """Allow sessions on REPO to reach DOMAINS it asks for (all it asks for, when none are named)."""
+    root = repo.resolve()
+    requested = approvals.repo_requests(root)
+    chosen = domains or requested
+    if not chosen:
+        raise UsageError(
+            f"{root} asks for no domains", hint=f"its requests go in {root / approvals.REPO_CONFIG}"
+        )
+    unasked = [d for d in chosen if d not in requested]
+    if unasked:
+        ConsoleReporter(app).warn(f"{root} did not ask for {', '.join(unasked)}; approving anyway")
+    approved_now = approvals.approve(app.paths.approvals_file, root, chosen)
+    app.out.print(f"approved for {root}: {', '.join(approved_now)}", highlight=False)
+
+
+@network.command("show")
+@click.argument("repo", required=False, type=click.Path(path_type=Path, file_okay=False))
+@pass_app
+def network_show(app: AppContext, repo: Path | None) -> None:
+    """What REPO asks to reach, and which of those you approved."""
+    root = (repo or Path.cwd()).resolve()
+    requested = approvals.repo_requests(root)
+    ok = set(approvals.approved(app.paths.approvals_file, root))
+    if not requested:
+        app.out.print(f"{root} asks for no domains", highlight=False)
+    for domain in requested:
+        app.out.print(f"{domain}\t{'approved' if domain in ok else 'waiting for approval'}", highlight=False)
 
 
 @cli.command()

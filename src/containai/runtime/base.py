@@ -122,6 +122,14 @@ class ContainerRuntime(Protocol):
 
     def remove_network(self, name: str) -> None: ...
 
+    def create_network(
+        self, name: str, *, labels: Mapping[str, str], internal: bool = False
+    ) -> NetworkInfo: ...
+
+    def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None: ...
+
+    def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None: ...
+
 
 @dataclass(frozen=True)
 class Mount:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import json
+import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -314,6 +316,48 @@ class _EngineContainers:
             return [NetworkInfo(n.name, dict(n.attrs.get("Labels") or {})) for n in found]
         except Exception as exc:
             raise translate(exc, self.choice, "list networks") from exc
+
+    def create_network(self, name: str, *, labels: Mapping[str, str], internal: bool = False) -> NetworkInfo:
+        try:
+            # No IPv6: a session network never gets a v6 route the policy would have to cover.
+            network = self.client.networks.create(
+                name,
+                driver="bridge",
+                internal=internal,
+                labels=dict(labels),
+                enable_ipv6=False,
+                check_duplicate=True,
+            )
+        except Exception as exc:
+            raise translate(exc, self.choice, f"create network {name}") from exc
+        return NetworkInfo(network.name, dict(labels))
+
+    def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None:
+        api = self.client.api
+        try:
+            exec_id = api.exec_create(ref, list(argv), user=user, tty=False, stdin=False)["Id"]
+            api.exec_start(exec_id, detach=True)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"start {argv[0]} in {ref}") from exc
+
+    def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
+        """One regular file from a container (running or not), through the archive API."""
+        try:
+            stream, _ = self.client.api.get_archive(ref, path)
+        except docker.errors.NotFound:
+            return None
+        except Exception as exc:
+            raise translate(exc, self.choice, f"read {path} in {ref}") from exc
+        buffer = io.BytesIO()
+        for chunk in stream:
+            buffer.write(chunk)
+            if buffer.tell() > max_bytes + 1024 * 1024:
+                raise EngineAPIError(f"{path} in {ref} is larger than {max_bytes} bytes")
+        buffer.seek(0)
+        with tarfile.open(fileobj=buffer) as archive:
+            member = next((m for m in archive.getmembers() if m.isfile()), None)
+            handle = archive.extractfile(member) if member is not None else None
+            return handle.read(max_bytes) if handle is not None else None
 
     def remove_network(self, name: str) -> None:
         try:

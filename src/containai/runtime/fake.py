@@ -107,6 +107,7 @@ class FakeRuntime:
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
+        self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
         self.closed = False
 
     # Images and the engine.
@@ -260,6 +261,17 @@ class FakeRuntime:
 
     def remove_network(self, name: str) -> None:
         self.networks_by_name.pop(name, None)
+
+    def create_network(self, name: str, *, labels: Mapping[str, str], internal: bool = False) -> NetworkInfo:
+        network = NetworkInfo(name, dict(labels))
+        self.networks_by_name[name] = network
+        return network
+
+    def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None:
+        self.exec(ref, argv, user=user)
+
+    def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
+        return self.files.get((ref, path))
 
 
 if TYPE_CHECKING:  # mypy checks here that the fake still satisfies the protocol

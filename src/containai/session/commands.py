@@ -20,6 +20,8 @@ from types import FrameType
 from typing import Any
 
 from containai.config import Paths
+from containai.egress import sidecar
+from containai.egress.squid import AuditRecord, parse_audit_line
 from containai.errors import EXIT_CONTAINAI, UsageError
 from containai.runtime.base import ContainerRuntime
 from containai.session import manager
@@ -60,6 +62,7 @@ class PromptResult:
     duration_seconds: float
     kept: bool
     message: str
+    egress: str | None
 
 
 def _diffstat(plan: SessionPlan, branch: str | None) -> str:
@@ -68,6 +71,14 @@ def _diffstat(plan: SessionPlan, branch: str | None) -> str:
     return git(
         plan.repo.root, "diff", "--shortstat", plan.branch.base, f"refs/heads/{branch}", check=False
     ).strip()
+
+
+def report_finish(result: manager.FinishResult, reporter: Reporter, prefix: str = "") -> None:
+    (reporter.warn if result.kept else reporter.note)(f"{prefix}{result.message}")
+    if result.proxy_failure:
+        reporter.warn(f"{prefix}{result.proxy_failure}")
+    if result.egress:
+        reporter.warn(f"{prefix}{result.egress}")
 
 
 def start_session(
@@ -124,7 +135,7 @@ def run_ephemeral(
             state_root=paths.sessions_dir,
             policy=request.gate,
         )
-        (reporter.warn if result.kept else reporter.note)(result.message)
+        report_finish(result, reporter)
     imported = result.imported
     summary = PromptResult(
         exit_status=code,
@@ -137,6 +148,7 @@ def run_ephemeral(
         duration_seconds=round(time.monotonic() - started, 3),
         kept=result.kept,
         message=result.message,
+        egress=result.egress,
     )
     if result.kept and code == 0:
         code = EXIT_CONTAINAI
@@ -230,3 +242,18 @@ def now_utc() -> datetime:
 
 def print_json(data: Any) -> None:
     sys.stdout.write(json.dumps(data, indent=2) + "\n")
+
+
+def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path) -> str:
+    """The egress audit of a session: from its proxy while it runs, from the host copy afterwards."""
+    proxy = runtime.container(f"{name}-proxy")
+    if proxy is not None:
+        return sidecar.audit_text(runtime, proxy.name)
+    kept = sorted((state_root.parent / "session-logs").glob(f"{name}-*.egress.jsonl"))
+    if not kept:
+        raise UsageError(f"no egress log for {name}", hint="see `list-agents` for running sessions")
+    return kept[-1].read_text(encoding="utf-8")
+
+
+def parse_audit(text: str) -> list[AuditRecord]:
+    return [r for r in (parse_audit_line(line) for line in text.splitlines()) if r is not None]

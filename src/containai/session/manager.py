@@ -18,6 +18,10 @@ from pathlib import Path
 from typing import Protocol
 
 from containai.agents.definition import AgentDef
+from containai.egress import approvals, sidecar
+from containai.egress.policy import resolve_policy
+from containai.egress.sidecar import Lab, plan_egress
+from containai.egress.squid import summarize_denials
 from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
 from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount
 from containai.session import naming
@@ -63,7 +67,20 @@ class SessionRequest:
     name: str | None = None
     resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
+    allow_domains: tuple[str, ...] = ()  # --allow-domain
+    network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
+    lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
+    approvals_file: Path | None = None  # domains the user approved for repositories
     gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The user's ``[network]`` settings (config.toml)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -71,6 +88,8 @@ class FinishResult:
     imported: ImportResult | None
     kept: bool  # the container and workspace were kept because bringing the work home failed
     message: str
+    egress: str | None = None  # what the proxy blocked, and how to allow it
+    proxy_failure: str | None = None  # the proxy stopped during the session
 
 
 def boot_id() -> str:
@@ -204,6 +223,37 @@ def plan(
         "CONTAINAI_BRANCH": branch.name if branch else "",
         "CONTAINAI_NETWORK_PROXY": request.network_proxy,
     }
+    egress = None
+    if request.network_proxy == "squid":
+        requested = approvals.repo_requests(repo.root) if repo else ()
+        ok = approvals.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
+        waiting = [d for d in requested if d not in ok]
+        if waiting and repo is not None:
+            reporter.warn(
+                f"{repo.root} asks to reach {', '.join(waiting)}; not allowed until you approve: "
+                f"`containai network approve {repo.root} {' '.join(waiting)}`"
+            )
+        policy = resolve_policy(
+            session=session_id,
+            agent_endpoints={request.agent.name: request.agent.endpoints},
+            presets=request.network.presets,
+            config_allow=request.network.allow,
+            config_deny=request.network.deny,
+            cli_allow=request.allow_domains,
+            repo_requested=requested,
+            repo_approved=ok,
+        )
+        egress = plan_egress(
+            session_name=name,
+            session_id=session_id,
+            labels=labels.for_role("proxy"),
+            channel=request.channel,
+            policy=policy,
+            state_dir=state_dir,
+            lab=request.lab,
+        )
+        mounts += sidecar.agent_mounts(egress)
+        environment.update(sidecar.agent_environment())
     container = hardened_spec(
         image=image,
         name=name,
@@ -232,6 +282,7 @@ def plan(
         state_dir=state_dir,
         setup_script=render_setup_script(workspace, branch, git_name=git_name, git_email=git_email),
         environment=environment,
+        egress=egress,
     )
 
 
@@ -251,8 +302,12 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
         for mount in plan.container.mounts:
             if mount.target == VSCODE_SERVER:
                 runtime.create_volume(mount.source, labels=plan.labels.for_role("vscode"))
+        if plan.egress is not None:
+            sidecar.start_proxy(runtime, plan.egress, plan.labels.for_role("proxy"))
         runtime.create_container(plan.container)
         runtime.start(plan.name)
+        if plan.egress is not None:
+            sidecar.start_relay(runtime, plan.name, plan.user)
         output: list[bytes] = []
         code = runtime.exec(
             plan.name,
@@ -278,10 +333,11 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
     plan.state_dir.mkdir(parents=True, exist_ok=True)
     (plan.state_dir / READY).touch()
     reporter.note(f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}")
-    if plan.labels.network_proxy == "squid":
-        reporter.note("egress through the proxy is not available yet: this session has no network")
+    if plan.egress is not None:
+        allowed = ", ".join(plan.egress.policy.allow) or "nothing"
+        reporter.note(f"egress only through {plan.egress.proxy.name}, which allows: {allowed}")
     else:
-        reporter.note("restricted: this session has no network")
+        reporter.note("restricted: this session is offline (no network at all)")
 
 
 def release_branch(plan: SessionPlan) -> None:
@@ -400,13 +456,41 @@ def finish(
                 f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
             )
         message = describe_import(imported, labels.base) if imported else f"no new commits on {labels.branch}"
+    egress, proxy_failure = _egress_record(runtime, name, labels, state_root)
     teardown(runtime, labels.session, state_root=state_root)
     if labels.repo and labels.branch and not keep_branch:
         sha = branch_sha(Path(labels.repo), labels.branch)
         if sha == labels.base:
             # Nothing was done on the branch we reserved: do not leave an empty branch behind.
             delete_branch_if_at(Path(labels.repo), labels.branch, labels.base)
-    return FinishResult(imported, kept=False, message=message)
+    return FinishResult(imported, kept=False, message=message, egress=egress, proxy_failure=proxy_failure)
+
+
+def egress_log_file(state_root: Path, name: str, session: str) -> Path:
+    """Where a finished session's egress audit is kept on the host (`containai logs NAME --egress`)."""
+    return state_root.parent / "session-logs" / f"{name}-{session}.egress.jsonl"
+
+
+def _egress_record(
+    runtime: ContainerRuntime, name: str, labels: SessionLabels, state_root: Path
+) -> tuple[str | None, str | None]:
+    """Keep the proxy's audit on the host, summarise what it blocked, and say if squid had died."""
+    proxy = runtime.container(f"{name}-proxy")
+    if proxy is None or proxy.labels.get(naming.SESSION) != labels.session:
+        return None, None
+    failure = None
+    if not proxy.running:
+        code = (proxy.raw.get("State") or {}).get("ExitCode")
+        failure = (
+            f"the egress proxy {proxy.name} stopped during the session (exit {code}): "
+            "from then on the agent had no network at all"
+        )
+    text = sidecar.audit_text(runtime, proxy.name)
+    kept = egress_log_file(state_root, name, labels.session)
+    kept.parent.mkdir(parents=True, exist_ok=True)
+    kept.write_text(text, encoding="utf-8")
+    records = [r for r in (sidecar.parse_audit_line(line) for line in text.splitlines()) if r is not None]
+    return summarize_denials(records), failure
 
 
 def describe_import(result: ImportResult, base: str) -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Literal
 
 from containai.agents.definition import AgentDef
+from containai.egress.sidecar import EgressPlan
 from containai.errors import UsageError
 from containai.runtime.base import ContainerSpec, Mount
 from containai.session.naming import SessionLabels
@@ -127,6 +128,7 @@ class SessionPlan:
     state_dir: Path
     setup_script: str
     environment: Mapping[str, str] = field(default_factory=dict)
+    egress: EgressPlan | None = None
 
     @property
     def user(self) -> str:

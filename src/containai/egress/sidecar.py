@@ -1,0 +1,221 @@
+"""A session's egress: squid in a sidecar container, reached from the agent only through a Unix socket.
+
+    agent container (--network none, only lo)          proxy container (<session>-proxy)
+    agent ──> 127.0.0.1:3128 ──> relay (socat, uid 65533) ──unix socket──> socat ──> squid ──> egress network
+                                        (shared session volume)          127.0.0.1:3128
+
+The agent has no network interface but loopback, so direct connections, UDP, ICMP, DNS and IPv6 have
+nowhere to go, whatever it does with its environment. squid alone decides, and logs every request.
+If squid dies, its container stops and takes the socket's far end with it: the agent has no network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from containai.egress.policy import EgressPolicy
+from containai.egress.squid import DEFAULT_PRIVATE_RANGES, AuditRecord, parse_audit_line, render_squid_conf
+
+__all__ = ["AuditRecord", "parse_audit_line"]
+from containai.errors import ConfigError, SessionError
+from containai.images.catalog import image_tag
+from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
+
+SOCKET_DIR = "/run/containai-egress"
+SOCKET = f"{SOCKET_DIR}/proxy.sock"
+RELAY_PORT = 3128
+RELAY_USER = "65533:65533"  # not the agent's uid: the agent can neither kill nor trace the relay
+PROXY_USER = "13:13"  # Debian's proxy user, who owns squid's folders in the image
+AUDIT_LOG = "/var/log/containai/egress.jsonl"
+SQUID_CONF = "/etc/containai/squid.conf"
+PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
+
+
+@dataclass(frozen=True)
+class Lab:
+    """``CONTAINAI_EGRESS_LAB``, for tests: put the proxy on an existing (fake-internet) network.
+
+    ``network=NAME,dns=IP,allow-range=CIDR``: the proxy joins NAME instead of a fresh egress network,
+    resolves names with the DNS server at IP, and does not count CIDR as private.
+    """
+
+    network: str
+    dns: tuple[str, ...] = ()
+    allow_ranges: tuple[str, ...] = ()
+
+
+def parse_lab(text: str) -> Lab | None:
+    if not text.strip():
+        return None
+    fields: dict[str, list[str]] = {}
+    for item in text.split(","):
+        key, sep, value = item.strip().partition("=")
+        if not sep or key not in ("network", "dns", "allow-range") or not value:
+            raise ConfigError(
+                f"CONTAINAI_EGRESS_LAB: {item!r} is not network=, dns= or allow-range=",
+                hint="e.g. network=fakeinet,dns=198.18.0.53,allow-range=198.18.0.0/24",
+            )
+        fields.setdefault(key, []).append(value)
+    if "network" not in fields:
+        raise ConfigError("CONTAINAI_EGRESS_LAB needs network=NAME", hint="name the network the proxy joins")
+    try:
+        dns = tuple(str(ipaddress.ip_address(v)) for v in fields.get("dns", []))
+        ranges = tuple(str(ipaddress.ip_network(v)) for v in fields.get("allow-range", []))
+    except ValueError as exc:
+        raise ConfigError(f"CONTAINAI_EGRESS_LAB: {exc}", hint="use IP addresses and CIDR ranges") from exc
+    return Lab(fields["network"][0], dns, ranges)
+
+
+@dataclass(frozen=True)
+class EgressPlan:
+    policy: EgressPolicy
+    proxy: ContainerSpec
+    network: str
+    create_network: bool
+    socket_volume: str
+    log_volume: str
+    squid_conf: str
+    conf_file: Path  # on the host, bind-mounted read-only into the proxy
+
+
+def plan_egress(
+    *,
+    session_name: str,
+    session_id: str,
+    labels: Mapping[str, str],
+    channel: str,
+    policy: EgressPolicy,
+    state_dir: Path,
+    lab: Lab | None,
+) -> EgressPlan:
+    network = lab.network if lab else f"{session_name}-egress-{session_id}"
+    private = tuple(r for r in DEFAULT_PRIVATE_RANGES if not lab or not _covered(r, lab.allow_ranges))
+    conf = render_squid_conf(
+        policy,
+        access_log=AUDIT_LOG,
+        dns_nameservers=lab.dns if lab else (),
+        private_ranges=private,
+    )
+    socket_volume = f"{session_name}-egress-sock-{session_id}"
+    log_volume = f"{session_name}-egress-log-{session_id}"
+    conf_file = state_dir / "squid.conf"
+    proxy = ContainerSpec(
+        image=image_tag("proxy", channel),
+        name=f"{session_name}-proxy",
+        command=(),
+        labels=dict(labels),
+        user=PROXY_USER,
+        environment={},
+        hostname="proxy",
+        mounts=(
+            Mount(SQUID_CONF, str(conf_file), "bind", read_only=True),
+            Mount(SOCKET_DIR, socket_volume, "volume"),
+            Mount("/var/log/containai", log_volume, "volume"),
+        ),
+        tmpfs={
+            "/var/run/squid": "rw,noexec,nosuid,nodev,size=8m,uid=13,gid=13,mode=0755",
+            "/var/spool/squid": "rw,noexec,nosuid,nodev,size=64m,uid=13,gid=13,mode=0755",
+            "/tmp": "rw,noexec,nosuid,nodev,size=64m",  # noqa: S108  # the container's own tmpfs
+        },
+        read_only=True,
+        cap_drop=("ALL",),
+        security_opt=("no-new-privileges:true",),
+        network_mode=network,
+        pids_limit=256,
+        memory_bytes=512 * 2**20,
+        nano_cpus=10**9,
+        ulimits=(("nofile", 4096, 8192), ("core", 0, 0), ("nproc", 4096, 4096)),
+    )
+    return EgressPlan(policy, proxy, network, lab is None, socket_volume, log_volume, conf, conf_file)
+
+
+def _covered(private: str, allowed: Sequence[str]) -> bool:
+    net = ipaddress.ip_network(private)
+    for item in allowed:
+        other = ipaddress.ip_network(item)
+        if net.version == other.version and net.subnet_of(other):  # type: ignore[arg-type]  # same version checked
+            return True
+    return False
+
+
+def agent_mounts(plan: EgressPlan) -> list[Mount]:
+    return [Mount(SOCKET_DIR, plan.socket_volume, "volume", read_only=True)]
+
+
+def agent_environment() -> dict[str, str]:
+    """Where well-behaved tools find the proxy. Nothing depends on it: there is no other way out."""
+    proxy = {name: PROXY_URL for name in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy")}
+    return {
+        **proxy,
+        "NO_PROXY": "localhost,127.0.0.1",
+        "no_proxy": "localhost,127.0.0.1",
+        "NODE_USE_ENV_PROXY": "1",
+    }
+
+
+def _wait(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise SessionError(
+        f"{what} did not come up within {seconds:.0f} s", hint="see the log file; then `containai gc`"
+    )
+
+
+def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str, str]) -> None:
+    """Network, volumes, the rendered squid.conf, then the proxy; ready when its socket exists."""
+    plan.conf_file.parent.mkdir(parents=True, exist_ok=True)
+    plan.conf_file.write_text(plan.squid_conf, encoding="utf-8")
+    plan.conf_file.chmod(0o644)
+    if plan.create_network:
+        runtime.create_network(plan.network, labels=labels)
+    runtime.create_volume(plan.socket_volume, labels=labels)
+    runtime.create_volume(plan.log_volume, labels=labels)
+    runtime.create_container(plan.proxy)
+    runtime.start(plan.proxy.name)
+    name = plan.proxy.name
+
+    def ready() -> bool:
+        info = runtime.container(name)
+        if info is None or not info.running:
+            raise SessionError(
+                "the egress proxy exited at start", hint=f"its log: `docker logs {name}`; then `containai gc`"
+            )
+        return runtime.exec(name, ["test", "-S", SOCKET], user=PROXY_USER) == 0
+
+    _wait(ready, 30, "the egress proxy")
+
+
+def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
+    """The relay in the agent container, under its own uid; ready when 127.0.0.1:3128 answers."""
+    relay = [
+        "socat",
+        f"TCP-LISTEN:{RELAY_PORT},bind=127.0.0.1,fork,reuseaddr",
+        f"UNIX-CONNECT:{SOCKET}",
+    ]
+    runtime.exec_detached(agent, relay, user=RELAY_USER)
+    probe = ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{RELAY_PORT}"]
+    _wait(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the egress relay")
+
+
+def audit_text(runtime: ContainerRuntime, proxy: str) -> str:
+    """The proxy's audit log, read from its volume (so also after squid died)."""
+    if runtime.container(proxy) is None:
+        return ""
+    data = runtime.read_file(proxy, AUDIT_LOG)
+    return (data or b"").decode("utf-8", "replace")
+
+
+def audit(runtime: ContainerRuntime, proxy: str) -> list[AuditRecord]:
+    records = []
+    for line in audit_text(runtime, proxy).splitlines():
+        record = parse_audit_line(line)
+        if record is not None:
+            records.append(record)
+    return records
