@@ -141,3 +141,12 @@ def run(client: Any, image: str, command: list[str] | str, **kwargs: Any) -> tup
         return int(status["StatusCode"]), output
     finally:
         container.remove(force=True)
+
+
+@pytest.fixture()
+def fake_internet(docker_client: Any, built_images: Any) -> Iterator[Any]:
+    """A fresh "internet" of local canaries on an --internal 198.18.<k>.0/24 network (see fakenet.py)."""
+    from .fakenet import FakeInternet
+
+    with FakeInternet(docker_client, image=f"containai-base:{CHANNEL}", labels=LABELS, run_id=RUN_ID) as net:
+        yield net

@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 
@@ -36,7 +36,6 @@ CANARY_TCP = (22, 25, 80, 443, 853, 3306, 8443)
 CANARY_UDP = (53, 123, 443)
 HOSTS = {"canary": 10, "allowed": 20, "evil": 30, "dns": 53}
 ALIASES = {"canary": ["canary.test"], "allowed": ["allowed.test"], "evil": ["evil.test"], "dns": ["dns.test"]}
-LOGS = {"canary": "canary", "allowed": "allowed", "evil": "evil", "dns": "dns"}
 CLIENT_HOSTS = range(64, 128)
 # name -> address, or a host name above (replaced by its address). A leading "*." is a wildcard.
 DEFAULT_ZONE = {
@@ -49,6 +48,7 @@ DEFAULT_ZONE = {
 }
 READY_TIMEOUT = 30.0
 _instances = itertools.count(1)
+T = TypeVar("T")
 
 
 class FakeNetError(AssertionError):
@@ -60,7 +60,7 @@ def nonce() -> str:
     return uuid.uuid4().hex
 
 
-def wait_until[T](read: Callable[[], T], done: Callable[[T], bool], timeout: float = 5.0) -> T:
+def wait_until(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 5.0) -> T:
     """Poll ``read`` until ``done`` holds or ``timeout`` passes; return the last value either way."""
     deadline = time.monotonic() + timeout
     value = read()
@@ -97,7 +97,7 @@ class FakeInternet:
     # --- addresses ---------------------------------------------------------------------------
 
     def ip(self, name: str) -> str:
-        """The address of a server ("canary", "allowed", "evil", "dns") or of a client host number."""
+        """The address of a server: "canary", "allowed", "evil" or "dns"."""
         base = self.subnet.rsplit(".", 1)[0]  # "198.18.k.0/24" -> "198.18.k"
         return f"{base}.{HOSTS[name]}"
 
@@ -224,9 +224,7 @@ class FakeInternet:
     def _create_network(self) -> None:
         for k in range(256):
             subnet = f"198.18.{k}.0/24"
-            pool = docker.types.IPAMPool(
-                subnet=subnet, gateway=f"198.18.{k}.1", iprange=f"198.18.{k}.128/25"
-            )
+            pool = docker.types.IPAMPool(subnet=subnet, gateway=f"198.18.{k}.1", iprange=f"198.18.{k}.128/25")
             try:
                 self._network = self.client.networks.create(
                     self.network,
@@ -281,17 +279,19 @@ class FakeInternet:
     def _wait_ready(self) -> None:
         """Each server writes <log>.ready once all its sockets listen; wait for all four files."""
         deadline = time.monotonic() + READY_TIMEOUT
-        pending = dict(LOGS)
+        pending = set(HOSTS)
         while pending:
-            for name, log in list(pending.items()):
+            for name in sorted(pending):
                 container = self._running(name)
-                code, output = container.exec_run(["cat", f"/log/{log}.jsonl.ready"], user="1000:1000")
+                code, output = container.exec_run(["cat", f"/log/{name}.jsonl.ready"], user="1000:1000")
                 if code == 0 and output.strip():
                     ready = json.loads(output)
                     if not any(s["family"] == 4 for s in ready):
                         raise FakeNetError(f"{name} listens on no IPv4 socket: {ready}")
-                    del pending[name]
+                    pending.discard(name)
             if pending and time.monotonic() > deadline:
-                raise FakeNetError(f"fake internet servers not ready after {READY_TIMEOUT}s: {sorted(pending)}")
+                raise FakeNetError(
+                    f"fake internet servers not ready after {READY_TIMEOUT}s: {sorted(pending)}"
+                )
             if pending:
                 time.sleep(0.1)

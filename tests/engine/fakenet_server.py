@@ -83,7 +83,11 @@ def bind(kind: int, port: int) -> list[socket.socket]:
 
 def describe(sock: socket.socket) -> dict[str, Any]:
     proto = "tcp" if sock.type == socket.SOCK_STREAM else "udp"
-    return {"proto": proto, "family": 6 if sock.family == socket.AF_INET6 else 4, "port": sock.getsockname()[1]}
+    return {
+        "proto": proto,
+        "family": 6 if sock.family == socket.AF_INET6 else 4,
+        "port": sock.getsockname()[1],
+    }
 
 
 def mark_ready(log_path: str, sockets: list[socket.socket]) -> None:
@@ -184,7 +188,18 @@ def cmd_canary(args: argparse.Namespace) -> list[socket.socket]:
 
 # --- dns ----------------------------------------------------------------------------------------
 
-QTYPES = {1: "A", 2: "NS", 5: "CNAME", 6: "SOA", 12: "PTR", 15: "MX", 16: "TXT", 28: "AAAA", 33: "SRV", 255: "ANY"}
+QTYPES = {
+    1: "A",
+    2: "NS",
+    5: "CNAME",
+    6: "SOA",
+    12: "PTR",
+    15: "MX",
+    16: "TXT",
+    28: "AAAA",
+    33: "SRV",
+    255: "ANY",
+}
 
 
 class Zone:
@@ -283,7 +298,9 @@ def dns_tcp(listener: socket.socket, zone: Zone, log: JsonLog) -> None:
                 try:
                     reply, record = answer(zone, packet)
                 except (ValueError, IndexError, struct.error):
-                    log.write(proto="tcp", peer=peer[0], peer_port=peer[1], qname=None, qtype=None, malformed=True)
+                    log.write(
+                        proto="tcp", peer=peer[0], peer_port=peer[1], qname=None, qtype=None, malformed=True
+                    )
                     return
                 log.write(proto="tcp", peer=peer[0], peer_port=peer[1], **record)
                 conn.sendall(struct.pack("!H", len(reply)) + reply)
@@ -311,7 +328,29 @@ def cmd_dns(args: argparse.Namespace) -> list[socket.socket]:
 def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = f"fakenet-{name}"
-        timeout = 10
+        timeout = 5
+        logged = False
+        error: int | str | None = None
+
+        def handle(self) -> None:
+            """Every connection leaves a record: one that never makes a valid request logs its error."""
+            try:
+                super().handle()
+            finally:
+                if not self.logged:
+                    log.write(
+                        peer=self.client_address[0],
+                        peer_port=self.client_address[1],
+                        method=getattr(self, "command", None),
+                        path=getattr(self, "path", None),
+                        host_header=None,
+                        body_bytes=0,
+                        error=self.error or "no request",
+                    )
+
+        def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+            self.error = code
+            super().send_error(code, message, explain)
 
         def __getattr__(self, attr: str) -> Any:
             if attr.startswith("do_"):  # any method, including made-up ones and CONNECT
@@ -332,6 +371,7 @@ def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHan
 
         def respond(self) -> None:
             body_bytes = self.read_body()
+            self.logged = True
             log.write(
                 peer=self.client_address[0],
                 peer_port=self.client_address[1],
@@ -350,7 +390,7 @@ def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHan
                 self.wfile.write(payload)
             self.close_connection = True
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: Any) -> None:
             pass  # the JSON log is the record; keep stderr quiet
 
     return Handler
@@ -380,7 +420,9 @@ def cmd_http(args: argparse.Namespace) -> list[socket.socket]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     canary = sub.add_parser("canary", help="log every TCP accept and UDP datagram")
     canary.add_argument("--tcp", type=ports, default=[])

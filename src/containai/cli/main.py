@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import sys
 from pathlib import Path
 from typing import Any
@@ -164,17 +166,19 @@ def run(
 @cli.command()
 @click.argument("name")
 @click.option("--egress", is_flag=True, help="The egress audit: every request, allowed or denied.")
-@click.option("--json", "as_json", is_flag=True, help="Print the audit's JSON lines as they are.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object a line, for scripts.")
 @pass_app
 def logs(app: AppContext, name: str, egress: bool, as_json: bool) -> None:
     """Show a session's logs (running or finished): with --egress, the proxy's audit."""
     if not egress:
         raise UsageError("say which log", hint=f"`containai logs {name} --egress` shows the egress audit")
     text = commands.egress_audit_text(app.runtime(), name, state_root=app.paths.sessions_dir)
+    records = commands.parse_audit(text)
     if as_json:
-        click.echo(text, nl=False)
+        for record in records:
+            click.echo(json.dumps(dataclasses.asdict(record)))
         return
-    for record in commands.parse_audit(text):
+    for record in records:
         colour = "green" if record.decision == "allow" else "red"
         app.out.print(
             f"{record.time}  [{colour}]{record.decision:5}[/]  {record.status:>3}  {record.method:7} "

@@ -137,6 +137,12 @@ class EgressPolicy:
     def __post_init__(self) -> None:
         if not self.session:
             raise ConfigError("the egress policy has no session id", hint="this is a bug in ContainAI")
+        # The renderer writes these names into squid.conf as they are: only normalised names pass.
+        for name in (*self.allow, *self.deny):
+            if parse_domain(name, "egress policy") != name:
+                raise ConfigError(
+                    f"egress policy: {name!r} is not normalised", hint="build it with resolve_policy()"
+                )
         for port in self.connect_ports:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
                 raise ConfigError(

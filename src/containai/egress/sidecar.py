@@ -93,7 +93,7 @@ def plan_egress(
     lab: Lab | None,
 ) -> EgressPlan:
     network = lab.network if lab else f"{session_name}-egress-{session_id}"
-    private = tuple(r for r in DEFAULT_PRIVATE_RANGES if not lab or not _covered(r, lab.allow_ranges))
+    private = carve(DEFAULT_PRIVATE_RANGES, lab.allow_ranges) if lab else DEFAULT_PRIVATE_RANGES
     conf = render_squid_conf(
         policy,
         access_log=AUDIT_LOG,
@@ -133,13 +133,21 @@ def plan_egress(
     return EgressPlan(policy, proxy, network, lab is None, socket_volume, log_volume, conf, conf_file)
 
 
-def _covered(private: str, allowed: Sequence[str]) -> bool:
-    net = ipaddress.ip_network(private)
+def carve(private: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
+    """The private ranges less the lab's own network (the fake internet sits in 198.18.0.0/15)."""
+    ranges = [ipaddress.ip_network(r) for r in private]
     for item in allowed:
-        other = ipaddress.ip_network(item)
-        if net.version == other.version and net.subnet_of(other):  # type: ignore[arg-type]  # same version checked
-            return True
-    return False
+        hole = ipaddress.ip_network(item)
+        kept: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for net in ranges:
+            if net.version == hole.version and hole.subnet_of(net):  # type: ignore[arg-type]  # same version
+                kept += net.address_exclude(hole)  # type: ignore[arg-type]  # same version
+            elif net.version == hole.version and net.subnet_of(hole):  # type: ignore[arg-type]  # same version
+                continue
+            else:
+                kept.append(net)
+        ranges = kept
+    return tuple(str(net) for net in sorted(ranges, key=lambda n: (n.version, n)))
 
 
 def agent_mounts(plan: EgressPlan) -> list[Mount]:
@@ -200,7 +208,9 @@ def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
         f"UNIX-CONNECT:{SOCKET}",
     ]
     runtime.exec_detached(agent, relay, user=RELAY_USER)
-    probe = ["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{RELAY_PORT}"]
+    # Listening is read from /proc, not probed with a connection: that would reach squid and leave an
+    # empty transaction in the audit.
+    probe = ["grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
     _wait(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the egress relay")
 
 

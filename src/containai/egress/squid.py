@@ -115,7 +115,12 @@ def _check(value: str, pattern: re.Pattern[str], what: str) -> str:
 
 
 def render_audit_logformat(session: str) -> str:
-    """The ``logformat`` body: one JSON object per request; squid's ``"`` quoting escapes values."""
+    """The ``logformat`` body: one JSON object per request.
+
+    Client-controlled text (method, host) uses squid's ``%"`` quoting, which escapes ``"``, ``\\``,
+    CR, LF and TAB. Numbers are written as strings because squid prints ``-`` for a missing one,
+    which would make the line invalid JSON; ``parse_audit_line`` turns them back into numbers.
+    """
     fields = (
         '"time":"%{%Y-%m-%dT%H:%M:%S}tg.%03tuZ"',
         f'"session":"{_literal(session)}"',
@@ -193,9 +198,10 @@ def render_squid_conf(
         f"acl safe_ports port {' '.join(map(str, safe_ports))}",
         f"acl ip_literal dstdom_regex -n -i {' '.join(_IP_LITERAL_PATTERNS)}",
     ]
-    out += [f"acl allowed_domains dstdomain -n {name}" for name in allow]
-    out += [f"acl denied_domains dstdomain -n {name}" for name in deny]
-    out += [f"acl private_dst dst {cidr}" for cidr in ranges]
+    if allow:
+        out += [f"acl allowed_domains dstdomain -n {name}" for name in allow]
+        out += [f"acl denied_domains dstdomain -n {name}" for name in deny]
+        out += [f"acl private_dst dst {cidr}" for cidr in ranges]
 
     rules: list[tuple[str, str]] = [
         ("deny manager", "deny-manager"),
@@ -207,14 +213,14 @@ def render_squid_conf(
     ]
     if allow:
         rules.append(("deny !allowed_domains", "deny-not-allowed"))
-    else:
-        rules.append(("deny all", "deny-not-allowed"))  # squid refuses an ACL with no values
-    if deny:
-        rules.append(("deny denied_domains", "deny-denylist"))
-    if ranges:
-        rules.append(("deny private_dst", "deny-private"))
-    if allow:
+        if deny:
+            rules.append(("deny denied_domains", "deny-denylist"))
+        if ranges:
+            rules.append(("deny private_dst", "deny-private"))
         rules.append(("allow allowed_domains", "allow"))
+    else:
+        # squid refuses an ACL with no values, and with nothing allowed nothing else matters.
+        rules.append(("deny all", "deny-not-allowed"))
     rules.append(("deny all", "deny-default"))
     out += ["", *(f"http_access {action} {_mark(rule)}" for action, rule in rules)]
     return "\n".join(out) + "\n"
