@@ -8,6 +8,7 @@ internet does arrive.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import socket
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from .conftest import CHANNEL
@@ -310,3 +312,61 @@ def test_restricted_mode_is_offline(lab_env: dict[str, str], tmp_path: Path, doc
     assert not docker_client.containers.list(
         all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
     )
+
+
+def test_domains_a_repo_asks_for_need_approval_on_the_host(
+    lab_env: dict[str, str], tmp_path: Path, fake_internet: Any
+) -> None:
+    repo = make_repo(tmp_path)
+    (repo / ".containai").mkdir()
+    (repo / ".containai" / "config.toml").write_text('[network]\nallow = ["allowed.test"]\n')
+    subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
+    subprocess.run(["git", "-C", str(repo), "commit", "-qm", "ask for allowed.test"], check=True)
+    fetch = 'echo "R code $(curl -s -o /dev/null -w %{http_code} --max-time 10 http://allowed.test/)"'
+    before = session(lab_env, repo, fetch)
+    assert before.returncode == 0, before.stderr
+    assert results(before.stdout) == {"code": "403"}
+    assert f"containai network approve {repo} allowed.test" in before.stderr
+    shown = containai(lab_env, "network", "show", str(repo))
+    assert shown.stdout.split() == ["allowed.test", "waiting", "for", "approval"]
+    approved = containai(lab_env, "network", "approve", str(repo))
+    assert approved.returncode == 0, approved.stderr
+    store = Path(lab_env["CONTAINAI_HOME"]) / "config" / "approvals.toml"
+    assert store.stat().st_mode & 0o777 == 0o600
+    after = session(lab_env, repo, fetch)
+    assert after.returncode == 0, after.stderr
+    assert results(after.stdout) == {"code": "200"}
+    assert len(fake_internet.http_requests("allowed")) == 1
+
+
+def test_a_missing_proxy_image_is_built_on_first_use(
+    lab_env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
+    channel = "nightly"
+    for part in ("proxy", "base"):
+        with contextlib.suppress(docker.errors.ImageNotFound):  # absent already: that is the point
+            docker_client.images.remove(f"containai-{part}:{channel}")
+    docker_client.images.get(f"containai-base:{CHANNEL}").tag("containai-base", channel)
+    try:
+        repo = make_repo(tmp_path)
+        result = containai(
+            lab_env,
+            "run",
+            "shell",
+            str(repo),
+            "--channel",
+            channel,
+            "--no-push",
+            "--prompt",
+            "echo R ran yes",
+        )
+        assert result.returncode == 0, result.stderr
+        assert "building the egress proxy image for the nightly channel" in result.stderr
+        assert results(result.stdout) == {"ran": "yes"}
+        assert (
+            docker_client.images.get(f"containai-proxy:{channel}").labels["ai.containai.channel"] == channel
+        )
+    finally:
+        for part in ("proxy", "base"):
+            with contextlib.suppress(docker.errors.ImageNotFound):
+                docker_client.images.remove(f"containai-{part}:{channel}")
