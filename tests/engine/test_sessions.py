@@ -539,3 +539,14 @@ def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None
     assert launcher(limited, "remove-agent", summary["session"], "--no-push").returncode == 0
     allowed = prompt(env, repo, big)
     assert allowed.returncode == 0, allowed.stderr
+
+
+def test_a_bad_allow_domain_is_refused_before_anything_is_created(
+    env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
+    repo = make_repo(tmp_path)
+    result = prompt(env, repo, "true", "--allow-domain", "10.0.0.1")
+    assert result.returncode == 125
+    assert "--allow-domain" in result.stderr and "Traceback" not in result.stderr
+    assert git(repo, "branch", "--list", "shell/*").strip() == ""
+    assert not docker_client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})

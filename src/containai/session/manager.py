@@ -164,6 +164,28 @@ def plan(
         rootless=info.rootless,
         forced=request.workspace_mode,
     )
+    # Decided before the branch is reserved: a bad domain must not leave a branch behind.
+    session_id = new_session_id()
+    policy = None
+    if request.network_proxy == "squid":
+        requested = approvals.repo_requests(repo.root) if repo else ()
+        ok = approvals.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
+        waiting = [d for d in requested if d not in ok]
+        if waiting and repo is not None:
+            reporter.warn(
+                f"{repo.root} asks to reach {', '.join(waiting)}; not allowed until you approve: "
+                f"`containai network approve {repo.root} {' '.join(waiting)}`"
+            )
+        policy = resolve_policy(
+            session=session_id,
+            agent_endpoints={request.agent.name: request.agent.endpoints},
+            presets=request.network.presets,
+            config_allow=request.network.allow,
+            config_deny=request.network.deny,
+            cli_allow=request.allow_domains,
+            repo_requested=requested,
+            repo_approved=ok,
+        )
     branch: BranchChoice | None = None
     if repo is not None:
         branch = choose_branch(
@@ -176,7 +198,6 @@ def plan(
         )
         if branch.archived:
             reporter.note(f"archived the old {branch.name} to {branch.archived}")
-    session_id = new_session_id()
     repo_name = repo.name if repo else "prompt"
     branch_name = branch.name if branch else "workspace"
     name = container_name(
@@ -224,25 +245,7 @@ def plan(
         "CONTAINAI_NETWORK_PROXY": request.network_proxy,
     }
     egress = None
-    if request.network_proxy == "squid":
-        requested = approvals.repo_requests(repo.root) if repo else ()
-        ok = approvals.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
-        waiting = [d for d in requested if d not in ok]
-        if waiting and repo is not None:
-            reporter.warn(
-                f"{repo.root} asks to reach {', '.join(waiting)}; not allowed until you approve: "
-                f"`containai network approve {repo.root} {' '.join(waiting)}`"
-            )
-        policy = resolve_policy(
-            session=session_id,
-            agent_endpoints={request.agent.name: request.agent.endpoints},
-            presets=request.network.presets,
-            config_allow=request.network.allow,
-            config_deny=request.network.deny,
-            cli_allow=request.allow_domains,
-            repo_requested=requested,
-            repo_approved=ok,
-        )
+    if policy is not None:
         egress = plan_egress(
             session_name=name,
             session_id=session_id,
