@@ -550,3 +550,31 @@ def test_a_bad_allow_domain_is_refused_before_anything_is_created(
     assert "--allow-domain" in result.stderr and "Traceback" not in result.stderr
     assert git(repo, "branch", "--list", "shell/*").strip() == ""
     assert not docker_client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
+
+
+def test_sigterm_to_the_launcher_still_brings_the_work_home(
+    env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
+    repo = make_repo(tmp_path)
+    script = "echo done > late.txt && git add late.txt && git commit -qm 'before the signal' && sleep 300"
+    args = [str(BIN / "containai"), "run", "shell", str(repo), "--channel", CHANNEL, "--prompt", script]
+    process = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        filters = {"label": [f"ai.containai.repo={repo}", "ai.containai.role=agent"]}
+        committed = False
+        for _ in range(300):
+            found = docker_client.containers.list(filters=filters)
+            if found and found[0].exec_run(
+                ["git", "-C", "/workspace", "log", "-1", "--format=%s"]
+            ).output.strip() == (b"before the signal"):
+                committed = True
+                break
+            time.sleep(0.1)
+        assert committed, "the agent's commit never appeared"
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert "bringing the session's work home first" in stderr
+    assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "before the signal"
+    assert not docker_client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
