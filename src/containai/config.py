@@ -48,6 +48,11 @@ class Paths:
         return self.config_dir / "config.toml"
 
     @property
+    def secrets_file(self) -> Path:
+        """ContainAI's own secret store (``containai secrets set``): an env file, mode 0600."""
+        return self.config_dir / "secrets.env"
+
+    @property
     def approvals_file(self) -> Path:
         return self.config_dir / "approvals.toml"
 

@@ -17,7 +17,19 @@ place, prints ``error: <message>`` and ``hint: <fix>``, and exits with ``EXIT_CO
     │   └── BuildError          a build step failed (carries the engine's message)
     ├── HostToolError           a host program (git, tar, debootstrap) is missing or failed
     ├── SessionError            a session could not be set up, or its work not brought back
-    └── GateRefused             an agent's bundle failed the git gate (carries every reason)
+    ├── GateRefused             an agent's bundle failed the git gate (carries every reason)
+    └── BrokerError             the secret broker refused or could not do something
+        ├── CapabilityRefused   a capability token was refused (carries the reason, never the token)
+        │   ├── TokenMalformed  not a token of ours: bad shape, encoding, size or fields
+        │   ├── TokenForged     the MAC does not verify (wrong key, or any changed byte)
+        │   ├── TokenExpired    past its expiry on the broker's clock
+        │   ├── WrongSession    presented for a session it was not issued to
+        │   ├── WrongContainer  presented for a container it was not issued to
+        │   └── TokenNotLive    already redeemed, revoked, superseded, or from an earlier broker run
+        ├── BundleRefused       a sealed bundle does not open with its capability (tampered or swapped)
+        ├── PeerRefused         a socket peer whose uid may not use the broker (or that operation)
+        ├── SecretUnavailable   a secret a capability asks for is not in the host store
+        └── AuditUnavailable    the audit could not be written, so the broker refused (fail closed)
 """
 
 from __future__ import annotations
@@ -119,3 +131,76 @@ class GateRefused(ContainAIError):
             hint="nothing was written to the repository and the agent's work is kept in its container; "
             f"inspect the bundle with `git bundle list-heads {shlex.quote(str(bundle))}`",
         )
+
+
+class BrokerError(ContainAIError):
+    pass
+
+
+class CapabilityRefused(BrokerError):
+    """A capability token was refused; ``reason`` is a short fixed word that the audit records too."""
+
+    reason = "refused"
+
+    def __init__(self, detail: str, *, hint: str | None = None) -> None:
+        # The message never quotes the token: a refused token may still be a live one being replayed.
+        super().__init__(f"capability refused ({self.reason}): {detail}", hint=hint)
+        self.detail = detail
+
+
+class TokenMalformed(CapabilityRefused):
+    reason = "malformed"
+
+
+class TokenForged(CapabilityRefused):
+    reason = "forged"
+
+
+class TokenExpired(CapabilityRefused):
+    reason = "expired"
+
+
+class WrongSession(CapabilityRefused):
+    reason = "wrong-session"
+
+
+class WrongContainer(CapabilityRefused):
+    reason = "wrong-container"
+
+
+class TokenNotLive(CapabilityRefused):
+    reason = "not-live"
+
+
+class BundleRefused(BrokerError):
+    pass
+
+
+class PeerRefused(BrokerError):
+    def __init__(self, *, uid: int, pid: int, op: str) -> None:
+        super().__init__(
+            f"uid {uid} (pid {pid}) may not {op} through this broker socket",
+            hint="only the uids given with --allow-uid may redeem; issuing is for the broker's own uid on its admin socket",
+        )
+        self.uid = uid
+        self.pid = pid
+        self.op = op
+
+
+class SecretUnavailable(BrokerError):
+    def __init__(self, names: Sequence[str]) -> None:
+        self.names = tuple(names)
+        super().__init__(
+            f"no value in the host secret store for {', '.join(self.names)}",
+            hint="store the secret on the host first; the broker never reads secrets from the agent's side",
+        )
+
+
+class AuditUnavailable(BrokerError):
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"cannot write the broker audit {path}: {detail}; refusing to issue or redeem",
+            hint="free space or fix permissions on the audit file's filesystem; the broker does nothing it cannot record",
+        )
+        self.path = path
+        self.detail = detail

@@ -70,6 +70,15 @@ def print_error(err: Console, message: str, hint: str | None) -> None:
         err.print(f"[yellow]hint:[/] {hint}", markup=True, highlight=False)
 
 
+def loggable_argv(argv: Sequence[str]) -> list[str]:
+    """The command line for the log, cut after `secrets <verb> NAME`: a value typed there by mistake
+    (the command refuses it) must not land in the log file."""
+    if "secrets" not in argv:
+        return list(argv)
+    cut = argv.index("secrets") + 3
+    return [*argv[:cut], *(["<redacted>"] if len(argv) > cut else [])]
+
+
 def run_cli(
     command: click.Command,
     *,
@@ -92,7 +101,7 @@ def run_cli(
     )
     if extra is not None:
         extra(app)
-    log.debug("argv: %s %s", prog_name, argv)
+    log.debug("argv: %s %s", prog_name, loggable_argv(argv))
     try:
         result = command.main(args=argv, prog_name=prog_name, standalone_mode=False, obj=app)
     except ContainAIError as exc:

@@ -20,6 +20,7 @@ from containai.egress import approvals
 from containai.errors import UsageError
 from containai.images.build import FROM_LABEL
 from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
+from containai.secrets import store as secret_store
 from containai.session import commands, manager
 from containai.workspace.gate import GatePolicy
 
@@ -239,6 +240,96 @@ def gc(app: AppContext) -> None:
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)
     for session in removed:
         app.out.print(session, highlight=False)
+
+
+@cli.group()
+def secrets() -> None:
+    """Host secrets for sessions. Values are never taken from the command line.
+
+    Looked up in order: the OS keyring (with the keyring extra), ContainAI's store (secrets.env in the
+    config directory, mode 0600), mcp-secrets.env beside it (kept by hand), then the environment.
+    """
+
+
+# Extra arguments are taken in and refused by the command, so that click's own error does not repeat
+# a value typed on the command line back onto the screen.
+@secrets.command("set", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.argument("name")
+@click.option(
+    "--from-file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Read the value from FILE (one trailing newline is dropped).",
+)
+@click.option("--stdin", "from_stdin", is_flag=True, help="Read the value from standard input.")
+@click.option(
+    "--keyring", "use_keyring", is_flag=True, help="Store it in the OS keyring, not ContainAI's file."
+)
+@pass_app
+def secrets_set(
+    app: AppContext, name: str, from_file: Path | None, from_stdin: bool, use_keyring: bool
+) -> None:
+    """Store secret NAME; without --stdin or --from-file, prompt for it with hidden input."""
+    secret_store.check_name(name)
+    if click.get_current_context().args:
+        raise UsageError(
+            "secret values are never taken from the command line",
+            hint=f"use `containai secrets set {name}` (it prompts), --stdin or --from-file; "
+            "a value typed there is in your shell history, so rotate it",
+        )
+    if from_file is not None and from_stdin:
+        raise UsageError("--from-file and --stdin do not go together", hint="use one of them")
+    if from_file is not None:
+        value = secret_store.secret_from_file(from_file)
+    elif from_stdin:
+        value = secret_store.secret_from_stream(sys.stdin)
+    elif not sys.stdin.isatty():
+        raise UsageError(
+            "no terminal to prompt for the value on",
+            hint=f"pipe it in: `containai secrets set {name} --stdin`, or use --from-file PATH",
+        )
+    else:
+        entered = click.prompt(f"Value for {name}", hide_input=True, confirmation_prompt=True, err=True)
+        value = secret_store.secret_from_input(str(entered).encode("utf-8"), "the prompt")
+    target = secret_store.target_store(app.paths, keyring=use_keyring)
+    others = secret_store.writable_stores(app.paths, app.environ)
+    for label in secret_store.store_secret(name, value, target, others):
+        app.err.print(f"removed the previous value of {name} from {label}", highlight=False)
+    app.err.print(f"stored {name} in {target.label}", highlight=False)
+
+
+@secrets.command("ls")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def secrets_ls(app: AppContext, as_json: bool) -> None:
+    """List secret names and where each comes from (never the values)."""
+    listings = secret_store.list_secrets(secret_store.default_sources(app.paths, app.environ))
+    if as_json:
+        print_json(app.out, {"schema": 1, "secrets": [listing.to_json() for listing in listings]})
+        return
+    if not listings:
+        app.err.print("no secrets stored; add one with `containai secrets set NAME`", highlight=False)
+    for listing in listings:
+        hides = f"\t(hides {', '.join(listing.shadowed)})" if listing.shadowed else ""
+        click.echo(f"{listing.name}\t{listing.source}{hides}")  # tab-separated for scripts
+
+
+@secrets.command("rm")
+@click.argument("name")
+@pass_app
+def secrets_rm(app: AppContext, name: str) -> None:
+    """Remove secret NAME from ContainAI's store and the OS keyring."""
+    removed = secret_store.remove_secret(name, secret_store.writable_stores(app.paths, app.environ))
+    remaining = secret_store.resolve_secret(name, secret_store.default_sources(app.paths, app.environ))
+    if not removed:
+        raise UsageError(
+            f"ContainAI's stores hold no secret {name}",
+            hint=f"it comes from {remaining[1]}; remove it there"
+            if remaining
+            else "`containai secrets ls` lists the names",
+        )
+    app.err.print(f"removed {name} from {', '.join(removed)}", highlight=False)
+    if remaining:
+        ConsoleReporter(app).warn(f"{name} is still set in {remaining[1]}, and sessions will use that value")
 
 
 def main() -> None:
