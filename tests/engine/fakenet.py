@@ -6,6 +6,8 @@ broken egress control delivers its packet to a local canary, never off the box:
     .10  canary   TCP 22,25,80,443,853,3306,8443 and UDP 53,123,443; logs every accept and datagram
     .20  allowed  HTTP on 80 ("allowed-ok"), a TLS canary on 443 that logs the SNI; alias allowed.test
     .30  evil     the same, "evil-ok"; alias evil.test
+    .40  modelapi a mock of the Anthropic Messages and OpenAI Responses APIs on 80; alias api.mock.test;
+                  logs every request with its credential headers (fakenet_server.py "modelapi")
     .53  dns      authoritative for the zone below (UDP and TCP 53); logs every query
     .64-.127      static addresses for the clients started with ``run_client``
     .128-.254     left to the engine's IPAM (a proxy sidecar attached by a test lands here)
@@ -34,8 +36,14 @@ SERVER_SCRIPT = Path(__file__).with_name("fakenet_server.py")
 SCRIPT_IN_CONTAINER = "/opt/fakenet/fakenet_server.py"
 CANARY_TCP = (22, 25, 80, 443, 853, 3306, 8443)
 CANARY_UDP = (53, 123, 443)
-HOSTS = {"canary": 10, "allowed": 20, "evil": 30, "dns": 53}
-ALIASES = {"canary": ["canary.test"], "allowed": ["allowed.test"], "evil": ["evil.test"], "dns": ["dns.test"]}
+HOSTS = {"canary": 10, "allowed": 20, "evil": 30, "modelapi": 40, "dns": 53}
+ALIASES = {
+    "canary": ["canary.test"],
+    "allowed": ["allowed.test"],
+    "evil": ["evil.test"],
+    "modelapi": ["api.mock.test"],
+    "dns": ["dns.test"],
+}
 CLIENT_HOSTS = range(64, 128)
 # name -> address, or a host name above (replaced by its address). A leading "*." is a wildcard.
 DEFAULT_ZONE = {
@@ -43,6 +51,7 @@ DEFAULT_ZONE = {
     "evil.test": "evil",
     "canary.test": "canary",
     "dns.test": "dns",
+    "api.mock.test": "modelapi",
     "*.rebind.test": "127.0.0.1",
     "metadata.test": "169.254.169.254",
 }
@@ -97,7 +106,7 @@ class FakeInternet:
     # --- addresses ---------------------------------------------------------------------------
 
     def ip(self, name: str) -> str:
-        """The address of a server: "canary", "allowed", "evil" or "dns"."""
+        """The address of a server: "canary", "allowed", "evil", "modelapi" or "dns"."""
         base = self.subnet.rsplit(".", 1)[0]  # "198.18.k.0/24" -> "198.18.k"
         return f"{base}.{HOSTS[name]}"
 
@@ -124,6 +133,11 @@ class FakeInternet:
     def tls_connections(self, name: str) -> list[dict[str, Any]]:
         """Every TCP connection to port 443 of "allowed" or "evil": like a canary hit, plus the SNI."""
         return self._read(name, f"{name}-tls.jsonl")
+
+    def model_requests(self) -> list[dict[str, Any]]:
+        """Every request to the model API mock: time, peer, method, path, host_header, x_api_key,
+        authorization, user_agent, model, stream, body_bytes, status, reply (None off the model routes)."""
+        return self._read("modelapi", "modelapi.jsonl")
 
     def _read(self, name: str, filename: str) -> list[dict[str, Any]]:
         container = self._running(name)
@@ -249,6 +263,7 @@ class FakeInternet:
             "canary": ["canary", "--tcp", ports[0], "--udp", ports[1], "--log", "/log/canary.jsonl"],
             "allowed": ["http", "--port", "80", "--name", "allowed", "--log", "/log/allowed.jsonl"],
             "evil": ["http", "--port", "80", "--name", "evil", "--log", "/log/evil.jsonl"],
+            "modelapi": ["modelapi", "--port", "80", "--log", "/log/modelapi.jsonl"],
             "dns": ["dns", *zone, "--log", "/log/dns.jsonl"],
         }
 
@@ -277,7 +292,7 @@ class FakeInternet:
         )
 
     def _wait_ready(self) -> None:
-        """Each server writes <log>.ready once all its sockets listen; wait for all four files."""
+        """Each server writes <log>.ready once all its sockets listen; wait for every server's file."""
         deadline = time.monotonic() + READY_TIMEOUT
         pending = set(HOSTS)
         while pending:

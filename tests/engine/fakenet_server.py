@@ -1,4 +1,4 @@
-"""Servers for the tests' "fake internet": a catch-all canary, a tiny DNS server and an HTTP server.
+"""Servers for the tests' "fake internet": a canary, a tiny DNS server, an HTTP server, a model API mock.
 
 Standard library only; it runs with python3 inside ``containai-base:dev`` as the unprivileged image
 user (Docker sets ``net.ipv4.ip_unprivileged_port_start=0`` in containers, so ports below 1024 need
@@ -9,6 +9,7 @@ the fixture waits for that file instead of probing, because a probe would itself
     canary --tcp 22,80 --udp 53,123 --log /log/canary.jsonl
     dns --zone allowed.test=198.18.0.20 --zone '*.rebind.test=127.0.0.1' --log /log/dns.jsonl
     http --port 80 --name allowed --log /log/allowed.jsonl [--tls-port 443 --tls-log /log/allowed-tls.jsonl]
+    modelapi --port 80 --log /log/modelapi.jsonl
 """
 
 from __future__ import annotations
@@ -16,10 +17,12 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import gzip
 import http.server
 import ipaddress
 import json
 import os
+import re
 import signal
 import socket
 import struct
@@ -325,6 +328,23 @@ def cmd_dns(args: argparse.Namespace) -> list[socket.socket]:
 # --- http ---------------------------------------------------------------------------------------
 
 
+def read_body(handler: http.server.BaseHTTPRequestHandler) -> bytes:
+    """The request body, plain or chunked (at most MAX_BODY bytes are kept)."""
+    if "chunked" in handler.headers.get("Transfer-Encoding", "").lower():
+        chunks, total = [], 0
+        while (size := int(handler.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
+            chunk = handler.rfile.read(size)
+            total += len(chunk)
+            if total <= MAX_BODY:
+                chunks.append(chunk)
+            handler.rfile.readline()
+        while handler.rfile.readline().strip():  # trailers
+            pass
+        return b"".join(chunks)
+    length = min(int(handler.headers.get("Content-Length") or 0), MAX_BODY)
+    return handler.rfile.read(length) if length > 0 else b""
+
+
 def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = f"fakenet-{name}"
@@ -357,20 +377,8 @@ def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHan
                 return self.respond
             raise AttributeError(attr)
 
-        def read_body(self) -> int:
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                total = 0
-                while (size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)) > 0:
-                    total += len(self.rfile.read(size))
-                    self.rfile.readline()
-                while self.rfile.readline().strip():  # trailers
-                    pass
-                return total
-            length = min(int(self.headers.get("Content-Length") or 0), MAX_BODY)
-            return len(self.rfile.read(length)) if length > 0 else 0
-
         def respond(self) -> None:
-            body_bytes = self.read_body()
+            body_bytes = len(read_body(self))
             self.logged = True
             log.write(
                 peer=self.client_address[0],
@@ -419,6 +427,252 @@ def cmd_http(args: argparse.Namespace) -> list[socket.socket]:
     return sockets
 
 
+# --- modelapi -----------------------------------------------------------------------------------
+# A stand-in for the model APIs the agent CLIs call: Anthropic Messages (/v1/messages), OpenAI
+# Responses (/v1/responses) and OpenAI Chat Completions (/v1/chat/completions), each plain or streamed
+# as server-sent events. It answers "X" to a prompt holding "Return the words: X", else "mock-ok",
+# and logs every request with the credential headers it carried. Unknown paths get a JSON 404,
+# logged too, so the log shows what a CLI asks for at startup.
+
+MOCK_REPLY = "mock-ok"
+RETURN_WORDS = re.compile(r"Return the words: ([^\n<>\"]+)")
+
+
+def texts(value: Any) -> list[str]:
+    """Every string inside a JSON value, depth first."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list):
+        return [t for item in value for t in texts(item)]
+    if isinstance(value, dict):
+        return [t for item in value.values() for t in texts(item)]
+    return []
+
+
+def reply_for(request: dict[str, Any]) -> str:
+    """The words the last "Return the words: X" in the conversation (not the system prompt) asks for."""
+    conversation = request.get("messages", request.get("input", []))
+    found = [m.group(1).strip().rstrip(".") for t in texts(conversation) for m in RETURN_WORDS.finditer(t)]
+    return found[-1] if found else MOCK_REPLY
+
+
+def sse(events: list[tuple[str | None, dict[str, Any] | str]]) -> bytes:
+    out = []
+    for name, data in events:
+        payload = data if isinstance(data, str) else json.dumps(data)
+        out.append((f"event: {name}\n" if name else "") + f"data: {payload}\n\n")
+    return "".join(out).encode()
+
+
+def anthropic_messages(request: dict[str, Any], text: str, stream: bool) -> tuple[str, bytes]:
+    model = request.get("model") or "claude-mock"
+    msg_id = f"msg_mock{int(time.time() * 1000)}"
+    usage = {
+        "input_tokens": 12,
+        "output_tokens": 3,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+    message = {
+        "id": msg_id,
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": [{"type": "text", "text": text}],
+        "stop_reason": "end_turn",
+        "stop_sequence": None,
+        "usage": usage,
+    }
+    if not stream:
+        return "application/json", json.dumps(message).encode()
+    start = {**message, "content": [], "stop_reason": None, "usage": {**usage, "output_tokens": 1}}
+    return "text/event-stream", sse(
+        [
+            ("message_start", {"type": "message_start", "message": start}),
+            (
+                "content_block_start",
+                {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+            ),
+            ("ping", {"type": "ping"}),
+            (
+                "content_block_delta",
+                {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": text}},
+            ),
+            ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+            (
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+                    "usage": {"output_tokens": 3},
+                },
+            ),
+            ("message_stop", {"type": "message_stop"}),
+        ]
+    )
+
+
+def openai_responses(request: dict[str, Any], text: str, stream: bool) -> tuple[str, bytes]:
+    now = int(time.time())
+    resp_id, item_id = f"resp_mock{now}", f"msg_mock{now}"
+    part = {"type": "output_text", "text": text, "annotations": []}
+    item = {"id": item_id, "type": "message", "status": "completed", "role": "assistant", "content": [part]}
+    usage = {
+        "input_tokens": 12,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": 3,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": 15,
+    }
+    response = {
+        "id": resp_id,
+        "object": "response",
+        "created_at": now,
+        "status": "completed",
+        "model": request.get("model") or "gpt-mock",
+        "output": [item],
+        "usage": usage,
+        "error": None,
+        "incomplete_details": None,
+    }
+    if not stream:
+        return "application/json", json.dumps(response).encode()
+    pending = {**response, "status": "in_progress", "output": [], "usage": None}
+    where = {"item_id": item_id, "output_index": 0, "content_index": 0}
+    events: list[dict[str, Any]] = [
+        {"type": "response.created", "response": pending},
+        {"type": "response.in_progress", "response": pending},
+        {
+            "type": "response.output_item.added",
+            "output_index": 0,
+            "item": {**item, "status": "in_progress", "content": []},
+        },
+        {"type": "response.content_part.added", **where, "part": {**part, "text": ""}},
+        {"type": "response.output_text.delta", **where, "delta": text},
+        {"type": "response.output_text.done", **where, "text": text},
+        {"type": "response.content_part.done", **where, "part": part},
+        {"type": "response.output_item.done", "output_index": 0, "item": item},
+        {"type": "response.completed", "response": response},
+    ]
+    return "text/event-stream", sse([(e["type"], {**e, "sequence_number": n}) for n, e in enumerate(events)])
+
+
+def openai_chat(request: dict[str, Any], text: str, stream: bool) -> tuple[str, bytes]:
+    now = int(time.time())
+    base = {"id": f"chatcmpl-mock{now}", "created": now, "model": request.get("model") or "gpt-mock"}
+    usage = {"prompt_tokens": 12, "completion_tokens": 3, "total_tokens": 15}
+    if not stream:
+        choice = {"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}
+        return "application/json", json.dumps(
+            {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+        ).encode()
+    chunk = {**base, "object": "chat.completion.chunk"}
+    return "text/event-stream", sse(
+        [
+            (
+                None,
+                {
+                    **chunk,
+                    "choices": [
+                        {"index": 0, "delta": {"role": "assistant", "content": text}, "finish_reason": None}
+                    ],
+                },
+            ),
+            (
+                None,
+                {**chunk, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], "usage": usage},
+            ),
+            (None, "[DONE]"),
+        ]
+    )
+
+
+MODEL_ROUTES: dict[str, Callable[[dict[str, Any], str, bool], tuple[str, bytes]]] = {
+    "/v1/messages": anthropic_messages,
+    "/v1/responses": openai_responses,
+    "/v1/chat/completions": openai_chat,
+}
+MODELS = ["claude-mock", "gpt-mock"]
+
+
+def make_model_handler(log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        server_version = "fakenet-modelapi"
+        protocol_version = "HTTP/1.1"  # every answer has a length and closes the connection
+        timeout = 30
+
+        def __getattr__(self, attr: str) -> Any:
+            if attr.startswith("do_"):  # any method: an unexpected one is logged (and gets a 404)
+                return self.respond
+            raise AttributeError(attr)
+
+        def respond(self) -> None:
+            raw = read_body(self)
+            if self.headers.get("Content-Encoding", "").lower() == "gzip":
+                with contextlib.suppress(OSError, EOFError):
+                    raw = gzip.decompress(raw)
+            try:
+                request = json.loads(raw) if raw else {}
+            except ValueError:
+                request = {}
+            if not isinstance(request, dict):
+                request = {}
+            path = self.path.split("?", 1)[0].rstrip("/")
+            stream = request.get("stream") is True
+            text = None
+            status, content_type = 200, "application/json"
+            if self.command == "POST" and path in MODEL_ROUTES:
+                text = reply_for(request)
+                content_type, body = MODEL_ROUTES[path](request, text, stream)
+            elif self.command in ("GET", "HEAD") and path == "/v1/models":
+                data = [{"id": m, "object": "model", "type": "model", "display_name": m} for m in MODELS]
+                body = json.dumps({"object": "list", "data": data, "has_more": False}).encode()
+            elif path == "/v1/messages/count_tokens":
+                body = json.dumps({"input_tokens": 12}).encode()
+            else:
+                status = 404
+                error = {"type": "not_found_error", "message": f"the mock has no {self.command} {path}"}
+                body = json.dumps({"type": "error", "error": error}).encode()
+            log.write(
+                peer=self.client_address[0],
+                method=self.command,
+                path=self.path,
+                host_header=self.headers.get("Host"),
+                x_api_key=self.headers.get("x-api-key"),
+                authorization=self.headers.get("Authorization"),
+                user_agent=self.headers.get("User-Agent"),
+                content_encoding=self.headers.get("Content-Encoding"),
+                model=request.get("model"),
+                stream=stream,
+                body_bytes=len(raw),
+                status=status,
+                reply=text,
+            )
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            if content_type == "text/event-stream":
+                self.send_header("Cache-Control", "no-cache")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+            self.close_connection = True
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    return Handler
+
+
+def cmd_modelapi(args: argparse.Namespace) -> list[socket.socket]:
+    handler = make_model_handler(JsonLog(args.log))
+    sockets = bind(socket.SOCK_STREAM, args.port)
+    for sock in sockets:
+        spawn(Server(sock, handler).serve_forever)
+    return sockets
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -441,6 +695,12 @@ def main(argv: list[str] | None = None) -> int:
     web.add_argument("--tls-port", type=int, default=443, help="a TCP canary that also logs the SNI; 0: none")
     web.add_argument("--tls-log")
     web.set_defaults(run=cmd_http)
+    model = sub.add_parser(
+        "modelapi", help="mock Anthropic Messages and OpenAI Responses APIs, log every request"
+    )
+    model.add_argument("--port", type=int, default=80)
+    model.add_argument("--log", required=True)
+    model.set_defaults(run=cmd_modelapi)
     args = parser.parse_args(argv)
 
     threading.excepthook = die

@@ -22,6 +22,18 @@ _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
 
 
 @dataclass(frozen=True)
+class GatewayDef:
+    """How the agent's model API credential is supplied from outside its container."""
+
+    secret: str  # the host secret's name
+    upstream: str  # where the gateway forwards, always through the egress proxy
+    header: str  # the header that carries the credential
+    base_url_env: str  # the variable that points the agent's CLI at the gateway
+    key_env: str  # the variable that gets a placeholder, so the CLI does not ask for a login
+    scheme: str = "plain"  # "plain" (the key as is) or "bearer"
+
+
+@dataclass(frozen=True)
 class AgentDef:
     name: str
     description: str
@@ -33,6 +45,7 @@ class AgentDef:
     mcp_config: str | None = None
     endpoints: tuple[str, ...] = ()
     source: str = "built-in"
+    gateway: GatewayDef | None = None
 
     def image_ref(self, channel: str) -> str:
         return image_tag(self.image, channel) if self.image in PARTS else self.image
@@ -82,20 +95,8 @@ def parse_agent(data: dict[str, Any], source: str) -> AgentDef:
             raise ConfigError(
                 f"{source}: {variable!r} in `env` is not a variable name", hint="use NAMES_LIKE_THIS"
             )
-    unknown = sorted(
-        set(data)
-        - {
-            "name",
-            "description",
-            "image",
-            "command",
-            "prompt_command",
-            "env",
-            "config_dir",
-            "mcp_config",
-            "endpoints",
-        }
-    )
+    known = {"name", "description", "image", "command", "prompt_command", "env", "config_dir", "mcp_config"}
+    unknown = sorted(set(data) - known - {"endpoints", "gateway"})
     if unknown:
         raise ConfigError(
             f"{source}: unknown key {', '.join(unknown)}", hint="see docs/agents.md for the keys"
@@ -111,6 +112,40 @@ def parse_agent(data: dict[str, Any], source: str) -> AgentDef:
         mcp_config=data.get("mcp_config"),
         endpoints=_strings(data, "endpoints", source),
         source=source,
+        gateway=_gateway(data.get("gateway"), source),
+    )
+
+
+def _gateway(data: object, source: str) -> GatewayDef | None:
+    if data is None:
+        return None
+    keys = ("secret", "upstream", "header", "base_url_env", "key_env")
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) and data[k] for k in keys):
+        raise ConfigError(
+            f"{source}: [gateway] needs {', '.join(keys)} (strings)", hint="see docs/agents.md for an example"
+        )
+    scheme = data.get("scheme", "plain")
+    unknown = sorted(set(data) - {*keys, "scheme"})
+    if unknown or scheme not in ("plain", "bearer"):
+        raise ConfigError(
+            f"{source}: [gateway] has unknown keys or scheme {scheme!r}", hint='scheme is "plain" or "bearer"'
+        )
+    for variable in (data["base_url_env"], data["key_env"], data["secret"]):
+        if not _ENV_NAME.match(variable):
+            raise ConfigError(
+                f"{source}: {variable!r} in [gateway] is not a variable name", hint="use NAMES_LIKE_THIS"
+            )
+    if not data["upstream"].startswith(("https://", "http://")):
+        raise ConfigError(
+            f"{source}: [gateway] upstream must be an http(s) URL", hint="e.g. https://api.example.com"
+        )
+    return GatewayDef(
+        secret=data["secret"],
+        upstream=data["upstream"],
+        header=data["header"],
+        base_url_env=data["base_url_env"],
+        key_env=data["key_env"],
+        scheme=scheme,
     )
 
 

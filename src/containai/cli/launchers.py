@@ -17,7 +17,7 @@ import click
 from rich.table import Table
 from rich.text import Text
 
-from containai.agents.definition import get_agent
+from containai.agents.definition import AgentDef, get_agent
 from containai.cli.app import AppContext, run_cli
 from containai.cli.building import build_images
 from containai.config import Paths, load_user_config
@@ -25,6 +25,8 @@ from containai.egress.policy import parse_network_config
 from containai.egress.sidecar import parse_lab
 from containai.errors import UsageError
 from containai.images.catalog import CHANNELS, channel_from_program, image_tag
+from containai.secrets.store import default_sources, resolve_secret
+from containai.secrets.value import Secret
 from containai.session import commands, manager
 from containai.session.extra_args import parse_extra_args
 from containai.session.manager import NetworkSettings, SessionRequest
@@ -109,6 +111,8 @@ def build_request(
         network=load_network_settings(app.paths),
         lab=parse_lab(app.environ.get("CONTAINAI_EGRESS_LAB", "")),
         approvals_file=app.paths.approvals_file,
+        credential=model_credential(app, agent, opts["network_proxy"]),
+        gateway_upstream=app.environ.get("CONTAINAI_GATEWAY_UPSTREAM") or None,
         gate=GatePolicy.from_env(app.environ),
     )
 
@@ -119,6 +123,20 @@ def ensure_proxy_image(app: AppContext, request: SessionRequest) -> None:
         return
     ConsoleReporter(app).note(f"building the egress proxy image for the {request.channel} channel (once)")
     build_images(app, ["proxy"], channel=request.channel)
+
+
+def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> Secret | None:
+    """The agent's API key from the host's secret sources, for its gateway; a warning when there is none."""
+    if agent.gateway is None or network_proxy != "squid":
+        return None
+    found = resolve_secret(agent.gateway.secret, default_sources(app.paths, app.environ))
+    if found is None:
+        ConsoleReporter(app).warn(
+            f"no {agent.gateway.secret} on the host: {agent.name} runs without a model credential "
+            f"(store one with `containai secrets set {agent.gateway.secret}`)"
+        )
+        return None
+    return found[0]
 
 
 def load_network_settings(paths: Paths) -> NetworkSettings:

@@ -211,11 +211,21 @@ def run_build(
     for step in steps:
         reporter.part_started(step)
         started = time.monotonic()
-        ran = 0
+        # A step ran unless the engine said "Using cache" for it; FROM, and ARGs before the first
+        # FROM, never do. (The classic builder prints "Running in" only for RUN, so COPY changes
+        # would go unnoticed if we counted those instead.)
+        uncached: list[bool] = []
+        seen_from = False
 
         def on_event(event: BuildEvent, step: BuildStep = step) -> None:
-            nonlocal ran
-            ran += event.ran
+            nonlocal seen_from
+            if event.step:
+                instruction = event.text.split(":", 1)[-1].strip().split(" ", 1)[0].upper()
+                exempt = instruction == "FROM" or (instruction == "ARG" and not seen_from)
+                seen_from = seen_from or instruction == "FROM"
+                uncached.append(not exempt)
+            elif event.cached and uncached:
+                uncached[-1] = False
             reporter.event(step, event)
 
         with tempfile.TemporaryDirectory(prefix=f"containai-build-{step.part}-") as work:
@@ -229,6 +239,6 @@ def run_build(
             image = runtime.build(
                 context=context, tag=step.tag, buildargs=step.buildargs, labels=step.labels, on_event=on_event
             )
-        reporter.part_done(step, image, cached=ran == 0, seconds=time.monotonic() - started)
+        reporter.part_done(step, image, cached=not any(uncached), seconds=time.monotonic() - started)
         built.append((step, image))
     return built

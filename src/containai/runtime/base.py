@@ -43,12 +43,11 @@ class ImageInfo:
 
 @dataclass(frozen=True)
 class BuildEvent:
-    """One line of build progress: a step (``Step 3/9 : RUN ...``), output, cache use, or a step run."""
+    """One line of build progress: a step (``Step 3/9 : RUN ...``), its output, or its cache use."""
 
     text: str
     step: bool = False
     cached: bool = False
-    ran: bool = False
 
 
 class ContainerRuntime(Protocol):
@@ -130,6 +129,8 @@ class ContainerRuntime(Protocol):
 
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None: ...
 
+    def start_with_input(self, ref: str, data: bytes) -> None: ...
+
 
 @dataclass(frozen=True)
 class Mount:
@@ -165,6 +166,8 @@ class ContainerSpec:
     nano_cpus: int = 2 * 10**9
     ulimits: tuple[tuple[str, int, int], ...] = (("nofile", 4096, 8192), ("core", 0, 0))
     log_max_size: str = "10m"
+    stdin_open: bool = False  # for start_with_input: a value handed over on stdin, never in the config
+    entrypoint: tuple[str, ...] | None = None  # None: the image's own
 
 
 @dataclass(frozen=True)

@@ -153,8 +153,11 @@ def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
             type="json-file", config={"max-size": spec.log_max_size, "max-file": "3"}
         ),
         "privileged": False,
-        "detach": True,
-        "stdin_open": False,
+        # Not detached when stdin is open: that is how the SDK sets StdinOnce, so closing our attach
+        # closes the container's stdin.
+        "detach": not spec.stdin_open,
+        "entrypoint": list(spec.entrypoint) if spec.entrypoint is not None else None,
+        "stdin_open": spec.stdin_open,
         "tty": False,
     }
 
@@ -359,6 +362,20 @@ class _EngineContainers:
             handle = archive.extractfile(member) if member is not None else None
             return handle.read(max_bytes) if handle is not None else None
 
+    def start_with_input(self, ref: str, data: bytes) -> None:
+        """Start a container and hand ``data`` to its stdin, then close it: the value is in no config."""
+        api = self.client.api
+        try:
+            attached = api.attach_socket(ref, params={"stdin": 1, "stream": 1})
+            raw = getattr(attached, "_sock", attached)
+            try:
+                api.start(ref)
+                raw.sendall(data)
+            finally:
+                attached.close()
+        except Exception as exc:
+            raise translate(exc, self.choice, f"start {ref}") from exc
+
     def remove_network(self, name: str) -> None:
         try:
             self.client.api.remove_network(name)
@@ -441,8 +458,6 @@ class EngineRuntime(_EngineContainers):
                         text=text,
                         step=text.startswith("Step ") or text.startswith("STEP "),
                         cached="Using cache" in text,
-                        # Docker's classic builder announces each step it executes this way.
-                        ran=text.lstrip(" ->").startswith("Running in "),
                     )
                 )
         except BuildError:

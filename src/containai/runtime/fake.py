@@ -107,7 +107,10 @@ class FakeRuntime:
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
-        self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
+        self.files: dict[tuple[str, str], bytes] = {}
+        self.inputs: list[
+            tuple[str, bytes]
+        ] = []  # what start_with_input handed over  # (container, path) -> content, for read_file
         self.closed = False
 
     # Images and the engine.
@@ -152,13 +155,9 @@ class FakeRuntime:
         previous = self.images.get(tag)
         cached = previous is not None and dict(previous.labels) == dict(labels)
         on_event(BuildEvent("Step 1/2 : FROM scratch", step=True))
-        on_event(
-            BuildEvent(
-                " ---> Using cache" if cached else " ---> Running in 0123456789ab",
-                cached=cached,
-                ran=not cached,
-            )
-        )
+        on_event(BuildEvent("Step 2/2 : COPY . /", step=True))
+        if cached:
+            on_event(BuildEvent(" ---> Using cache", cached=True))
         return self.add_image(tag, labels)
 
     def import_rootfs(
@@ -269,6 +268,10 @@ class FakeRuntime:
 
     def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None:
         self.exec(ref, argv, user=user)
+
+    def start_with_input(self, ref: str, data: bytes) -> None:
+        self.start(ref)
+        self.inputs.append((ref, data))
 
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
         return self.files.get((ref, path))

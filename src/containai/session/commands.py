@@ -88,7 +88,9 @@ def start_session(
     if repo is None:
         reporter.note("no git repository here: the agent gets an empty workspace, and no work is pushed back")
     plan = manager.plan(runtime, request, repo=repo, state_root=paths.sessions_dir, reporter=reporter)
-    manager.provision(runtime, plan, reporter)
+    manager.provision(runtime, plan, reporter, credential=request.credential)
+    if plan.gateway is not None:
+        reporter.note(f"the model credential stays in {plan.gateway.name}; the agent has a placeholder")
     try:
         write_attach_config(plan, home=Path(os.environ.get("HOME", "~")).expanduser())
     except OSError as exc:  # a convenience: never a reason to fail the session

@@ -23,7 +23,9 @@ from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import Lab, plan_egress
 from containai.egress.squid import summarize_denials
 from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
+from containai.gateway import sidecar as gateway_sidecar
 from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount
+from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.naming import SessionLabels, container_name, new_session_id
 from containai.session.plan import (
@@ -71,6 +73,8 @@ class SessionRequest:
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
     lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
     approvals_file: Path | None = None  # domains the user approved for repositories
+    credential: Secret | None = None  # the agent's model API key, for its gateway (never in its container)
+    gateway_upstream: str | None = None  # CONTAINAI_GATEWAY_UPSTREAM: another API endpoint
     gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
 
 
@@ -257,6 +261,19 @@ def plan(
         )
         mounts += sidecar.agent_mounts(egress)
         environment.update(sidecar.agent_environment())
+    gateway_spec, gateway_volume = None, ""
+    if egress is not None and request.agent.gateway is not None and request.credential is not None:
+        gateway_spec, gateway_volume = gateway_sidecar.plan_gateway(
+            session_name=name,
+            session_id=session_id,
+            labels=labels.for_role("gateway"),
+            channel=request.channel,
+            gateway=request.agent.gateway,
+            egress_volume=egress.socket_volume,
+            upstream=request.gateway_upstream,
+        )
+        mounts += gateway_sidecar.agent_mounts(gateway_volume)
+        environment.update(gateway_sidecar.agent_environment(request.agent.gateway))
     container = hardened_spec(
         image=image,
         name=name,
@@ -286,10 +303,14 @@ def plan(
         setup_script=render_setup_script(workspace, branch, git_name=git_name, git_email=git_email),
         environment=environment,
         egress=egress,
+        gateway=gateway_spec,
+        gateway_volume=gateway_volume,
     )
 
 
-def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) -> None:
+def provision(
+    runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter, credential: Secret | None = None
+) -> None:
     """Create the workspace and container, start it, and set up the branch. Undone whole on failure."""
     try:
         if plan.workspace.mode == "overlay":
@@ -307,10 +328,16 @@ def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) 
                 runtime.create_volume(mount.source, labels=plan.labels.for_role("vscode"))
         if plan.egress is not None:
             sidecar.start_proxy(runtime, plan.egress, plan.labels.for_role("proxy"))
+        if plan.gateway is not None and credential is not None:
+            gateway_sidecar.start_gateway(
+                runtime, plan.gateway, plan.gateway_volume, plan.labels.for_role("gateway"), credential
+            )
         runtime.create_container(plan.container)
         runtime.start(plan.name)
         if plan.egress is not None:
             sidecar.start_relay(runtime, plan.name, plan.user)
+        if plan.gateway is not None:
+            gateway_sidecar.start_relay(runtime, plan.name, plan.user)
         output: list[bytes] = []
         code = runtime.exec(
             plan.name,

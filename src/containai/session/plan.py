@@ -129,6 +129,8 @@ class SessionPlan:
     setup_script: str
     environment: Mapping[str, str] = field(default_factory=dict)
     egress: EgressPlan | None = None
+    gateway: ContainerSpec | None = None  # the model-credential gateway, when the agent has one
+    gateway_volume: str = ""
 
     @property
     def user(self) -> str:

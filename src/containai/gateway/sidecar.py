@@ -1,0 +1,122 @@
+"""The model-credential gateway: the real API key stays in a sidecar, never in the agent's container.
+
+    agent (placeholder key) ─> 127.0.0.1:8787 ─> relay ─unix socket─> gateway (real key) ─> proxy ─> upstream
+
+The gateway runs in its own container, as its own uid, with no network; it reaches the upstream only
+through the session's egress proxy, so the egress policy and audit still apply. The key is handed
+to it on stdin when it starts: it is in no environment variable, argument, label or file, so
+``docker inspect`` of any session container shows nothing of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+
+from containai.agents.definition import GatewayDef
+from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR
+from containai.errors import SessionError
+from containai.images.catalog import image_tag
+from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
+from containai.secrets.value import Secret
+
+PORT = 8787
+SOCKET_FOLDER = "/run/containai-gateway"
+GATEWAY_SOCKET = f"{SOCKET_FOLDER}/gateway.sock"
+USER = "65532:65532"  # the gateway image's own user: not the agent's, not root
+PLACEHOLDER = "containai-placeholder-not-a-real-key"
+
+
+def plan_gateway(
+    *,
+    session_name: str,
+    session_id: str,
+    labels: Mapping[str, str],
+    channel: str,
+    gateway: GatewayDef,
+    egress_volume: str,
+    upstream: str | None = None,
+) -> tuple[ContainerSpec, str]:
+    """The gateway container, and the volume its socket lives on (shared read-only with the agent)."""
+    volume = f"{session_name}-gateway-sock-{session_id}"
+    command = (
+        "/usr/local/bin/containai-gateway",
+        "--listen",
+        GATEWAY_SOCKET,
+        "--proxy",
+        SOCKET,
+        "--upstream",
+        upstream or gateway.upstream,
+        "--header",
+        gateway.header,
+        "--scheme",
+        gateway.scheme,
+    )
+    spec = ContainerSpec(
+        image=image_tag("logfwd", channel),
+        name=f"{session_name}-gateway",
+        command=command,
+        entrypoint=(),
+        labels=dict(labels),
+        user=USER,
+        hostname="gateway",
+        mounts=(
+            Mount(SOCKET_FOLDER, volume, "volume"),
+            Mount(SOCKET_DIR, egress_volume, "volume", read_only=True),
+        ),
+        tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},  # noqa: S108  # the container's own tmpfs
+        read_only=True,
+        cap_drop=("ALL",),
+        security_opt=("no-new-privileges:true",),
+        network_mode="none",
+        pids_limit=128,
+        memory_bytes=256 * 2**20,
+        nano_cpus=10**9,
+        stdin_open=True,
+    )
+    return spec, volume
+
+
+def agent_mounts(volume: str) -> list[Mount]:
+    return [Mount(SOCKET_FOLDER, volume, "volume", read_only=True)]
+
+
+def agent_environment(gateway: GatewayDef) -> dict[str, str]:
+    """Point the agent's CLI at the gateway, with a placeholder so it does not ask for a login."""
+    return {gateway.base_url_env: f"http://127.0.0.1:{PORT}", gateway.key_env: PLACEHOLDER}
+
+
+def _wait(check: object, seconds: float, what: str) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():  # type: ignore[operator]  # a zero-argument callable
+            return
+        time.sleep(0.1)
+    raise SessionError(
+        f"{what} did not come up within {seconds:.0f} s", hint="see the log file; then `containai gc`"
+    )
+
+
+def start_gateway(
+    runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
+) -> None:
+    runtime.create_volume(volume, labels=labels)
+    runtime.create_container(spec)
+    runtime.start_with_input(spec.name, (credential.reveal() + "\n").encode())
+
+    def ready() -> bool:
+        info = runtime.container(spec.name)
+        if info is None or not info.running:
+            raise SessionError(
+                "the credential gateway exited at start", hint=f"its log: `docker logs {spec.name}`"
+            )
+        return runtime.exec(spec.name, ["test", "-S", GATEWAY_SOCKET], user=USER) == 0
+
+    _wait(ready, 20, "the credential gateway")
+
+
+def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
+    relay = ["socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
+    runtime.exec_detached(agent, relay, user=RELAY_USER)
+    probe = ["grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
+    _wait(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the gateway relay")

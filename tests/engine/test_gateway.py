@@ -1,0 +1,111 @@
+"""The model credential stays outside the agent's container: the gateway adds it on the way out."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import subprocess
+import tarfile
+import urllib.parse
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import CHANNEL
+from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
+from .test_sessions import BIN, SESSION_LABEL, make_repo
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+
+
+def forms(value: str) -> list[str]:
+    """A secret and the encodings it could leak in."""
+    raw = value.encode()
+    return [value, base64.b64encode(raw).decode(), raw.hex(), urllib.parse.quote(value, safe="")]
+
+
+def store_secret(env: dict[str, str], name: str, value: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "containai"), "secrets", "set", name, "--stdin"],
+        input=value,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+    docker_client: Any,
+) -> None:
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://allowed.test"}
+    store_secret(env, "ANTHROPIC_API_KEY", canary)
+    repo = make_repo(tmp_path)
+    # Everything the agent can read that the session could have written: every process's
+    # environment and command line, and the writable places. Searched on the host, so the probe
+    # itself never holds the canary.
+    probe = (
+        'echo "R reply $(curl -s --max-time 20 -H "x-api-key: $ANTHROPIC_API_KEY" -d {} "$ANTHROPIC_BASE_URL/v1/messages")"; '
+        'echo "R placeholder $ANTHROPIC_API_KEY"; '
+        "mkdir -p /tmp/seen && for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; done > /tmp/seen/proc; "
+        'echo "R dump $(tar -cz /tmp/seen /run /home /etc /workspace 2>/dev/null | base64 -w0)"'
+    )
+    args = [
+        "run",
+        "claude",
+        str(repo),
+        "--channel",
+        CHANNEL,
+        "--no-push",
+        "--allow-domain",
+        "allowed.test",
+        "--json",
+    ]
+    process = subprocess.Popen(
+        [str(BIN / "containai"), *args, "--", "bash", "-c", probe],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    inspected: list[str] = []
+    filters = {"label": [f"ai.containai.repo={repo}"]}
+    for _ in range(200):
+        found = docker_client.containers.list(filters=filters)
+        if len(found) >= 3:  # agent, proxy, gateway
+            inspected = [json.dumps(c.attrs) for c in found]
+            inspected += [c.logs().decode(errors="replace") for c in found]
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
+    found_results = results(stdout)
+    assert found_results.get("reply") == "allowed-ok", stdout
+    assert found_results.get("placeholder", "").startswith("containai-placeholder")
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(found_results["dump"])), mode="r:gz") as archive:
+        seen = [archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()]  # type: ignore[union-attr]
+    assert any(b"ANTHROPIC_API_KEY=containai-placeholder" in data for data in seen), (
+        "the dump missed the environment"
+    )
+    for data in seen:
+        for form in forms(canary):
+            assert form.encode() not in data
+    assert len(inspected) >= 6, "the session's containers were never seen running"
+    for text in [*inspected, stdout, stderr]:
+        for form in forms(canary):
+            assert form not in text
+    summary = json.loads(stdout[stdout.index("{") :])
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
+    )
+    requests = fake_internet.http_requests("allowed")
+    assert [r["path"] for r in requests] == ["/v1/messages"]
