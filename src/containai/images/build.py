@@ -203,6 +203,35 @@ def resolve_base_image(
     return BOOTSTRAP_TAG
 
 
+class _CacheTracker:
+    """Whether every build step came from the cache, while passing the events on.
+
+    A step ran unless the engine said "Using cache" for it; FROM, and ARGs before the first FROM,
+    never do. (The classic builder prints "Running in" only for RUN, so COPY changes would go
+    unnoticed if those were counted instead.)
+    """
+
+    def __init__(self, step: BuildStep, reporter: BuildReporter) -> None:
+        self.step = step
+        self.reporter = reporter
+        self.uncached: list[bool] = []
+        self.seen_from = False
+
+    def __call__(self, event: BuildEvent) -> None:
+        if event.step:
+            instruction = event.text.split(":", 1)[-1].strip().split(" ", 1)[0].upper()
+            exempt = instruction == "FROM" or (instruction == "ARG" and not self.seen_from)
+            self.seen_from = self.seen_from or instruction == "FROM"
+            self.uncached.append(not exempt)
+        elif event.cached and self.uncached:
+            self.uncached[-1] = False
+        self.reporter.event(self.step, event)
+
+    @property
+    def cached(self) -> bool:
+        return not any(self.uncached)
+
+
 def run_build(
     runtime: ContainerRuntime, steps: Sequence[BuildStep], reporter: BuildReporter
 ) -> list[tuple[BuildStep, ImageInfo]]:
@@ -211,22 +240,7 @@ def run_build(
     for step in steps:
         reporter.part_started(step)
         started = time.monotonic()
-        # A step ran unless the engine said "Using cache" for it; FROM, and ARGs before the first
-        # FROM, never do. (The classic builder prints "Running in" only for RUN, so COPY changes
-        # would go unnoticed if we counted those instead.)
-        uncached: list[bool] = []
-        seen_from = False
-
-        def on_event(event: BuildEvent, step: BuildStep = step) -> None:
-            nonlocal seen_from
-            if event.step:
-                instruction = event.text.split(":", 1)[-1].strip().split(" ", 1)[0].upper()
-                exempt = instruction == "FROM" or (instruction == "ARG" and not seen_from)
-                seen_from = seen_from or instruction == "FROM"
-                uncached.append(not exempt)
-            elif event.cached and uncached:
-                uncached[-1] = False
-            reporter.event(step, event)
+        tracker = _CacheTracker(step, reporter)
 
         with tempfile.TemporaryDirectory(prefix=f"containai-build-{step.part}-") as work:
             context = Path(work)
@@ -237,8 +251,8 @@ def run_build(
                 if data.startswith(b"#!"):
                     target.chmod(0o755)
             image = runtime.build(
-                context=context, tag=step.tag, buildargs=step.buildargs, labels=step.labels, on_event=on_event
+                context=context, tag=step.tag, buildargs=step.buildargs, labels=step.labels, on_event=tracker
             )
-        reporter.part_done(step, image, cached=not any(uncached), seconds=time.monotonic() - started)
+        reporter.part_done(step, image, cached=tracker.cached, seconds=time.monotonic() - started)
         built.append((step, image))
     return built
