@@ -47,7 +47,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     docker_client: Any,
 ) -> None:
     canary = f"sk-ant-canary-{uuid.uuid4().hex}"
-    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://allowed.test"}
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
     store_secret(env, "ANTHROPIC_API_KEY", canary)
     repo = make_repo(tmp_path)
     # Everything the agent can read that the session could have written: every process's
@@ -67,7 +67,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
         CHANNEL,
         "--no-push",
         "--allow-domain",
-        "allowed.test",
+        "api.mock.test",
         "--json",
     ]
     process = subprocess.Popen(
@@ -89,7 +89,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr
     found_results = results(stdout)
-    assert found_results.get("reply") == "allowed-ok", stdout
+    assert '"text": "mock-ok"' in found_results.get("reply", ""), stderr[-2000:]
     assert found_results.get("placeholder", "").startswith("containai-placeholder")
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(found_results["dump"])), mode="r:gz") as archive:
         seen = [archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()]  # type: ignore[union-attr]
@@ -103,9 +103,46 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     for text in [*inspected, stdout, stderr]:
         for form in forms(canary):
             assert form not in text
-    summary = json.loads(stdout[stdout.index("{") :])
+    summary = json.loads(stdout[stdout.index("\n{\n") :])  # the result object ends the output
     assert not docker_client.containers.list(
         all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
     )
-    requests = fake_internet.http_requests("allowed")
-    assert [r["path"] for r in requests] == ["/v1/messages"]
+    # The upstream got the real key (the gateway swapped out the placeholder), exactly once.
+    arrived = fake_internet.model_requests()
+    assert [(r["path"], r["x_api_key"]) for r in arrived] == [("/v1/messages", canary)]
+
+
+def test_claude_answers_a_prompt_with_the_key_stored_on_the_host(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    """`run-claude --prompt` end to end: the real CLI, the gateway, the proxy, a mock Messages API."""
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
+    store_secret(env, "ANTHROPIC_API_KEY", canary)
+    repo = make_repo(tmp_path)
+    result = subprocess.run(
+        [
+            str(BIN / "run-claude"),
+            str(repo),
+            "--channel",
+            CHANNEL,
+            "--no-push",
+            "--allow-domain",
+            "api.mock.test",
+            "--prompt",
+            "Return the words: host secrets OK.",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "host secrets OK" in result.stdout
+    assert canary not in result.stdout + result.stderr
+    messages = [r for r in fake_internet.model_requests() if r["path"].startswith("/v1/messages")]
+    assert messages and all(r["x_api_key"] == canary for r in messages)
+    assert all(r["stream"] for r in messages)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ class AgentDef:
     endpoints: tuple[str, ...] = ()
     source: str = "built-in"
     gateway: GatewayDef | None = None
+    set_env: Mapping[str, str] = field(default_factory=dict)  # fixed, non-secret settings for the CLI
 
     def image_ref(self, channel: str) -> str:
         return image_tag(self.image, channel) if self.image in PARTS else self.image
@@ -96,7 +98,7 @@ def parse_agent(data: dict[str, Any], source: str) -> AgentDef:
                 f"{source}: {variable!r} in `env` is not a variable name", hint="use NAMES_LIKE_THIS"
             )
     known = {"name", "description", "image", "command", "prompt_command", "env", "config_dir", "mcp_config"}
-    unknown = sorted(set(data) - known - {"endpoints", "gateway"})
+    unknown = sorted(set(data) - known - {"endpoints", "gateway", "set_env"})
     if unknown:
         raise ConfigError(
             f"{source}: unknown key {', '.join(unknown)}", hint="see docs/agents.md for the keys"
@@ -113,7 +115,20 @@ def parse_agent(data: dict[str, Any], source: str) -> AgentDef:
         endpoints=_strings(data, "endpoints", source),
         source=source,
         gateway=_gateway(data.get("gateway"), source),
+        set_env=_set_env(data.get("set_env", {}), source),
     )
+
+
+def _set_env(data: object, source: str) -> dict[str, str]:
+    if not isinstance(data, dict) or not all(
+        isinstance(k, str) and _ENV_NAME.match(k) and isinstance(v, str) and not set(v) & {"\0", "\n"}
+        for k, v in data.items()
+    ):
+        raise ConfigError(
+            f"{source}: [set_env] must map variable names to one-line strings",
+            hint='e.g. DISABLE_AUTOUPDATER = "1"',
+        )
+    return dict(data)
 
 
 def _gateway(data: object, source: str) -> GatewayDef | None:

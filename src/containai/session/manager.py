@@ -29,6 +29,7 @@ from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.naming import SessionLabels, container_name, new_session_id
 from containai.session.plan import (
+    CACHE,
     EXPORT_BUNDLE,
     REPO_MOUNT,
     VSCODE_SERVER,
@@ -234,9 +235,12 @@ def plan(
             "o": f"lowerdir={repo.root},upperdir={state_dir / 'upper'},workdir={state_dir / 'work'}",
         }
     # VS Code's server runs from ~/.vscode-server, which must allow exec (HOME is a noexec tmpfs).
+    # Programs that unpack and run code under HOME (VS Code's server, Copilot's native addon in
+    # ~/.cache) need exec there, which the noexec HOME tmpfs refuses: each gets a session volume.
     mounts = [
         Mount(WORKSPACE, volume_name, "volume"),
         Mount(VSCODE_SERVER, f"{name}-vscode-{session_id}", "volume"),
+        Mount(CACHE, f"{name}-cache-{session_id}", "volume"),
     ]
     if repo is not None:
         mounts.append(Mount(REPO_MOUNT, str(repo.root), "bind", read_only=True))
@@ -247,6 +251,7 @@ def plan(
         "CONTAINAI_AGENT": request.agent.name,
         "CONTAINAI_BRANCH": branch.name if branch else "",
         "CONTAINAI_NETWORK_PROXY": request.network_proxy,
+        **request.agent.set_env,
     }
     egress = None
     if policy is not None:
@@ -324,8 +329,8 @@ def provision(
             plan.volume_name, labels=plan.labels.for_role("workspace"), driver_opts=plan.volume_opts
         )
         for mount in plan.container.mounts:
-            if mount.target == VSCODE_SERVER:
-                runtime.create_volume(mount.source, labels=plan.labels.for_role("vscode"))
+            if mount.target in (VSCODE_SERVER, CACHE):
+                runtime.create_volume(mount.source, labels=plan.labels.for_role("home"))
         if plan.egress is not None:
             sidecar.start_proxy(runtime, plan.egress, plan.labels.for_role("proxy"))
         if plan.gateway is not None and credential is not None:

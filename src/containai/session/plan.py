@@ -26,6 +26,7 @@ WORKSPACE = "/workspace"
 REPO_MOUNT = "/repo"
 HOME = "/home/agent"
 VSCODE_SERVER = f"{HOME}/.vscode-server"
+CACHE = f"{HOME}/.cache"
 EXPORT_BUNDLE = "/tmp/containai-session.bundle"  # noqa: S108  # a path inside the container's own tmpfs
 
 DEFAULT_MEMORY = "8g"
