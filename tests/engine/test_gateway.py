@@ -146,3 +146,37 @@ def test_claude_answers_a_prompt_with_the_key_stored_on_the_host(
     messages = [r for r in fake_internet.model_requests() if r["path"].startswith("/v1/messages")]
     assert messages and all(r["x_api_key"] == canary for r in messages)
     assert all(r["stream"] for r in messages)
+
+
+def test_codex_answers_through_the_gateway_with_its_provider_written_for_it(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    canary = f"sk-proj-canary-{uuid.uuid4().hex}"
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test/v1"}
+    store_secret(env, "OPENAI_API_KEY", canary)
+    repo = make_repo(tmp_path)
+    result = subprocess.run(
+        [
+            str(BIN / "run-codex"),
+            str(repo),
+            "--channel",
+            CHANNEL,
+            "--no-push",
+            "--allow-domain",
+            "api.mock.test",
+            "--prompt",
+            "Return the words: codex via gateway",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "codex via gateway" in result.stdout
+    assert canary not in result.stdout + result.stderr
+    responses = [r for r in fake_internet.model_requests() if r["path"] == "/v1/responses"]
+    assert responses and all(r["authorization"] == f"Bearer {canary}" for r in responses)

@@ -302,3 +302,45 @@ def test_gate_blob_limit_from_the_environment() -> None:
     assert GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "4096"}).max_blob_bytes == 4096
     with pytest.raises(UsageError, match="CONTAINAI_GATE_MAX_BLOB"):
         GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "huge"})
+
+
+def test_gateway_config_file_is_written_through_base64(tmp_path: Path) -> None:
+    import base64
+    import subprocess as sp
+
+    script = render_setup_script(
+        WorkspaceChoice("empty", "", 1000, 1000),
+        None,
+        git_name="n",
+        git_email="e",
+        home_files={".codex/config.toml": 'base_url = "http://127.0.0.1:8787/v1"\n# it\'s $HOME `x`\n'},
+    )
+    line = next(line for line in script.splitlines() if "base64 -d" in line)
+    encoded = line.split("echo ")[1].split(" ")[0]
+    assert base64.b64decode(encoded).decode().startswith('base_url = "http://127.0.0.1:8787/v1"')
+    # Run just that line with HOME pointed at a tmp dir: the file appears with the exact content.
+    home = tmp_path / "home"
+    sp.run(["bash", "-c", line.replace("/home/agent", str(home))], check=True)
+    assert (
+        home / ".codex/config.toml"
+    ).read_text() == 'base_url = "http://127.0.0.1:8787/v1"\n# it\'s $HOME `x`\n'
+
+
+def test_builtin_gateways() -> None:
+    agents = load_agents(None)
+    claude, codex = agents["claude"].gateway, agents["codex"].gateway
+    assert claude is not None and claude.header == "x-api-key" and claude.config is None
+    assert codex is not None and codex.scheme == "bearer" and codex.config_path == ".codex/config.toml"
+    assert codex.config is not None and "{base_url}" in codex.config
+    assert agents["copilot"].gateway is None
+
+
+@pytest.mark.parametrize("path", ["/etc/passwd", "../escape", ".codex/../../x"])
+def test_gateway_config_path_stays_in_home(tmp_path: Path, path: str) -> None:
+    (tmp_path / "a.toml").write_text(
+        'name = "a"\nimage = "x"\ncommand = ["x"]\nprompt_command = ["{prompt}"]\n[gateway]\n'
+        'secret = "K"\nupstream = "https://u.example"\nheader = "x"\nbase_url_env = "B"\nkey_env = "K"\n'
+        f'config_path = "{path}"\nconfig = "x"\n'
+    )
+    with pytest.raises(ConfigError, match="relative to HOME"):
+        load_agents(tmp_path)

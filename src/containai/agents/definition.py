@@ -32,6 +32,10 @@ class GatewayDef:
     base_url_env: str  # the variable that points the agent's CLI at the gateway
     key_env: str  # the variable that gets a placeholder, so the CLI does not ask for a login
     scheme: str = "plain"  # "plain" (the key as is) or "bearer"
+    # For CLIs that take their endpoint from a file rather than a variable (Codex): written under
+    # HOME at session start, with {base_url} replaced by the gateway's address.
+    config_path: str | None = None
+    config: str | None = None
 
 
 @dataclass(frozen=True)
@@ -140,7 +144,18 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
             f"{source}: [gateway] needs {', '.join(keys)} (strings)", hint="see docs/agents.md for an example"
         )
     scheme = data.get("scheme", "plain")
-    unknown = sorted(set(data) - {*keys, "scheme"})
+    unknown = sorted(set(data) - {*keys, "scheme", "config_path", "config"})
+    config_path, config = data.get("config_path"), data.get("config")
+    if (config_path is None) != (config is None) or not all(
+        v is None or isinstance(v, str) for v in (config_path, config)
+    ):
+        raise ConfigError(
+            f"{source}: [gateway] config_path and config go together", hint="give both, or neither"
+        )
+    if config_path is not None and (config_path.startswith("/") or ".." in config_path.split("/")):
+        raise ConfigError(
+            f"{source}: [gateway] config_path must be relative to HOME", hint='e.g. ".codex/config.toml"'
+        )
     if unknown or scheme not in ("plain", "bearer"):
         raise ConfigError(
             f"{source}: [gateway] has unknown keys or scheme {scheme!r}", hint='scheme is "plain" or "bearer"'
@@ -161,6 +176,8 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
         base_url_env=data["base_url_env"],
         key_env=data["key_env"],
         scheme=scheme,
+        config_path=config_path,
+        config=config,
     )
 
 

@@ -11,6 +11,7 @@ to it on stdin when it starts: it is in no environment variable, argument, label
 from __future__ import annotations
 
 import time
+import urllib.parse
 from collections.abc import Mapping
 
 from containai.agents.definition import GatewayDef
@@ -81,9 +82,15 @@ def agent_mounts(volume: str) -> list[Mount]:
     return [Mount(SOCKET_FOLDER, volume, "volume", read_only=True)]
 
 
+def base_url(gateway: GatewayDef) -> str:
+    """The gateway as the agent sees it, with the upstream's path (``/v1`` for OpenAI)."""
+    path = urllib.parse.urlsplit(gateway.upstream).path.rstrip("/")
+    return f"http://127.0.0.1:{PORT}{path}"
+
+
 def agent_environment(gateway: GatewayDef) -> dict[str, str]:
     """Point the agent's CLI at the gateway, with a placeholder so it does not ask for a login."""
-    return {gateway.base_url_env: f"http://127.0.0.1:{PORT}", gateway.key_env: PLACEHOLDER}
+    return {gateway.base_url_env: base_url(gateway), gateway.key_env: PLACEHOLDER}
 
 
 def _wait(check: object, seconds: float, what: str) -> None:

@@ -24,7 +24,7 @@ from containai.egress.sidecar import Lab, plan_egress
 from containai.egress.squid import summarize_denials
 from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
 from containai.gateway import sidecar as gateway_sidecar
-from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount
+from containai.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, Mount
 from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.naming import SessionLabels, container_name, new_session_id
@@ -305,12 +305,28 @@ def plan(
         volume_name=volume_name,
         volume_opts=volume_opts,
         state_dir=state_dir,
-        setup_script=render_setup_script(workspace, branch, git_name=git_name, git_email=git_email),
+        setup_script=render_setup_script(
+            workspace,
+            branch,
+            git_name=git_name,
+            git_email=git_email,
+            home_files=_gateway_files(request, gateway_spec),
+        ),
         environment=environment,
         egress=egress,
         gateway=gateway_spec,
         gateway_volume=gateway_volume,
     )
+
+
+def _gateway_files(request: SessionRequest, gateway: ContainerSpec | None) -> dict[str, str]:
+    """The agent's own config file that points it at the gateway, where its CLI needs one (Codex)."""
+    definition = request.agent.gateway
+    if gateway is None or definition is None or not definition.config_path or not definition.config:
+        return {}
+    return {
+        definition.config_path: definition.config.replace("{base_url}", gateway_sidecar.base_url(definition))
+    }
 
 
 def provision(

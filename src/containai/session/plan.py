@@ -6,6 +6,7 @@ The hardening is decided here, in one place, and every container a session creat
 
 from __future__ import annotations
 
+import base64
 import re
 import shlex
 from collections.abc import Mapping, Sequence
@@ -184,7 +185,12 @@ def hardened_spec(
 
 
 def render_setup_script(
-    workspace: WorkspaceChoice, branch: BranchChoice | None, *, git_name: str, git_email: str
+    workspace: WorkspaceChoice,
+    branch: BranchChoice | None,
+    *,
+    git_name: str,
+    git_email: str,
+    home_files: Mapping[str, str] | None = None,
 ) -> str:
     """What runs inside the container, as the agent, before the agent starts: the branch, and who commits."""
     # The repository's files may belong to another uid than the agent's (the host's); inside the
@@ -201,4 +207,9 @@ def render_setup_script(
         ]
         if workspace.mode == "clone":
             lines.append("git remote remove origin")
+    for relative, text in sorted((home_files or {}).items()):
+        # Through base64, so no quoting of the content can go wrong; HOME is the agent's tmpfs.
+        encoded = base64.b64encode(text.encode()).decode()
+        target = shlex.quote(f"{HOME}/{relative}")
+        lines.append(f'mkdir -p "$(dirname {target})" && echo {encoded} | base64 -d > {target}')
     return "\n".join(lines) + "\n"
