@@ -112,6 +112,23 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     assert [(r["path"], r["x_api_key"]) for r in arrived] == [("/v1/messages", canary)]
 
 
+def prompt_with_stored_key(
+    env: dict[str, str], tmp_path: Path, launcher: str, secret: str, canary: str, upstream: str, prompt: str
+) -> subprocess.CompletedProcess[str]:
+    """A one-shot session of a real agent CLI whose key is stored on the host, against the mock API."""
+    env = {**env, "CONTAINAI_GATEWAY_UPSTREAM": upstream}
+    store_secret(env, secret, canary)
+    args = [str(BIN / launcher), str(make_repo(tmp_path)), "--channel", CHANNEL, "--no-push"]
+    return subprocess.run(
+        [*args, "--allow-domain", "api.mock.test", "--prompt", prompt],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
 def test_claude_answers_a_prompt_with_the_key_stored_on_the_host(
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
@@ -119,26 +136,14 @@ def test_claude_answers_a_prompt_with_the_key_stored_on_the_host(
 ) -> None:
     """`run-claude --prompt` end to end: the real CLI, the gateway, the proxy, a mock Messages API."""
     canary = f"sk-ant-canary-{uuid.uuid4().hex}"
-    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
-    store_secret(env, "ANTHROPIC_API_KEY", canary)
-    repo = make_repo(tmp_path)
-    result = subprocess.run(
-        [
-            str(BIN / "run-claude"),
-            str(repo),
-            "--channel",
-            CHANNEL,
-            "--no-push",
-            "--allow-domain",
-            "api.mock.test",
-            "--prompt",
-            "Return the words: host secrets OK.",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = prompt_with_stored_key(
+        lab_env,
+        tmp_path,
+        "run-claude",
+        "ANTHROPIC_API_KEY",
+        canary,
+        "http://api.mock.test",
+        "Return the words: host secrets OK.",
     )
     assert result.returncode == 0, result.stderr
     assert "host secrets OK" in result.stdout
@@ -154,26 +159,14 @@ def test_codex_answers_through_the_gateway_with_its_provider_written_for_it(
     fake_internet: Any,
 ) -> None:
     canary = f"sk-proj-canary-{uuid.uuid4().hex}"
-    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test/v1"}
-    store_secret(env, "OPENAI_API_KEY", canary)
-    repo = make_repo(tmp_path)
-    result = subprocess.run(
-        [
-            str(BIN / "run-codex"),
-            str(repo),
-            "--channel",
-            CHANNEL,
-            "--no-push",
-            "--allow-domain",
-            "api.mock.test",
-            "--prompt",
-            "Return the words: codex via gateway",
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = prompt_with_stored_key(
+        lab_env,
+        tmp_path,
+        "run-codex",
+        "OPENAI_API_KEY",
+        canary,
+        "http://api.mock.test/v1",
+        "Return the words: codex via gateway",
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "codex via gateway" in result.stdout

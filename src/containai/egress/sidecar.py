@@ -165,7 +165,8 @@ def agent_environment() -> dict[str, str]:
     }
 
 
-def _wait(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+def wait_ready(predicate: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll ``predicate`` until it holds; a session part that never comes up is a SessionError."""
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if predicate():
@@ -197,7 +198,7 @@ def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str
             )
         return runtime.exec(name, ["test", "-S", SOCKET], user=PROXY_USER) == 0
 
-    _wait(ready, 30, "the egress proxy")
+    wait_ready(ready, 30, "the egress proxy")
 
 
 def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
@@ -211,7 +212,7 @@ def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     # Listening is read from /proc, not probed with a connection: that would reach squid and leave an
     # empty transaction in the audit.
     probe = ["grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
-    _wait(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the egress relay")
+    wait_ready(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the egress relay")
 
 
 def audit_text(runtime: ContainerRuntime, proxy: str) -> str:

@@ -10,12 +10,11 @@ to it on stdin when it starts: it is in no environment variable, argument, label
 
 from __future__ import annotations
 
-import time
 import urllib.parse
 from collections.abc import Mapping
 
 from containai.agents.definition import GatewayDef
-from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR
+from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
@@ -93,17 +92,6 @@ def agent_environment(gateway: GatewayDef) -> dict[str, str]:
     return {gateway.base_url_env: base_url(gateway), gateway.key_env: PLACEHOLDER}
 
 
-def _wait(check: object, seconds: float, what: str) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if check():  # type: ignore[operator]  # a zero-argument callable
-            return
-        time.sleep(0.1)
-    raise SessionError(
-        f"{what} did not come up within {seconds:.0f} s", hint="see the log file; then `containai gc`"
-    )
-
-
 def start_gateway(
     runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
 ) -> None:
@@ -119,11 +107,11 @@ def start_gateway(
             )
         return runtime.exec(spec.name, ["test", "-S", GATEWAY_SOCKET], user=USER) == 0
 
-    _wait(ready, 20, "the credential gateway")
+    wait_ready(ready, 20, "the credential gateway")
 
 
 def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     relay = ["socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
     runtime.exec_detached(agent, relay, user=RELAY_USER)
     probe = ["grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
-    _wait(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the gateway relay")
+    wait_ready(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the gateway relay")
