@@ -110,6 +110,27 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     # The upstream got the real key (the gateway swapped out the placeholder), exactly once.
     arrived = fake_internet.model_requests()
     assert [(r["path"], r["x_api_key"]) for r in arrived] == [("/v1/messages", canary)]
+    # Nor is it in the proxy's audit kept on the host, or in the history of the images the session ran.
+    audit = subprocess.run(
+        [str(BIN / "containai"), "logs", summary["session"], "--egress", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "api.mock.test" in audit
+    histories = [
+        json.dumps(docker_client.api.history(image))
+        for image in (
+            f"containai-claude:{CHANNEL}",
+            f"containai-proxy:{CHANNEL}",
+            f"containai-logfwd:{CHANNEL}",
+        )
+    ]
+    for text in [audit, *histories]:
+        for form in forms(canary):
+            assert form not in text
 
 
 def prompt_with_stored_key(
