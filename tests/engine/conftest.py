@@ -72,24 +72,27 @@ def _cleanup(client: Any) -> None:
         client.images.remove(image.id, force=True)
 
 
-@pytest.fixture(scope="session")
-def docker_client() -> Iterator[Any]:
-    if not _answers(DOCKER_SOCK):
-        _missing(f"no Docker engine answers on {DOCKER_SOCK}")
-    client = docker.DockerClient(base_url=f"unix://{DOCKER_SOCK}", version="auto", timeout=600)
+def _engine_client(sock: Path, missing: str) -> Iterator[Any]:
+    """A client for the engine at ``sock``; everything labelled for this run is removed afterwards."""
+    if not _answers(sock):
+        _missing(missing)
+    client = docker.DockerClient(base_url=f"unix://{sock}", version="auto", timeout=600)
     yield client
     _cleanup(client)
     client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> Iterator[Any]:
+    yield from _engine_client(DOCKER_SOCK, f"no Docker engine answers on {DOCKER_SOCK}")
 
 
 @pytest.fixture(scope="session")
 def podman_client() -> Iterator[Any]:
-    if not _answers(PODMAN_SOCK):
-        _missing(f"no Podman service answers on {PODMAN_SOCK} (scripts/ensure-engine.sh --podman starts one)")
-    client = docker.DockerClient(base_url=f"unix://{PODMAN_SOCK}", version="auto", timeout=600)
-    yield client
-    _cleanup(client)
-    client.close()
+    yield from _engine_client(
+        PODMAN_SOCK,
+        f"no Podman service answers on {PODMAN_SOCK} (scripts/ensure-engine.sh --podman starts one)",
+    )
 
 
 @pytest.fixture(scope="session")

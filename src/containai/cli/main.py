@@ -16,7 +16,7 @@ from containai.cli.building import build_images
 from containai.cli.launchers import ConsoleReporter, run_agent, session_options
 from containai.cli.render import print_json, render_doctor
 from containai.doctor import run_doctor
-from containai.egress import approvals
+from containai.egress import approvals, sidecar
 from containai.errors import UsageError
 from containai.images.build import FROM_LABEL
 from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
@@ -174,7 +174,7 @@ def logs(app: AppContext, name: str, egress: bool, as_json: bool) -> None:
     if not egress:
         raise UsageError("say which log", hint=f"`containai logs {name} --egress` shows the egress audit")
     text = commands.egress_audit_text(app.runtime(), name, state_root=app.paths.sessions_dir)
-    records = commands.parse_audit(text)
+    records = sidecar.parse_audit(text)
     if as_json:
         for record in records:
             click.echo(json.dumps(dataclasses.asdict(record)))

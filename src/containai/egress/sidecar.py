@@ -19,8 +19,6 @@ from pathlib import Path
 
 from containai.egress.policy import EgressPolicy
 from containai.egress.squid import DEFAULT_PRIVATE_RANGES, AuditRecord, parse_audit_line, render_squid_conf
-
-__all__ = ["AuditRecord", "parse_audit_line"]
 from containai.errors import ConfigError, SessionError
 from containai.images.catalog import image_tag
 from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
@@ -223,10 +221,6 @@ def audit_text(runtime: ContainerRuntime, proxy: str) -> str:
     return (data or b"").decode("utf-8", "replace")
 
 
-def audit(runtime: ContainerRuntime, proxy: str) -> list[AuditRecord]:
-    records = []
-    for line in audit_text(runtime, proxy).splitlines():
-        record = parse_audit_line(line)
-        if record is not None:
-            records.append(record)
-    return records
+def parse_audit(text: str) -> list[AuditRecord]:
+    """The audit's records; lines that are not records (a torn last line) are skipped."""
+    return [r for r in (parse_audit_line(line) for line in text.splitlines()) if r is not None]

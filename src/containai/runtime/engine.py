@@ -214,6 +214,28 @@ class _EngineContainers:
         except Exception as exc:
             raise translate(exc, self.choice, f"remove {ref}") from exc
 
+    def _exec_create(
+        self,
+        ref: str,
+        argv: Sequence[str],
+        *,
+        user: str,
+        environment: Mapping[str, str] | None = None,
+        workdir: str = "",
+        terminal: bool = False,
+    ) -> str:
+        """An exec instance; with ``terminal`` it gets a TTY and stdin, for an attached user."""
+        created = self.client.api.exec_create(
+            ref,
+            list(argv),
+            user=user,
+            environment=dict(environment or {}),
+            workdir=workdir or None,
+            tty=terminal,
+            stdin=terminal,
+        )
+        return str(created["Id"])
+
     def exec(
         self,
         ref: str,
@@ -227,14 +249,7 @@ class _EngineContainers:
         """Run ``argv`` in the container; stream stdout/stderr chunks to ``on_output`` as they come."""
         api = self.client.api
         try:
-            exec_id = api.exec_create(
-                ref,
-                list(argv),
-                user=user,
-                environment=dict(environment or {}),
-                workdir=workdir or None,
-                tty=False,
-            )["Id"]
+            exec_id = self._exec_create(ref, argv, user=user, environment=environment, workdir=workdir)
             for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
                 if on_output is not None:
                     if stdout:
@@ -258,15 +273,9 @@ class _EngineContainers:
 
         api = self.client.api
         try:
-            exec_id = api.exec_create(
-                ref,
-                list(argv),
-                user=user,
-                environment=dict(environment or {}),
-                workdir=workdir or None,
-                tty=True,
-                stdin=True,
-            )["Id"]
+            exec_id = self._exec_create(
+                ref, argv, user=user, environment=environment, workdir=workdir, terminal=True
+            )
             sock = api.exec_start(exec_id, tty=True, socket=True)
             attach_tty(sock, resize=lambda rows, cols: api.exec_resize(exec_id, height=rows, width=cols))
             return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
@@ -338,7 +347,7 @@ class _EngineContainers:
     def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None:
         api = self.client.api
         try:
-            exec_id = api.exec_create(ref, list(argv), user=user, tty=False, stdin=False)["Id"]
+            exec_id = self._exec_create(ref, argv, user=user)
             api.exec_start(exec_id, detach=True)
         except Exception as exc:
             raise translate(exc, self.choice, f"start {argv[0]} in {ref}") from exc

@@ -21,7 +21,6 @@ from typing import Any
 
 from containai.config import Paths
 from containai.egress import sidecar
-from containai.egress.squid import AuditRecord, parse_audit_line
 from containai.errors import EXIT_CONTAINAI, UsageError
 from containai.runtime.base import ContainerRuntime
 from containai.session import manager
@@ -255,7 +254,3 @@ def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path)
     if not kept:
         raise UsageError(f"no egress log for {name}", hint="see `list-agents` for running sessions")
     return kept[-1].read_text(encoding="utf-8")
-
-
-def parse_audit(text: str) -> list[AuditRecord]:
-    return [r for r in (parse_audit_line(line) for line in text.splitlines()) if r is not None]

@@ -540,8 +540,7 @@ def _egress_record(
     kept = egress_log_file(state_root, name, labels.session)
     kept.parent.mkdir(parents=True, exist_ok=True)
     kept.write_text(text, encoding="utf-8")
-    records = [r for r in (sidecar.parse_audit_line(line) for line in text.splitlines()) if r is not None]
-    return summarize_denials(records), failure
+    return summarize_denials(sidecar.parse_audit(text)), failure
 
 
 def describe_import(result: ImportResult, base: str) -> str:
