@@ -20,8 +20,10 @@ from containai.egress import approvals, sidecar
 from containai.errors import UsageError
 from containai.images.build import FROM_LABEL
 from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
+from containai.mcp.config import SERVER_NAME, McpResolution, render_definition, resolve_mcp_servers
 from containai.secrets import store as secret_store
 from containai.session import commands, manager
+from containai.session.repo import run_git
 from containai.workspace.gate import GatePolicy
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -225,6 +227,180 @@ def network_show(app: AppContext, repo: Path | None) -> None:
         app.out.print(f"{root} asks for no domains", highlight=False)
     for domain in requested:
         app.out.print(f"{domain}\t{'approved' if domain in ok else 'waiting for approval'}", highlight=False)
+
+
+def _find_repo_root(repo: Path | None) -> Path | None:
+    """The top level of REPO's git repository, or the working directory's (None if that is in none).
+
+    Approvals are kept under that path, the one sessions look them up by.
+    """
+    start = (repo or Path.cwd()).resolve()
+    if repo is not None and not start.is_dir():
+        raise UsageError(f"{repo} is not a directory", hint="pass the path of a git repository")
+    result = run_git(start, "rev-parse", "--show-toplevel")
+    if result.returncode == 0:
+        return Path(result.stdout.strip())
+    if repo is None:
+        return None
+    raise UsageError(f"{start} is not inside a git repository", hint="pass a repository's path")
+
+
+def _repo_root(repo: Path | None) -> Path:
+    root = _find_repo_root(repo)
+    if root is None:
+        raise UsageError(
+            f"{Path.cwd()} is not inside a git repository", hint="run it in a repository, or pass REPO"
+        )
+    return root
+
+
+def _repo_and_names(words: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
+    # A server name has no '/' or '.', so a first word that could not be one is the repository.
+    if words and not SERVER_NAME.match(words[0]):
+        return Path(words[0]), words[1:]
+    return None, words
+
+
+@cli.group()
+def mcp() -> None:
+    """MCP servers: yours (config.toml) always run; a repository's run once you approve them.
+
+    Declare them as [mcp_servers.NAME] tables with command/args/env or url/bearer_token/headers;
+    ${NAME} in env, bearer_token and header values is a host secret (`containai secrets set NAME`).
+    """
+
+
+@mcp.command("ls")
+@click.argument("repo", required=False, type=click.Path(path_type=Path, file_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@pass_app
+def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
+    """List the MCP servers a session on REPO would have, and which wait for approval.
+
+    REPO defaults to the git repository of the working directory. Secrets are listed by name only.
+    """
+    root = _find_repo_root(repo)
+    resolution = resolve_mcp_servers(app.paths, root)
+    statuses = resolution.statuses()
+    if as_json:
+        rows = [
+            {
+                "name": server.name,
+                "source": server.source,
+                "kind": server.kind,
+                "status": status,
+                "secrets": list(server.secret_names()),
+            }
+            for server, status in statuses
+        ]
+        print_json(app.out, {"schema": 1, "repo": str(root) if root else None, "servers": rows})
+        return
+    if not statuses:
+        app.err.print(
+            f"no MCP servers: declare them as [mcp_servers.NAME] in {app.paths.config_file}"
+            + (f" or {root / approvals.REPO_CONFIG}" if root else ""),
+            markup=False,
+        )
+        return
+    table = [["NAME", "SOURCE", "KIND", "STATUS", "SECRETS"]]
+    table += [
+        [server.name, server.source, server.kind, status, ", ".join(server.secret_names()) or "-"]
+        for server, status in statuses
+    ]
+    widths = [max(len(row[column]) for row in table) for column in range(4)]
+    for row in table:
+        click.echo(
+            "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]])
+        )
+    _mention_waiting(app, resolution, root)
+
+
+def _mention_waiting(app: AppContext, resolution: McpResolution, root: Path | None) -> None:
+    if resolution.pending and root is not None:
+        app.err.print(
+            f"{len(resolution.pending)} of {root}'s servers wait for approval: `containai mcp approve {root}`",
+            markup=False,
+        )
+    for server in resolution.shadowed:
+        app.err.print(
+            f"{root}'s server {server.name} is ignored: yours of that name runs instead", markup=False
+        )
+
+
+@mcp.command("approve")
+@click.argument("words", nargs=-1, metavar="[REPO] [NAME]...")
+@click.option("--yes", "-y", is_flag=True, help="Approve without asking (needed when there is no terminal).")
+@pass_app
+def mcp_approve(app: AppContext, words: tuple[str, ...], yes: bool) -> int:
+    """Let sessions on REPO run its MCP servers NAME (all that wait, when none are named).
+
+    Each server's whole definition is shown first; approving pins exactly that definition, so a
+    later change to it waits for approval again. REPO defaults to the git repository of the working
+    directory; write it as a path (./name) when it could be read as a server name.
+    """
+    repo, names = _repo_and_names(words)
+    root = _repo_root(repo)
+    resolution = resolve_mcp_servers(app.paths, root)
+    waiting = {entry.server.name: entry for entry in resolution.pending}
+    approved_already = {s.name for s in resolution.servers if s.source == "repo"}
+    shadowed = {s.name for s in resolution.shadowed}
+    if not (waiting or approved_already or shadowed):
+        raise UsageError(
+            f"{root} declares no MCP servers",
+            hint=f"a repository's servers go in {root / approvals.REPO_CONFIG} as [mcp_servers.NAME]",
+        )
+    unknown = [n for n in names if n not in waiting and n not in approved_already and n not in shadowed]
+    if unknown:
+        raise UsageError(
+            f"{root} declares no MCP server {', '.join(unknown)}",
+            hint=f"its servers are {', '.join(sorted({*waiting, *approved_already, *shadowed}))}; "
+            "`containai mcp ls` shows them (write a repository as a path, e.g. ./name)",
+        )
+    if refused := [n for n in names if n in shadowed]:
+        raise UsageError(
+            f"{root}'s server {', '.join(refused)} never runs: you have a server of that name",
+            hint="yours wins; rename one of them to have both",
+        )
+    for name in names:
+        if name in approved_already:
+            app.err.print(f"{name} is already approved for {root}", markup=False)
+    chosen = [waiting[n] for n in (names or sorted(waiting)) if n in waiting]
+    if not chosen:
+        app.err.print(f"nothing of {root} waits for approval", markup=False)
+        return 0
+    for entry in chosen:
+        why = "new" if entry.reason == "new" else "changed since you approved it"
+        click.echo(f"{render_definition(entry.server)}\n  ({why})\n")
+    if not yes:
+        if not sys.stdin.isatty():
+            raise UsageError(
+                "no terminal to ask for confirmation on",
+                hint=f"review the definitions above, then run `containai mcp approve {root} --yes`",
+            )
+        if not click.confirm(f"Let sessions on {root} run these servers?", default=False, err=True):
+            app.err.print("nothing approved", markup=False)
+            return 1
+    approvals.approve_mcp(app.paths.approvals_file, root, [entry.server for entry in chosen])
+    app.out.print(f"approved for {root}: {', '.join(e.server.name for e in chosen)}", markup=False)
+    return 0
+
+
+@mcp.command("revoke")
+@click.argument("words", nargs=-1, metavar="[REPO] [NAME]...")
+@pass_app
+def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
+    """Withdraw the approval of REPO's MCP servers NAME (all of them, when none are named)."""
+    repo, names = _repo_and_names(words)
+    root = _repo_root(repo)
+    pinned = approvals.approved_mcp(app.paths.approvals_file, root)
+    unknown = [n for n in names if n not in pinned]
+    if unknown:
+        raise UsageError(
+            f"no approval of {', '.join(unknown)} for {root}",
+            hint=f"approved: {', '.join(sorted(pinned))}" if pinned else "nothing is approved for it",
+        )
+    dropped = approvals.revoke_mcp(app.paths.approvals_file, root, names)
+    app.out.print(f"revoked for {root}: {', '.join(dropped) or 'nothing'}", markup=False)
 
 
 @cli.command()
