@@ -298,6 +298,14 @@ class Broker:
         self._audit_refusal(op, refusal, peer=peer.as_audit())
         return refusal
 
+    def refuse(self, event: str, refusal: BrokerError, **fields: object) -> BrokerError:
+        """Audit a refusal decided outside the broker (by its socket server), and return it to raise."""
+        try:
+            self._audit_refusal(event, refusal, **fields)
+        except AuditUnavailable as exc:
+            return exc
+        return refusal
+
     def _audit_refusal(self, event: str, refusal: BrokerError, **fields: object) -> None:
         reason = refusal.reason if isinstance(refusal, CapabilityRefused) else type(refusal).__name__
         try:

@@ -16,6 +16,7 @@ Protocol: one JSON object per line each way (requests up to 64 KiB)::
                                                       -> {"ok":true,"token":T,"bundle":B64}
     {"op":"refresh","session":S,"container":C,"consumer":N[,"ttl":SECONDS]}  -> as issue
     {"op":"revoke","session":S} or {"op":"revoke","container":C}          -> {"ok":true,"revoked":N}
+    {"op":"ping"}                                     -> {"ok":true}  (admin: is the broker up?)
     any failure                                       -> {"ok":false,"error":REASON,"message":TEXT}
 
 ``bundle`` is standard base64. The socket's directory is created 0700 (0710 with ``--socket-group``,
@@ -53,6 +54,7 @@ from containai.errors import (
     ContainAIError,
     PeerRefused,
     SecretUnavailable,
+    WrongSession,
 )
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,8 @@ log = logging.getLogger(__name__)
 MAX_REQUEST_BYTES = 64 * 1024
 CONNECTION_TIMEOUT = 30.0
 STUB_OPS = frozenset({"redeem"})
-ADMIN_OPS = frozenset({"issue", "refresh", "revoke"})
+SESSION_STUB_OPS = frozenset({"redeem", "refresh"})  # a session's stub renews its own capabilities
+ADMIN_OPS = frozenset({"issue", "refresh", "revoke", "ping"})
 
 
 class BadRequest(BrokerError):
@@ -88,12 +91,18 @@ class BrokerServer(socketserver.ThreadingUnixStreamServer):
         allowed_uids: Iterable[int],
         ops: frozenset[str] = STUB_OPS,
         group: int | None = None,
+        reachable: bool = False,
+        bound: tuple[str, str] | None = None,
     ) -> None:
         self.path = path
         self.broker = broker
         self.allowed_uids = frozenset(allowed_uids)
         self.ops = ops
         self.group = group
+        # A session's own stub socket: everyone in its container can connect, so that every attempt
+        # meets the SO_PEERCRED check and is audited, and only that session's capabilities are served.
+        self.reachable = reachable
+        self.bound = bound
         if not self.allowed_uids:
             raise BrokerError("a broker socket with no allowed uid would refuse everyone")
         super().__init__(str(path), _Handler)
@@ -106,7 +115,10 @@ class BrokerServer(socketserver.ThreadingUnixStreamServer):
             self.path.unlink()  # a stale socket from a broker that did not stop cleanly
         # The directory is 0700 while we bind, so nobody can connect before the modes are final.
         self.socket.bind(str(self.path))
-        if self.group is None:
+        if self.reachable:
+            self.path.chmod(0o666)
+            self.path.parent.chmod(0o711)
+        elif self.group is None:
             self.path.chmod(0o600)
         else:
             os.chown(self.path, -1, self.group)
@@ -161,6 +173,14 @@ class _Handler(socketserver.StreamRequestHandler):
                 raise BadRequest(f"unknown op {op[:40]!r}")
             if op not in self.server.ops:
                 raise self._audit_peer(peer, op=op)
+            if self.server.bound is not None and op in ("redeem", "refresh"):
+                claimed = (request.get("session"), request.get("container"))
+                if claimed != self.server.bound:
+                    raise self.server.broker.refuse(
+                        op,
+                        WrongSession("this socket serves one session's container only"),
+                        peer=peer.as_audit(),
+                    )
             return {"ok": True, **_dispatch(self.server.broker, op, request, peer)}
         except ContainAIError as exc:
             return _failure(exc)
@@ -218,6 +238,8 @@ def _dispatch(broker: Broker, op: str, request: dict[str, Any], peer: Peer) -> d
         else:
             issued = broker.refresh(session, container, consumer, _field(request, "ttl", int, required=False))
         return {"token": issued.token, "bundle": base64.b64encode(issued.bundle).decode("ascii")}
+    if op == "ping":
+        return {}
     if op == "revoke":
         session = _field(request, "session", str, required=False)
         container = _field(request, "container", str, required=False)
@@ -273,7 +295,7 @@ def _no_store(name: str) -> str | None:
     return None
 
 
-def _harden_process() -> None:
+def harden_process() -> None:
     # No core dumps and no ptrace/proc-mem reads by other processes of the same uid: this process holds
     # the keys that open every live bundle.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
@@ -303,7 +325,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="secret-broker: %(message)s", stream=sys.stderr)
     args = _parse_args(argv)
     try:
-        _harden_process()
+        harden_process()
         broker = Broker(lookup=_no_store, audit_path=args.audit, max_ttl=args.max_ttl)
         servers = [BrokerServer(args.socket, broker, allowed_uids=args.allow_uid, group=args.socket_group)]
         if args.admin_socket is not None:

@@ -1,0 +1,266 @@
+"""One broker per session: the host side of a session's secrets, alive exactly as long as its container.
+
+The launcher starts it (``python -m containai.broker.session``) before the session's container, as a
+process of its own so that persistent sessions keep it after the launcher returns. It serves:
+
+- the **stub socket**, in a directory bind-mounted into the container at ``/run/containai/broker``:
+  ``redeem`` and ``refresh``, for this session's container only, from the MCP stub's uid only. The
+  socket is reachable by every uid in the container on purpose: the agent's attempts meet the
+  SO_PEERCRED check and land in the audit, rather than failing silently on a file mode.
+- the **admin socket**, in a private host directory that is mounted nowhere: ``issue`` and ``revoke``
+  for the launcher.
+
+Secret values are looked up in the host's stores (keyring, ContainAI's store, mcp-secrets.env, the
+launcher's environment) when a capability is issued or refreshed, so a rotated secret reaches the
+next MCP server start without a restart. The daemon watches the container through the engine: when it
+stops or goes away, every capability of the session is revoked and the daemon exits. SIGTERM (the
+launcher's teardown) does the same.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from containai.broker.broker import Broker
+from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, harden_process
+from containai.config import Paths
+from containai.errors import BrokerError, ContainAIError
+from containai.runtime.engine import EngineRuntime
+from containai.runtime.select import EngineChoice
+from containai.secrets.store import default_sources, resolve_secret
+from containai.secrets.value import Secret
+
+log = logging.getLogger(__name__)
+
+STUB_UID = 65531
+"""The MCP stub's uid in session containers: not the agent's, not root, not the relays' (65532/65533)."""
+STUB_SOCKET = "broker.sock"
+CONTAINER_DIR = "/run/containai/broker"
+PID_FILE = "broker.pid"
+WATCH_INTERVAL = 2.0
+_started: dict[int, subprocess.Popen[bytes]] = {}  # brokers this process started, reaped by stop()
+START_GRACE = 120.0  # how long the container may take to appear before the broker gives up
+
+
+@dataclass(frozen=True)
+class BrokerPaths:
+    """Where one session's broker keeps its sockets on the host (under the session's state dir)."""
+
+    state_dir: Path
+    audit: Path
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.state_dir / "broker"
+
+    @property
+    def admin_socket(self) -> Path:
+        return self.state_dir / "broker-admin" / "admin.sock"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.state_dir / PID_FILE
+
+
+def host_lookup(paths: Paths, environ: Mapping[str, str]) -> Any:
+    sources = default_sources(paths, environ)
+
+    def lookup(name: str) -> Secret | None:
+        found = resolve_secret(name, sources)
+        return found[0] if found else None
+
+    return lookup
+
+
+# -- the launcher's side ---------------------------------------------------------------------------
+
+
+def start(where: BrokerPaths, *, session: str, container: str, engine_url: str, timeout: float = 15.0) -> int:
+    """Start the session's broker and wait until its admin socket answers; its pid."""
+    where.state_dir.mkdir(parents=True, exist_ok=True)
+    where.audit.parent.mkdir(parents=True, exist_ok=True)
+    log_path = where.state_dir / "broker.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "containai.broker.session",
+        "--session",
+        session,
+        "--container",
+        container,
+        "--socket-dir",
+        str(where.socket_dir),
+        "--admin-socket",
+        str(where.admin_socket),
+        "--audit",
+        str(where.audit),
+        "--engine-url",
+        engine_url,
+    ]
+    with log_path.open("ab") as log_file:
+        process = subprocess.Popen(  # our own module, by absolute interpreter path
+            argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file, start_new_session=True
+        )
+    _started[process.pid] = process
+    where.pid_file.write_text(f"{process.pid}\n", encoding="ascii")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise BrokerError(
+                f"the session's secret broker exited at start (code {process.returncode})",
+                hint=f"see {log_path}",
+            )
+        with contextlib.suppress(OSError, BrokerError):
+            admin(where.admin_socket, {"op": "ping"})
+            return process.pid
+        time.sleep(0.05)
+    process.terminate()
+    raise BrokerError("the session's secret broker did not start in time", hint=f"see {log_path}")
+
+
+def admin(path: Path, request: Mapping[str, object], *, timeout: float = 10.0) -> dict[str, Any]:
+    """One request on the admin socket; the answer, or BrokerError with the broker's message."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        sock.sendall(json.dumps(request).encode("utf-8") + b"\n")
+        with sock.makefile("rb") as answers:
+            line = answers.readline()
+    if not line:
+        raise BrokerError("the session's secret broker closed the connection")
+    answer: dict[str, Any] = json.loads(line)
+    if not answer.get("ok"):
+        raise BrokerError(f"the secret broker refused: {answer.get('message', answer.get('error'))}")
+    return answer
+
+
+def stop(state_dir: Path, *, timeout: float = 5.0) -> None:
+    """Stop a session's broker (it revokes the session's capabilities first), if it still runs."""
+    pid_file = state_dir / PID_FILE
+    try:
+        pid = int(pid_file.read_text(encoding="ascii").strip())
+    except (OSError, ValueError):
+        return
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return
+    # The pid may have been reused since: only signal the broker of this very session.
+    if b"containai.broker.session" not in cmdline or str(state_dir).encode() not in cmdline:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    if (child := _started.pop(pid, None)) is not None:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            child.wait(timeout)
+        return
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists():
+        time.sleep(0.05)
+
+
+# -- the daemon ------------------------------------------------------------------------------------
+
+
+def _watch(broker: Broker, container: str, engine_url: str, done: threading.Event) -> None:
+    """Revoke everything and stop when the container stops or disappears."""
+    runtime = EngineRuntime(EngineChoice(engine_url, None, "the session launcher"))
+    seen = False
+    started = time.monotonic()
+    while not done.wait(WATCH_INTERVAL):
+        try:
+            info = runtime.container(container)
+        except ContainAIError:
+            log.warning("cannot reach the engine to watch %s; will retry", container)
+            continue
+        if info is not None and info.running:
+            seen = True
+            continue
+        if seen or time.monotonic() - started > START_GRACE:
+            revoked = broker.revoke_container(container)
+            log.info("container %s is gone: %d capabilities revoked", container, revoked)
+            done.set()
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="containai-session-broker", description=__doc__)
+    parser.add_argument("--session", required=True)
+    parser.add_argument("--container", required=True)
+    parser.add_argument("--socket-dir", type=Path, required=True)
+    parser.add_argument("--admin-socket", type=Path, required=True)
+    parser.add_argument("--audit", type=Path, required=True)
+    parser.add_argument("--engine-url", required=True)
+    parser.add_argument("--stub-uid", type=int, default=STUB_UID)
+    parser.add_argument("--max-ttl", type=int, default=300)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="session-broker: %(message)s", stream=sys.stderr)
+    args = _parse_args(argv)
+    try:
+        harden_process()
+        broker = Broker(
+            lookup=host_lookup(Paths.from_env(os.environ), os.environ),
+            audit_path=args.audit,
+            max_ttl=args.max_ttl,
+        )
+        servers = [
+            BrokerServer(
+                args.socket_dir / STUB_SOCKET,
+                broker,
+                allowed_uids=[args.stub_uid],
+                ops=SESSION_STUB_OPS,
+                reachable=True,
+                bound=(args.session, args.container),
+            ),
+            BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
+        ]
+    except ContainAIError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        done.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    threads = [
+        threading.Thread(target=s.serve_forever, name=f"broker:{s.path}", daemon=True) for s in servers
+    ]
+    threads.append(
+        threading.Thread(target=_watch, args=(broker, args.container, args.engine_url, done), daemon=True)
+    )
+    for thread in threads:
+        thread.start()
+    log.info("session %s: serving %s", args.session, ", ".join(str(s.path) for s in servers))
+    done.wait()
+    try:
+        revoked = broker.revoke_session(args.session)
+        log.info("session %s ended: %d capabilities revoked", args.session, revoked)
+    except ContainAIError as exc:
+        log.error("%s", exc.message)
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
