@@ -5,6 +5,7 @@ The same test bodies run on each engine through the parametrized ``engine`` fixt
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -179,3 +180,28 @@ def test_unreachable_engine_is_a_one_line_error(cli_env: dict[str, str], tmp_pat
     lines = result.stderr.strip().splitlines()
     assert lines[0].startswith("error: cannot reach the container engine")
     assert lines[1].startswith("hint: ")
+
+
+def test_exec_with_input_hands_data_on_stdin_then_eof(
+    engine: tuple[EngineRuntime, Any], imported: str
+) -> None:
+    """How the launcher hands capabilities to the MCP stub: on stdin, never in argv or the environment."""
+    runtime, client = engine
+    container = client.containers.run(
+        imported, ["sleep", "120"], detach=True, labels=LABELS, ulimits=ULIMITS, network_mode="none"
+    )
+    try:
+        payload = bytes(range(256)) * 400  # binary, and larger than one socket buffer
+        code, output = runtime.exec_with_input(
+            container.id,
+            ["sh", "-c", "cat > /tmp/got; wc -c < /tmp/got; sha256sum < /tmp/got; echo done >&2; exit 7"],
+            payload,
+            user="1000:1000",
+        )
+        assert code == 7  # EOF reached cat: it finished, and the exit code came back
+        lines = output.decode().split()
+        assert lines[0] == str(len(payload))
+        assert lines[1] == hashlib.sha256(payload).hexdigest()
+        assert "done" in lines
+    finally:
+        container.remove(force=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import socket
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -14,6 +15,7 @@ import docker
 import docker.errors
 import docker.types
 import requests.exceptions
+from docker.utils.socket import frames_iter
 
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
 from containai.runtime.base import (
@@ -223,6 +225,7 @@ class _EngineContainers:
         environment: Mapping[str, str] | None = None,
         workdir: str = "",
         terminal: bool = False,
+        stdin: bool = False,
     ) -> str:
         """An exec instance; with ``terminal`` it gets a TTY and stdin, for an attached user."""
         created = self.client.api.exec_create(
@@ -232,7 +235,7 @@ class _EngineContainers:
             environment=dict(environment or {}),
             workdir=workdir or None,
             tty=terminal,
-            stdin=terminal,
+            stdin=terminal or stdin,
         )
         return str(created["Id"])
 
@@ -257,6 +260,26 @@ class _EngineContainers:
                     if stderr:
                         on_output("stderr", stderr)
             return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
+
+    def exec_with_input(
+        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
+    ) -> tuple[int, bytes]:
+        """Run ``argv`` with ``data`` on its stdin (then EOF): its exit code and its output, merged."""
+        api = self.client.api
+        try:
+            exec_id = self._exec_create(ref, argv, user=user, stdin=True)
+            attached = api.exec_start(exec_id, socket=True)
+            raw = getattr(attached, "_sock", attached)
+            try:
+                raw.sendall(data)
+                raw.shutdown(socket.SHUT_WR)
+                frames = frames_iter(attached, tty=False)  # type: ignore[no-untyped-call]
+                output = b"".join(chunk for _, chunk in frames)
+            finally:
+                attached.close()
+            return int(api.exec_inspect(exec_id).get("ExitCode") or 0), output
         except Exception as exc:
             raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
 
@@ -344,10 +367,12 @@ class _EngineContainers:
             raise translate(exc, self.choice, f"create network {name}") from exc
         return NetworkInfo(network.name, dict(labels))
 
-    def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None:
+    def exec_detached(
+        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
+    ) -> None:
         api = self.client.api
         try:
-            exec_id = self._exec_create(ref, argv, user=user)
+            exec_id = self._exec_create(ref, argv, user=user, environment=environment)
             api.exec_start(exec_id, detach=True)
         except Exception as exc:
             raise translate(exc, self.choice, f"start {argv[0]} in {ref}") from exc

@@ -107,10 +107,8 @@ class FakeRuntime:
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
-        self.files: dict[tuple[str, str], bytes] = {}
-        self.inputs: list[
-            tuple[str, bytes]
-        ] = []  # what start_with_input handed over  # (container, path) -> content, for read_file
+        self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
+        self.inputs: list[tuple[str, bytes]] = []  # what start_with_input and exec_with_input handed over
         self.closed = False
 
     # Images and the engine.
@@ -266,8 +264,16 @@ class FakeRuntime:
         self.networks_by_name[name] = network
         return network
 
-    def exec_detached(self, ref: str, argv: Sequence[str], *, user: str = "") -> None:
-        self.exec(ref, argv, user=user)
+    def exec_detached(
+        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
+    ) -> None:
+        self.exec(ref, argv, user=user, environment=environment)
+
+    def exec_with_input(
+        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
+    ) -> tuple[int, bytes]:
+        self.inputs.append((ref, data))
+        return self.exec(ref, argv, user=user), b""
 
     def start_with_input(self, ref: str, data: bytes) -> None:
         self.start(ref)
