@@ -194,3 +194,25 @@ def test_codex_answers_through_the_gateway_with_its_provider_written_for_it(
     assert canary not in result.stdout + result.stderr
     responses = [r for r in fake_internet.model_requests() if r["path"] == "/v1/responses"]
     assert responses and all(r["authorization"] == f"Bearer {canary}" for r in responses)
+
+
+def test_copilot_answers_through_the_gateway_in_its_bring_your_own_key_mode(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    canary = f"sk-proj-canary-{uuid.uuid4().hex}"
+    result = prompt_with_stored_key(
+        lab_env,
+        tmp_path,
+        "run-copilot",
+        "OPENAI_API_KEY",
+        canary,
+        "http://api.mock.test/v1",
+        "Return the words: copilot via gateway",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "copilot via gateway" in result.stdout
+    assert canary not in result.stdout + result.stderr
+    responses = [r for r in fake_internet.model_requests() if r["path"] == "/v1/responses"]
+    assert responses and all(r["authorization"] == f"Bearer {canary}" for r in responses)

@@ -332,7 +332,11 @@ def test_builtin_gateways() -> None:
     assert claude is not None and claude.header == "x-api-key" and claude.config is None
     assert codex is not None and codex.scheme == "bearer" and codex.config_path == ".codex/config.toml"
     assert codex.config is not None and "{base_url}" in codex.config
-    assert agents["copilot"].gateway is None
+    copilot = agents["copilot"].gateway
+    assert copilot is not None and copilot.base_url_env == "COPILOT_PROVIDER_BASE_URL"
+    # Its bring-your-own-key settings are set only when the gateway is in use.
+    assert copilot.set_env["COPILOT_PROVIDER_TYPE"] == "openai"
+    assert "COPILOT_PROVIDER_TYPE" not in agents["copilot"].set_env
 
 
 @pytest.mark.parametrize("path", ["/etc/passwd", "../escape", ".codex/../../x"])

@@ -36,6 +36,8 @@ class GatewayDef:
     # HOME at session start, with {base_url} replaced by the gateway's address.
     config_path: str | None = None
     config: str | None = None
+    # Settings the CLI needs only when it goes through the gateway (Copilot's bring-your-own-key mode).
+    set_env: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -144,7 +146,7 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
             f"{source}: [gateway] needs {', '.join(keys)} (strings)", hint="see docs/agents.md for an example"
         )
     scheme = data.get("scheme", "plain")
-    unknown = sorted(set(data) - {*keys, "scheme", "config_path", "config"})
+    unknown = sorted(set(data) - {*keys, "scheme", "config_path", "config", "set_env"})
     config_path, config = data.get("config_path"), data.get("config")
     if (config_path is None) != (config is None) or not all(
         v is None or isinstance(v, str) for v in (config_path, config)
@@ -178,6 +180,7 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
         scheme=scheme,
         config_path=config_path,
         config=config,
+        set_env=_set_env(data.get("set_env", {}), f"{source} [gateway]"),
     )
 
 

@@ -89,7 +89,7 @@ def base_url(gateway: GatewayDef) -> str:
 
 def agent_environment(gateway: GatewayDef) -> dict[str, str]:
     """Point the agent's CLI at the gateway, with a placeholder so it does not ask for a login."""
-    return {gateway.base_url_env: base_url(gateway), gateway.key_env: PLACEHOLDER}
+    return {**gateway.set_env, gateway.base_url_env: base_url(gateway), gateway.key_env: PLACEHOLDER}
 
 
 def start_gateway(
