@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import click
 from rich.console import Console
+from rich.text import Text
 
 from containai.config import Paths
 from containai.errors import EXIT_CONTAINAI, ContainAIError
@@ -65,9 +66,10 @@ def setup_logging(paths: Paths) -> None:
 
 
 def print_error(err: Console, message: str, hint: str | None) -> None:
-    err.print(f"[bold red]error:[/] {message}", markup=True, highlight=False)
+    # The message and hint are plain text (they may quote config like `[network]`): no markup in them.
+    err.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
     if hint:
-        err.print(f"[yellow]hint:[/] {hint}", markup=True, highlight=False)
+        err.print(Text.assemble(("hint:", "yellow"), " ", hint), highlight=False)
 
 
 def loggable_argv(argv: Sequence[str]) -> list[str]:
