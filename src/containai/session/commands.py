@@ -22,11 +22,13 @@ from typing import Any
 from containai.config import Paths
 from containai.egress import sidecar
 from containai.errors import EXIT_CONTAINAI, UsageError
+from containai.mcp.config import McpServer, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime
+from containai.secrets.store import default_sources, resolve_secret
 from containai.session import manager
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
-from containai.session.repo import discover_repo, git
+from containai.session.repo import RepoInfo, discover_repo, git
 from containai.session.vscode import write_attach_config
 
 TMUX_SESSION = "agent"
@@ -86,7 +88,14 @@ def start_session(
     repo = discover_repo(request.repo_path, request.cwd)
     if repo is None:
         reporter.note("no git repository here: the agent gets an empty workspace, and no work is pushed back")
-    plan = manager.plan(runtime, request, repo=repo, state_root=paths.sessions_dir, reporter=reporter)
+    plan = manager.plan(
+        runtime,
+        request,
+        repo=repo,
+        state_root=paths.sessions_dir,
+        reporter=reporter,
+        mcp_servers=usable_mcp_servers(paths, repo, request, reporter),
+    )
     manager.provision(runtime, plan, reporter, credential=request.credential)
     if plan.gateway is not None:
         reporter.note(f"the model credential stays in {plan.gateway.name}; the agent has a placeholder")
@@ -95,6 +104,32 @@ def start_session(
     except OSError as exc:  # a convenience: never a reason to fail the session
         reporter.warn(f"could not write the VS Code attach configuration: {exc}")
     return plan
+
+
+def usable_mcp_servers(
+    paths: Paths, repo: RepoInfo | None, request: SessionRequest, reporter: Reporter
+) -> list[McpServer]:
+    """The MCP servers this session starts; a warning, saying what to do, for each one it cannot."""
+    resolution = resolve_mcp_servers(paths, repo.root if repo else None)
+    for pending in resolution.pending:
+        reporter.warn(
+            f"MCP server {pending.server.name} from the repository is {pending.reason}: not started until "
+            f"you approve it (`containai mcp approve {repo.root if repo else '.'}`)"
+        )
+    sources = default_sources(paths, os.environ)
+    usable = []
+    for server in resolution.servers:
+        missing = [n for n in server.secret_names() if resolve_secret(n, sources) is None]
+        if missing:
+            reporter.warn(
+                f"MCP server {server.name} needs {', '.join(missing)}, which the host does not have: not "
+                f"started (store it with `containai secrets set {missing[0]}`)"
+            )
+        elif server.url and request.network_proxy != "squid":
+            reporter.warn(f"MCP server {server.name} is a URL server: not started in an offline session")
+        else:
+            usable.append(server)
+    return usable
 
 
 def run_ephemeral(

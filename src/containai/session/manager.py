@@ -18,15 +18,20 @@ from pathlib import Path
 from typing import Protocol
 
 from containai.agents.definition import AgentDef
+from containai.broker import session as session_broker
 from containai.egress import approvals, sidecar
 from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import Lab, plan_egress
 from containai.egress.squid import summarize_denials
 from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
 from containai.gateway import sidecar as gateway_sidecar
+from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, Mount
 from containai.secrets.value import Secret
 from containai.session import naming
+from containai.session.mcp import agent_files, mcp_hosts, plan_mcp, start_broker, start_stub
+from containai.session.mcp import mounts as mcp_mounts
+from containai.session.mcp import tmpfs as mcp_tmpfs
 from containai.session.naming import SessionLabels, container_name, new_session_id
 from containai.session.plan import (
     CACHE,
@@ -140,6 +145,7 @@ def plan(
     state_root: Path,
     reporter: Reporter,
     now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    mcp_servers: Sequence[McpServer] = (),
 ) -> SessionPlan:
     """Decide everything, and reserve the branch on the host (the only host change before launch)."""
     info = runtime.info()
@@ -185,7 +191,8 @@ def plan(
             session=session_id,
             agent_endpoints={request.agent.name: request.agent.endpoints},
             presets=request.network.presets,
-            config_allow=request.network.allow,
+            # The user's MCP URL servers, and the repository's ones the user approved, are reachable.
+            config_allow=request.network.allow + mcp_hosts(mcp_servers),
             config_deny=request.network.deny,
             cli_allow=request.allow_domains,
             repo_requested=requested,
@@ -279,6 +286,14 @@ def plan(
         )
         mounts += gateway_sidecar.agent_mounts(gateway_volume)
         environment.update(gateway_sidecar.agent_environment(request.agent.gateway))
+    mcp = plan_mcp(
+        mcp_servers,
+        state_dir=state_dir,
+        audit=broker_audit_file(state_root, name, session_id),
+        agent_uid=workspace.uid,
+    )
+    if mcp is not None:
+        mounts += mcp_mounts(mcp)
     container = hardened_spec(
         image=image,
         name=name,
@@ -290,6 +305,7 @@ def plan(
         resources=request.resources,
         environment=environment,
         network_mode="none",
+        extra_tmpfs=mcp_tmpfs(mcp),
     )
     git_name, git_email = git_identity(repo)
     return SessionPlan(
@@ -310,12 +326,13 @@ def plan(
             branch,
             git_name=git_name,
             git_email=git_email,
-            home_files=_gateway_files(request, gateway_spec),
+            home_files=agent_files(mcp, request.agent.mcp_config, _gateway_files(request, gateway_spec)),
         ),
         environment=environment,
         egress=egress,
         gateway=gateway_spec,
         gateway_volume=gateway_volume,
+        mcp=mcp,
     )
 
 
@@ -353,6 +370,8 @@ def provision(
             gateway_sidecar.start_gateway(
                 runtime, plan.gateway, plan.gateway_volume, plan.labels.for_role("gateway"), credential
             )
+        if plan.mcp is not None:
+            start_broker(runtime, plan.mcp, session=plan.session_id, container=plan.name)
         runtime.create_container(plan.container)
         runtime.start(plan.name)
         if plan.egress is not None:
@@ -376,6 +395,16 @@ def provision(
             raise SessionError(
                 f"setting up the workspace failed: {first_error or (detail[-1] if detail else f'exit {code}')}",
                 hint="see the log file for the full output; nothing was changed on the host",
+            )
+        if plan.mcp is not None:
+            start_stub(
+                runtime,
+                plan.mcp,
+                session=plan.session_id,
+                container=plan.name,
+                workdir=WORKSPACE,
+                agent_user=plan.user,
+                environment=plan.environment,
             )
     except BaseException:
         teardown(runtime, plan.session_id, state_root=plan.state_dir.parent)
@@ -522,6 +551,11 @@ def egress_log_file(state_root: Path, name: str, session: str) -> Path:
     return state_root.parent / "session-logs" / f"{name}-{session}.egress.jsonl"
 
 
+def broker_audit_file(state_root: Path, name: str, session: str) -> Path:
+    """Where a session's secret-broker audit is kept on the host (fingerprints, never values)."""
+    return state_root.parent / "session-logs" / f"{name}-{session}.broker.jsonl"
+
+
 def _egress_record(
     runtime: ContainerRuntime, name: str, labels: SessionLabels, state_root: Path
 ) -> tuple[str | None, str | None]:
@@ -557,6 +591,8 @@ def describe_import(result: ImportResult, base: str) -> str:
 def teardown(runtime: ContainerRuntime, session_id: str, *, state_root: Path) -> None:
     """Remove every container, volume and network carrying the session's label, and its host state."""
     selector = {naming.SESSION: session_id}
+    # First: the broker revokes every capability of the session as it stops.
+    session_broker.stop(state_root / session_id)
     for container in runtime.containers(selector):
         runtime.remove_container(container.id)
     for network in runtime.networks(selector):

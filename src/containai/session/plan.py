@@ -18,6 +18,7 @@ from containai.agents.definition import AgentDef
 from containai.egress.sidecar import EgressPlan
 from containai.errors import UsageError
 from containai.runtime.base import ContainerSpec, Mount
+from containai.session.mcp import McpPlan
 from containai.session.naming import SessionLabels
 from containai.session.repo import BranchChoice, RepoInfo
 
@@ -133,6 +134,7 @@ class SessionPlan:
     egress: EgressPlan | None = None
     gateway: ContainerSpec | None = None  # the model-credential gateway, when the agent has one
     gateway_volume: str = ""
+    mcp: McpPlan | None = None  # the session's MCP servers, their broker and stub
 
     @property
     def user(self) -> str:
@@ -151,6 +153,7 @@ def hardened_spec(
     resources: Resources,
     environment: Mapping[str, str],
     network_mode: str = "none",
+    extra_tmpfs: Mapping[str, str] | None = None,
 ) -> ContainerSpec:
     """The one shape of a session container: nothing privileged, nothing writable but what it needs."""
     if uid == 0:
@@ -171,6 +174,7 @@ def hardened_spec(
             "/tmp": "rw,noexec,nosuid,nodev,size=1g",  # noqa: S108  # the container's own tmpfs
             HOME: f"rw,noexec,nosuid,nodev,size=512m,uid={uid},gid={gid},mode=0700",
             "/run/containai": f"rw,noexec,nosuid,nodev,size=16m,uid={uid},gid={gid},mode=0700",
+            **(extra_tmpfs or {}),
         },
         read_only=True,
         cap_drop=("ALL",),

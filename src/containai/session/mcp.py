@@ -1,0 +1,136 @@
+"""A session's MCP servers: the host broker, the stub under its own uid, and the agent's MCP config.
+
+    agent CLI ──stdio──> mcp-stub connect NAME (agent uid)
+        ──/run/containai/mcp/front.sock──> mcp-stub serve (uid 65531, not dumpable)
+            ──/run/containai/broker/broker.sock──> session broker (host) : redeem / refresh
+            ──> the real server (uid 65531, secrets in its environment), or the URL server via the proxy
+
+The agent's CLI is configured with one entry per server, each running ``mcp-stub connect NAME``; no
+entry carries a secret. The stub's state (its config, the capability bundles) is on a tmpfs of its own
+(``/run/containai/mcp``, mode 0711: the agent can reach the front socket, and list or read nothing).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from containai.broker import session as session_broker
+from containai.broker.session import STUB_UID, BrokerPaths
+from containai.errors import SessionError, UsageError
+from containai.mcp.config import McpServer
+from containai.mcp.render import render_mcp_files
+from containai.runtime.base import ContainerRuntime, Mount
+
+STUB = "/usr/local/bin/mcp-stub"
+STUB_STATE = "/run/containai/mcp"
+STUB_USER = f"{STUB_UID}:{STUB_UID}"
+STUB_TMPFS = f"rw,noexec,nosuid,nodev,size=16m,uid={STUB_UID},gid={STUB_UID},mode=0711"
+CAPABILITY_TTL = 300
+READY_TIMEOUT = 20.0
+
+
+@dataclass(frozen=True)
+class McpPlan:
+    servers: tuple[McpServer, ...]
+    broker: BrokerPaths
+
+
+def plan_mcp(servers: Sequence[McpServer], *, state_dir: Path, audit: Path, agent_uid: int) -> McpPlan | None:
+    if not servers:
+        return None
+    if agent_uid == STUB_UID:
+        raise UsageError(
+            f"the repository's owner has uid {STUB_UID}, which ContainAI reserves for the MCP stub",
+            hint="run the session on a clone owned by another user, or without MCP servers",
+        )
+    return McpPlan(tuple(servers), BrokerPaths(state_dir=state_dir, audit=audit))
+
+
+def mcp_hosts(servers: Sequence[McpServer]) -> tuple[str, ...]:
+    """The hosts of URL servers: the stub reaches them through the session's egress proxy."""
+    return tuple(sorted({host for s in servers if s.url and (host := urlsplit(s.url).hostname)}))
+
+
+def mounts(mcp: McpPlan) -> list[Mount]:
+    # Read-only is no obstacle to connect(): the socket is the only thing in there that matters.
+    return [Mount(session_broker.CONTAINER_DIR, str(mcp.broker.socket_dir), "bind", read_only=True)]
+
+
+def tmpfs(mcp: McpPlan | None) -> dict[str, str]:
+    return {STUB_STATE: STUB_TMPFS} if mcp is not None else {}
+
+
+def agent_files(mcp: McpPlan | None, mcp_config: str | None, existing: Mapping[str, str]) -> dict[str, str]:
+    """The agent CLI's MCP configuration (merged into the other home files), every entry the stub."""
+    if mcp is None or not mcp_config:
+        return dict(existing)
+    return render_mcp_files(mcp_config, [s.name for s in mcp.servers], existing)
+
+
+def start_broker(runtime: ContainerRuntime, mcp: McpPlan, *, session: str, container: str) -> None:
+    """Before the container is created: its bind mount needs the broker's socket directory."""
+    session_broker.start(mcp.broker, session=session, container=container, engine_url=runtime.choice.base_url)
+
+
+def start_stub(
+    runtime: ContainerRuntime,
+    mcp: McpPlan,
+    *,
+    session: str,
+    container: str,
+    workdir: str,
+    agent_user: str,
+    environment: Mapping[str, str],
+) -> None:
+    """Issue each server's first capability, hand them to the stub on stdin, and start it."""
+    caps: dict[str, dict[str, str]] = {}
+    for server in mcp.servers:
+        names = server.secret_names()
+        if not names:
+            continue
+        answer = session_broker.admin(
+            mcp.broker.admin_socket,
+            {
+                "op": "issue",
+                "session": session,
+                "container": container,
+                "consumer": server.name,
+                "secrets": list(names),
+                "ttl": CAPABILITY_TTL,
+            },
+        )
+        caps[server.name] = {"token": answer["token"], "bundle": answer["bundle"]}
+    config = {
+        "session": session,
+        "container": container,
+        "broker": f"{session_broker.CONTAINER_DIR}/{session_broker.STUB_SOCKET}",
+        "cwd": workdir,
+        "servers": {server.name: server.stub_spec() for server in mcp.servers},
+    }
+    document = json.dumps({"config": config, "caps": caps}).encode("utf-8")
+    code, output = runtime.exec_with_input(
+        container, [STUB, "install", "--state", STUB_STATE], document, user=STUB_USER
+    )
+    if code != 0:
+        raise SessionError(
+            f"setting up the MCP stub failed: {output.decode('utf-8', 'replace').strip()[-300:]}",
+            hint="is the image older than this ContainAI? rebuild it with `containai images build`",
+        )
+    proxy = {k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
+    runtime.exec_detached(
+        container, [STUB, "serve", "--state", STUB_STATE], user=STUB_USER, environment=proxy
+    )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while time.monotonic() < deadline:
+        # Asked as the agent: the front door must be reachable by the uid that will use it.
+        if runtime.exec(container, ["test", "-S", f"{STUB_STATE}/front.sock"], user=agent_user) == 0:
+            return
+        time.sleep(0.1)
+    raise SessionError(
+        "the MCP stub did not start", hint=f"its log is {STUB_STATE}/stub.log in the container"
+    )
