@@ -7,6 +7,7 @@ import os
 import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -123,10 +124,12 @@ def test_the_session_socket_serves_its_own_session_only(
 def test_the_daemon_issues_from_the_host_store_and_revokes_everything_when_stopped(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    home = Path(os.environ.get("TMPDIR", "/tmp")) / f"cai-sb-{os.getpid()}"  # short socket paths
     monkeypatch.setenv("CONTAINAI_HOME", str(tmp_path / "home"))
     monkeypatch.setenv("SESSION_BROKER_TEST_SECRET", "value-from-the-launchers-environment")
-    where = BrokerPaths(state_dir=home / "s1", audit=tmp_path / "audit.jsonl")
+    # The state dir may be long (pytest's is): the sockets go to a short private place of their own.
+    state = tmp_path / ("long-" * 12) / "s1"
+    no_runtime_dir = {"XDG_RUNTIME_DIR": str(tmp_path / "none")}
+    where = BrokerPaths.for_session(state, tmp_path / "s1.broker.jsonl", no_runtime_dir)
     try:
         # No engine at this address: the daemon keeps serving until it is told to stop.
         pid = session_broker.start(where, session="s1", container="c1", engine_url="unix:///nonexistent.sock")
@@ -156,6 +159,8 @@ def test_the_daemon_issues_from_the_host_store_and_revokes_everything_when_stopp
                 },
             )
         assert stat.S_IMODE(where.admin_socket.parent.stat().st_mode) == 0o700
+        assert where.sockets.parent == Path(tempfile.gettempdir()) / f"containai-{os.geteuid()}"
+        assert stat.S_IMODE(where.sockets.parent.stat().st_mode) == 0o700
 
         session_broker.stop(where.state_dir)
 
@@ -165,7 +170,8 @@ def test_the_daemon_issues_from_the_host_store_and_revokes_everything_when_stopp
         assert "value-from-the-launchers-environment" not in where.audit.read_text()
     finally:
         session_broker.stop(where.state_dir)
-        subprocess.run(["rm", "-rf", str(home)], check=False)
+    assert not where.sockets.exists()
+    assert "session s1 ended" in where.log.read_text()
 
 
 def test_stop_leaves_an_unrelated_process_with_a_reused_pid_alone(tmp_path: Path) -> None:

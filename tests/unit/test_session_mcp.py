@@ -51,11 +51,14 @@ def test_the_container_gets_the_stubs_tmpfs_and_the_brokers_socket_read_only(tmp
     )
     assert spec.tmpfs["/run/containai/mcp"].endswith("uid=65531,gid=65531,mode=0711")
     assert "noexec" in spec.tmpfs["/run/containai/mcp"]
-    assert spec.tmpfs["/run/containai"].endswith("uid=1000,gid=1000,mode=0700")  # still the agent's
+    # Still the agent's; others may pass through to the stub's tmpfs and the broker's socket only.
+    assert spec.tmpfs["/run/containai"].endswith("uid=1000,gid=1000,mode=0711")
+    assert plan.broker.sockets.name == "s1"  # the session's own, in a short private directory
+    assert len(str(plan.broker.admin_socket)) < 100
     (mount,) = spec.mounts
     assert (mount.target, mount.source, mount.read_only) == (
         "/run/containai/broker",
-        str(tmp_path / "s1" / "broker"),
+        str(plan.broker.sockets / "broker"),
         True,
     )
 

@@ -24,10 +24,13 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -51,29 +54,63 @@ STUB_UID = 65531
 STUB_SOCKET = "broker.sock"
 CONTAINER_DIR = "/run/containai/broker"
 PID_FILE = "broker.pid"
+SOCKETS_FILE = "broker.sockets"
 WATCH_INTERVAL = 2.0
 _started: dict[int, subprocess.Popen[bytes]] = {}  # brokers this process started, reaped by stop()
-START_GRACE = 120.0  # how long the container may take to appear before the broker gives up
+START_GRACE = 120.0
+STOPPED = frozenset(
+    {"exited", "dead", "removing"}
+)  # how long the container may take to appear before the broker gives up
+
+
+def socket_base(environ: Mapping[str, str]) -> Path:
+    """A short, private place for sockets: AF_UNIX paths end at 107 bytes, state paths can be longer."""
+    runtime = environ.get("XDG_RUNTIME_DIR")
+    if runtime and Path(runtime).is_dir():
+        return Path(runtime) / "containai"
+    return Path(tempfile.gettempdir()) / f"containai-{os.geteuid()}"
 
 
 @dataclass(frozen=True)
 class BrokerPaths:
-    """Where one session's broker keeps its sockets on the host (under the session's state dir)."""
+    """Where one session's broker keeps its pid (the session's state dir), sockets, audit and log."""
 
     state_dir: Path
     audit: Path
+    sockets: Path
+
+    @classmethod
+    def for_session(cls, state_dir: Path, audit: Path, environ: Mapping[str, str]) -> BrokerPaths:
+        return cls(state_dir, audit, socket_base(environ) / state_dir.name)
 
     @property
     def socket_dir(self) -> Path:
-        return self.state_dir / "broker"
+        return self.sockets / "broker"
 
     @property
     def admin_socket(self) -> Path:
-        return self.state_dir / "broker-admin" / "admin.sock"
+        return self.sockets / "admin" / "admin.sock"
 
     @property
     def pid_file(self) -> Path:
         return self.state_dir / PID_FILE
+
+    @property
+    def log(self) -> Path:
+        """Beside the audit, so that it outlives the session's state."""
+        return self.audit.with_name(self.audit.name.removesuffix(".jsonl") + ".log")
+
+
+def _private_directory(path: Path) -> None:
+    """Create ``path`` 0700, or accept it only if it is a real directory of ours (it may be in /tmp)."""
+    with contextlib.suppress(FileExistsError):
+        path.mkdir(mode=0o700, parents=True)
+    info = path.lstat()
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid() or info.st_mode & 0o077:
+        raise BrokerError(
+            f"{path} is not a private directory of this user",
+            hint="remove it (someone else may have created it), or set XDG_RUNTIME_DIR",
+        )
 
 
 def host_lookup(paths: Paths, environ: Mapping[str, str]) -> Any:
@@ -93,7 +130,10 @@ def start(where: BrokerPaths, *, session: str, container: str, engine_url: str, 
     """Start the session's broker and wait until its admin socket answers; its pid."""
     where.state_dir.mkdir(parents=True, exist_ok=True)
     where.audit.parent.mkdir(parents=True, exist_ok=True)
-    log_path = where.state_dir / "broker.log"
+    _private_directory(where.sockets.parent)
+    _private_directory(where.sockets)
+    (where.state_dir / SOCKETS_FILE).write_text(f"{where.sockets}\n", encoding="utf-8")
+    log_path = where.log
     argv = [
         sys.executable,
         "-m",
@@ -150,17 +190,23 @@ def admin(path: Path, request: Mapping[str, object], *, timeout: float = 10.0) -
 
 def stop(state_dir: Path, *, timeout: float = 5.0) -> None:
     """Stop a session's broker (it revokes the session's capabilities first), if it still runs."""
-    pid_file = state_dir / PID_FILE
     try:
-        pid = int(pid_file.read_text(encoding="ascii").strip())
+        _terminate(state_dir, timeout)
+    finally:
+        with contextlib.suppress(OSError):
+            sockets = Path((state_dir / SOCKETS_FILE).read_text(encoding="utf-8").strip())
+            if sockets.name == state_dir.name:  # only ever this session's own directory
+                shutil.rmtree(sockets, ignore_errors=True)
+
+
+def _terminate(state_dir: Path, timeout: float) -> None:
+    try:
+        pid = int((state_dir / PID_FILE).read_text(encoding="ascii").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except (OSError, ValueError):
         return
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return
     # The pid may have been reused since: only signal the broker of this very session.
-    if b"containai.broker.session" not in cmdline or str(state_dir).encode() not in cmdline:
+    if b"containai.broker.session" not in cmdline or b"\0" + state_dir.name.encode() + b"\0" not in cmdline:
         return
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
@@ -187,10 +233,13 @@ def _watch(broker: Broker, container: str, engine_url: str, done: threading.Even
         except ContainAIError:
             log.warning("cannot reach the engine to watch %s; will retry", container)
             continue
-        if info is not None and info.running:
+        if info is not None and info.status == "created":
+            continue  # not started yet
+        if info is not None and info.status not in STOPPED:
             seen = True
             continue
-        if seen or time.monotonic() - started > START_GRACE:
+        # Stopped, or gone after it was seen (or never there, long after the launcher asked).
+        if info is not None or seen or time.monotonic() - started > START_GRACE:
             revoked = broker.revoke_container(container)
             log.info("container %s is gone: %d capabilities revoked", container, revoked)
             done.set()

@@ -13,6 +13,7 @@ entry carries a secret. The stub's state (its config, the capability bundles) is
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -48,7 +49,7 @@ def plan_mcp(servers: Sequence[McpServer], *, state_dir: Path, audit: Path, agen
             f"the repository's owner has uid {STUB_UID}, which ContainAI reserves for the MCP stub",
             hint="run the session on a clone owned by another user, or without MCP servers",
         )
-    return McpPlan(tuple(servers), BrokerPaths(state_dir=state_dir, audit=audit))
+    return McpPlan(tuple(servers), BrokerPaths.for_session(state_dir, audit, os.environ))
 
 
 def mcp_hosts(servers: Sequence[McpServer]) -> tuple[str, ...]:

@@ -173,7 +173,8 @@ def hardened_spec(
         tmpfs={
             "/tmp": "rw,noexec,nosuid,nodev,size=1g",  # noqa: S108  # the container's own tmpfs
             HOME: f"rw,noexec,nosuid,nodev,size=512m,uid={uid},gid={gid},mode=0700",
-            "/run/containai": f"rw,noexec,nosuid,nodev,size=16m,uid={uid},gid={gid},mode=0700",
+            # 0711: the MCP stub's uid passes through to its own tmpfs and the broker's socket below.
+            "/run/containai": f"rw,noexec,nosuid,nodev,size=16m,uid={uid},gid={gid},mode=0711",
             **(extra_tmpfs or {}),
         },
         read_only=True,

@@ -1,0 +1,307 @@
+"""MCP servers through the stub: the server gets the host's secret, the agent gets tool results only.
+
+A random canary is stored on the host and named by a user MCP server's env. The server (a small stdio
+MCP server committed to the test repository) answers a tool call with the sha256 of what it received.
+The agent, through its CLI's rendered config or the stub's front door, sees the hash; the canary, in
+any encoding, is nowhere the agent can read, in no `docker inspect`, log, or audit.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import shlex
+import subprocess
+import tarfile
+import textwrap
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from containai.session.repo import git
+
+from .conftest import CHANNEL
+from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
+from .test_gateway import forms, store_secret
+from .test_sessions import BIN, SESSION_LABEL, make_repo
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+
+CANARY_SERVER = textwrap.dedent(
+    '''
+    """A stdio MCP server with one tool: the sha256 of the CANARY variable it was started with."""
+    import hashlib, json, os, sys
+
+    for line in sys.stdin:
+        message = json.loads(line)
+        if "id" not in message:
+            continue
+        if message["method"] == "initialize":
+            result = {
+                "protocolVersion": message["params"]["protocolVersion"],
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "canary", "version": "1"},
+            }
+        elif message["method"] == "tools/list":
+            result = {"tools": [{"name": "report", "description": "hash of the secret",
+                                 "inputSchema": {"type": "object", "properties": {}}}]}
+        elif message["method"] == "tools/call":
+            digest = hashlib.sha256(os.environ.get("CANARY", "").encode()).hexdigest()
+            result = {"content": [{"type": "text", "text": f"sha256={digest} uid={os.getuid()}"}]}
+        else:
+            result = {}
+        print(json.dumps({"jsonrpc": "2.0", "id": message["id"], "result": result}), flush=True)
+    '''
+)
+
+# Runs as the agent: talk MCP through the stub, then try what an attacker would, then dump
+# everything readable (searched on the host, so the probe itself never holds the canary).
+PROBE_CLIENT = textwrap.dedent(
+    """
+    import json, socket, subprocess
+    stub = subprocess.Popen(["mcp-stub", "connect", "canary"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    def ask(message):
+        stub.stdin.write((json.dumps(message) + "\\n").encode()); stub.stdin.flush()
+        return json.loads(stub.stdout.readline()) if "id" in message else None
+    ask({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+         "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}})
+    ask({"jsonrpc": "2.0", "method": "notifications/initialized"})
+    answer = ask({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "report", "arguments": {}}})
+    print("R tool", answer["result"]["content"][0]["text"])
+    stub.stdin.close(); stub.wait()
+    for op in ("redeem", "refresh"):
+        s = socket.socket(socket.AF_UNIX)
+        s.connect("/run/containai/broker/broker.sock")
+        s.sendall(json.dumps({"op": op, "token": "x", "session": "s", "container": "c", "bundle": "",
+                              "consumer": "canary"}).encode() + b"\\n")
+        print("R broker-" + op, s.recv(4096).decode().strip())
+    """
+)
+
+PROBE = (
+    f"python3 -c {shlex.quote(PROBE_CLIENT)}; "
+    'echo "R claude $(timeout 60 claude mcp list 2>&1 | base64 -w0)"; '
+    'echo "R stubdir $(ls /run/containai/mcp 2>&1 | base64 -w0)"; '
+    "mkdir -p /tmp/seen && for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; done > /tmp/seen/proc; "
+    'echo "R dump $(tar -cz /tmp/seen /run /home /etc /workspace 2>/dev/null | base64 -w0)"'
+)
+
+
+def mcp_repo(tmp_path: Path) -> Path:
+    repo = make_repo(tmp_path)
+    (repo / "tools").mkdir()
+    (repo / "tools" / "canary_server.py").write_text(CANARY_SERVER)
+    git(repo, "add", "tools")
+    git(repo, "commit", "-q", "-m", "canary MCP server")
+    return repo
+
+
+def user_config(env: dict[str, str], text: str) -> None:
+    config = Path(env["CONTAINAI_HOME"]) / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text(text)
+
+
+def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    docker_client: Any,
+) -> None:
+    canary = f"mcp-canary-{uuid.uuid4().hex}"
+    store_secret(lab_env, "MCP_CANARY", canary)
+    user_config(
+        lab_env,
+        '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
+        'env = { CANARY = "${MCP_CANARY}" }\n',
+    )
+    repo = mcp_repo(tmp_path)
+    args = ["run", "claude", str(repo), "--channel", CHANNEL, "--no-push", "--json"]
+    process = subprocess.Popen(
+        [str(BIN / "containai"), *args, "--", "bash", "-c", PROBE],
+        env=lab_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    inspected: list[str] = []
+    filters = {"label": [f"ai.containai.repo={repo}"]}
+    for _ in range(300):
+        found = docker_client.containers.list(filters=filters)
+        agent = [c for c in found if c.labels.get("ai.containai.role") == "agent"]
+        if agent and agent[0].exec_run(["test", "-S", "/run/containai/mcp/front.sock"]).exit_code == 0:
+            inspected = [json.dumps(c.attrs) for c in found] + [
+                c.logs().decode(errors="replace") for c in found
+            ]
+            break
+        subprocess.run(["sleep", "0.1"], check=True)
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    found_results = results(stdout)
+
+    # The server got the real value (its hash proves it) and ran under the stub's uid, not the agent's.
+    digest = hashlib.sha256(canary.encode()).hexdigest()
+    assert found_results.get("tool") == f"sha256={digest} uid=65531", stderr[-3000:]
+    # The real Claude Code CLI reads the rendered config and reaches the server through the stub.
+    claude = base64.b64decode(found_results["claude"]).decode()
+    assert "canary" in claude and "mcp-stub connect canary" in claude, claude
+    assert "Connected" in claude, claude
+    # The agent's uid is refused by the broker's socket, whatever it asks.
+    for op in ("redeem", "refresh"):
+        assert json.loads(found_results[f"broker-{op}"])["error"] == "peer-refused"
+    assert "Permission denied" in base64.b64decode(found_results["stubdir"]).decode()
+
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(found_results["dump"])), mode="r:gz") as archive:
+        seen = [archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()]  # type: ignore[union-attr]
+    assert any(b"HOME=/home/agent" in data for data in seen), "the dump missed the environment"
+    assert any(b"mcp-stub" in data for data in seen), "the dump missed the stub's command line"
+    assert inspected, "the session's containers were never seen running"
+    for data in seen:
+        for form in forms(canary):
+            assert form.encode() not in data
+    for text in [*inspected, stdout, stderr]:
+        for form in forms(canary):
+            assert form not in text
+
+    # The broker's audit: issued, redeemed, the agent's attempts refused with its uid, all revoked at
+    # the end; fingerprints only.
+    summary = json.loads(stdout[stdout.index("\n{\n") :])
+    logs = Path(lab_env["CONTAINAI_HOME"]) / "state" / "session-logs"
+    audit_text = (logs / f"{summary['session']}-{summary['session_id']}.broker.jsonl").read_text()
+    audit = [json.loads(line) for line in audit_text.splitlines()]
+    events = [(r["event"], r["outcome"]) for r in audit]
+    assert ("issue", "allow") in events and ("redeem", "allow") in events
+    refused = [r for r in audit if r["outcome"] == "deny" and r.get("reason") == "PeerRefused"]
+    assert len(refused) == 2 and all(r["peer"]["uid"] != 65531 for r in refused), audit_text
+    assert events[-1] == ("revoke", "allow")
+    for form in forms(canary):
+        assert form not in audit_text
+    # The session's broker is gone with it, and so is everything the session created.
+    brokers = subprocess.run(["pgrep", "-f", summary["session_id"]], capture_output=True, text=True)
+    assert brokers.stdout.strip() == ""
+    assert not docker_client.containers.list(
+        all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
+    )
+
+
+# As the agent, in a running session: one tool call through the stub, its text printed.
+TOOL_CALL = textwrap.dedent(
+    """
+    import json, subprocess
+    stub = subprocess.Popen(["mcp-stub", "connect", "canary"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+    for message in (
+        {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVersion": "2025-06-18",
+         "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}},
+        {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "report", "arguments": {}}},
+    ):
+        stub.stdin.write((json.dumps(message) + "\\n").encode()); stub.stdin.flush()
+        answer = json.loads(stub.stdout.readline())
+    print(answer["result"]["content"][0]["text"])
+    """
+)
+
+
+def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_its_container(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    docker_client: Any,
+) -> None:
+    canary = f"mcp-canary-{uuid.uuid4().hex}"
+    store_secret(lab_env, "MCP_CANARY", canary)
+    user_config(
+        lab_env,
+        '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
+        'env = { CANARY = "${MCP_CANARY}" }\n',
+    )
+    repo = mcp_repo(tmp_path)
+    launched = subprocess.run(
+        [str(BIN / "launch-agent"), "shell", str(repo), "--channel", CHANNEL],
+        env=lab_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert launched.returncode == 0, launched.stderr
+    (agent,) = docker_client.containers.list(
+        filters={"label": [f"ai.containai.repo={repo}", "ai.containai.role=agent"]}
+    )
+    session_id = agent.labels[SESSION_LABEL]
+    pid = int(
+        (Path(lab_env["CONTAINAI_HOME"]) / "state" / "sessions" / session_id / "broker.pid").read_text()
+    )
+    user = agent.attrs["Config"]["User"]
+    digest = hashlib.sha256(canary.encode()).hexdigest()
+
+    # The launcher has exited; the session's broker still serves, twice (a refreshed capability).
+    for _ in range(2):
+        run = agent.exec_run(["python3", "-c", TOOL_CALL], user=user)
+        assert run.output.decode().strip() == f"sha256={digest} uid=65531", run.output.decode()
+    assert Path(f"/proc/{pid}").exists()
+
+    # The container dies outside ContainAI's control: the broker sees it, revokes, and exits.
+    agent.kill()
+    for _ in range(100):
+        if not Path(f"/proc/{pid}").exists():
+            break
+        subprocess.run(["sleep", "0.2"], check=True)
+    logs = Path(lab_env["CONTAINAI_HOME"]) / "state" / "session-logs"
+    broker_log = "".join(p.read_text() for p in logs.glob(f"*-{session_id}.broker.log"))
+    assert not Path(f"/proc/{pid}").exists(), f"the broker outlived its session's container:\n{broker_log}"
+    (audit_file,) = logs.glob(f"*-{session_id}.broker.jsonl")
+    audit = [json.loads(line) for line in audit_file.read_text().splitlines()]
+    assert [r["event"] for r in audit if r["outcome"] == "allow"].count("redeem") == 2
+    revokes = [r for r in audit if r["event"] == "revoke"]
+    assert revokes[0].get("container") == agent.name
+    assert revokes[-1].get("session") == session_id
+
+
+def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_change_is_approved(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+) -> None:
+    repo = mcp_repo(tmp_path)
+    declared = '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
+    (repo / ".containai").mkdir()
+    (repo / ".containai" / "config.toml").write_text(declared)
+    git(repo, "add", ".containai")
+    git(repo, "commit", "-q", "-m", "ask for an MCP server")
+
+    def tool_text() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [
+                *(str(BIN / "containai"), "run", "shell", str(repo), "--channel", CHANNEL, "--no-push"),
+                *("--prompt", f"python3 -c {shlex.quote(TOOL_CALL)} || echo no-stub"),
+            ],
+            env=lab_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+
+    pending = tool_text()
+    assert "no-stub" in pending.stdout and "uid=65531" not in pending.stdout
+    assert "not started until you approve" in pending.stderr, pending.stderr
+
+    approve = subprocess.run(
+        [str(BIN / "containai"), "mcp", "approve", str(repo), "--yes"],
+        env=lab_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert approve.returncode == 0, approve.stderr
+    assert "python3" in approve.stdout and "canary_server.py" in approve.stdout  # shown before pinning
+    approved = tool_text()
+    assert "uid=65531" in approved.stdout, approved.stderr[-2000:]
+
+    # A changed definition is pending again, whatever it changed.
+    (repo / ".containai" / "config.toml").write_text(declared + 'env = { EXTRA = "1" }\n')
+    git(repo, "commit", "-q", "-am", "change the server")
+    changed = tool_text()
+    assert "no-stub" in changed.stdout and "changed" in changed.stderr, changed.stderr
