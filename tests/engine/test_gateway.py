@@ -216,3 +216,27 @@ def test_copilot_answers_through_the_gateway_in_its_bring_your_own_key_mode(
     assert canary not in result.stdout + result.stderr
     responses = [r for r in fake_internet.model_requests() if r["path"] == "/v1/responses"]
     assert responses and all(r["authorization"] == f"Bearer {canary}" for r in responses)
+
+
+def test_claude_uses_a_subscription_token_from_the_host_when_there_is_no_api_key(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    """`claude setup-token`'s long-lived token, stored on the host, goes the gateway's way too."""
+    canary = f"sk-ant-oat01-canary-{uuid.uuid4().hex}"
+    result = prompt_with_stored_key(
+        lab_env,
+        tmp_path,
+        "run-claude",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        canary,
+        "http://api.mock.test",
+        "Return the words: subscription OK.",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "subscription OK" in result.stdout
+    assert canary not in result.stdout + result.stderr
+    messages = [r for r in fake_internet.model_requests() if r["path"].startswith("/v1/messages")]
+    assert messages and all(r["authorization"] == f"Bearer {canary}" for r in messages), messages
+    assert all(not r["x_api_key"] for r in messages)

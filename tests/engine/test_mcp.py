@@ -154,6 +154,8 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
         assert json.loads(found_results[f"broker-{op}"])["error"] == "peer-refused"
     assert "Permission denied" in base64.b64decode(found_results["stubdir"]).decode()
 
+    # The root filesystem is read-only: what could hold the canary is the tmpfs and volume mounts, all
+    # under /tmp, /run, /home and /workspace, and the processes' environments and command lines.
     with tarfile.open(fileobj=io.BytesIO(base64.b64decode(found_results["dump"])), mode="r:gz") as archive:
         seen = [archive.extractfile(m).read() for m in archive.getmembers() if m.isfile()]  # type: ignore[union-attr]
     assert any(b"HOME=/home/agent" in data for data in seen), "the dump missed the environment"
@@ -177,8 +179,21 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     refused = [r for r in audit if r["outcome"] == "deny" and r.get("reason") == "PeerRefused"]
     assert len(refused) == 2 and all(r["peer"]["uid"] != 65531 for r in refused), audit_text
     assert events[-1] == ("revoke", "allow")
-    for form in forms(canary):
-        assert form not in audit_text
+    # Nor in the proxy's audit kept on the host, or the history of the images the session ran.
+    egress = subprocess.run(
+        [str(BIN / "containai"), "logs", summary["session"], "--egress", "--json"],
+        env=lab_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    histories = [
+        json.dumps(docker_client.api.history(f"containai-{part}:{CHANNEL}")) for part in ("claude", "proxy")
+    ]
+    for text in [audit_text, egress, *histories]:
+        for form in forms(canary):
+            assert form not in text
     # The session's broker is gone with it, and so is everything the session created.
     brokers = subprocess.run(["pgrep", "-f", summary["session_id"]], capture_output=True, text=True)
     assert brokers.stdout.strip() == ""

@@ -348,3 +348,42 @@ def test_gateway_config_path_stays_in_home(tmp_path: Path, path: str) -> None:
     )
     with pytest.raises(ConfigError, match="relative to HOME"):
         load_agents(tmp_path)
+
+
+def test_claude_falls_back_to_a_subscription_token_with_its_own_header_and_placeholder() -> None:
+    gateway = load_agents(None)["claude"].gateway
+    assert gateway is not None
+    key, subscription = gateway.choices()
+    assert (key.secret, key.header, key.scheme, key.key_env) == (
+        "ANTHROPIC_API_KEY",
+        "x-api-key",
+        "plain",
+        "ANTHROPIC_API_KEY",
+    )
+    assert (subscription.secret, subscription.header, subscription.scheme, subscription.key_env) == (
+        "CLAUDE_CODE_OAUTH_TOKEN",
+        "authorization",
+        "bearer",
+        "CLAUDE_CODE_OAUTH_TOKEN",
+    )
+    # Same upstream and base URL: only the credential differs.
+    assert (subscription.upstream, subscription.base_url_env) == (key.upstream, key.base_url_env)
+
+
+@pytest.mark.parametrize(
+    "table",
+    [
+        'secret = "T"',  # no key_env
+        'secret = "T"\nkey_env = "T"\nscheme = "digest"',
+        'secret = "not a name"\nkey_env = "T"',
+        'secret = "T"\nkey_env = "T"\nupstream = "https://elsewhere.example"',  # not its to change
+    ],
+)
+def test_bad_subscription_tables_are_refused(tmp_path: Path, table: str) -> None:
+    (tmp_path / "a.toml").write_text(
+        'name = "a"\nimage = "x"\ncommand = ["x"]\nprompt_command = ["{prompt}"]\n[gateway]\n'
+        'secret = "K"\nupstream = "https://u.example"\nheader = "x"\nbase_url_env = "B"\nkey_env = "K"\n'
+        f"[gateway.subscription]\n{table}\n"
+    )
+    with pytest.raises(ConfigError, match="subscription"):
+        load_agents(tmp_path)

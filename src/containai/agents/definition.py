@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -38,6 +38,13 @@ class GatewayDef:
     config: str | None = None
     # Settings the CLI needs only when it goes through the gateway (Copilot's bring-your-own-key mode).
     set_env: Mapping[str, str] = field(default_factory=dict)
+    # Another credential for the same upstream, used when the host has no ``secret``: a subscription
+    # token (Claude's `claude setup-token`) with its own header, scheme and placeholder variable.
+    subscription: GatewayDef | None = None
+
+    def choices(self) -> tuple[GatewayDef, ...]:
+        """The credentials to look for on the host, in order."""
+        return (self,) if self.subscription is None else (self, self.subscription)
 
 
 @dataclass(frozen=True)
@@ -146,7 +153,7 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
             f"{source}: [gateway] needs {', '.join(keys)} (strings)", hint="see docs/agents.md for an example"
         )
     scheme = data.get("scheme", "plain")
-    unknown = sorted(set(data) - {*keys, "scheme", "config_path", "config", "set_env"})
+    unknown = sorted(set(data) - {*keys, "scheme", "config_path", "config", "set_env", "subscription"})
     config_path, config = data.get("config_path"), data.get("config")
     if (config_path is None) != (config is None) or not all(
         v is None or isinstance(v, str) for v in (config_path, config)
@@ -171,7 +178,7 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
         raise ConfigError(
             f"{source}: [gateway] upstream must be an http(s) URL", hint="e.g. https://api.example.com"
         )
-    return GatewayDef(
+    primary = GatewayDef(
         secret=data["secret"],
         upstream=data["upstream"],
         header=data["header"],
@@ -182,6 +189,32 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
         config=config,
         set_env=_set_env(data.get("set_env", {}), f"{source} [gateway]"),
     )
+    return _subscription(primary, data.get("subscription"), source)
+
+
+def _subscription(primary: GatewayDef, data: object, source: str) -> GatewayDef:
+    if data is None:
+        return primary
+    where = f"{source} [gateway.subscription]"
+    if (
+        not isinstance(data, dict)
+        or set(data) - {"secret", "key_env", "header", "scheme"}
+        or not all(isinstance(data.get(k), str) and _ENV_NAME.match(data[k]) for k in ("secret", "key_env"))
+        or not isinstance(data.get("header", "authorization"), str)
+        or data.get("scheme", "bearer") not in ("plain", "bearer")
+    ):
+        raise ConfigError(
+            f"{where} needs secret and key_env (variable names), and may set header and scheme",
+            hint='e.g. secret = "CLAUDE_CODE_OAUTH_TOKEN", key_env = "CLAUDE_CODE_OAUTH_TOKEN"',
+        )
+    alternative = replace(
+        primary,
+        secret=data["secret"],
+        key_env=data["key_env"],
+        header=data.get("header", "authorization"),
+        scheme=data.get("scheme", "bearer"),
+    )
+    return replace(primary, subscription=alternative)
 
 
 def _load_file(text: str, source: str) -> AgentDef:

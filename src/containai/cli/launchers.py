@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -89,7 +90,9 @@ def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def build_request(
     app: AppContext, agent_name: str, repo: Path | None, mode: str, opts: dict[str, Any]
 ) -> SessionRequest:
-    agent = get_agent(agent_name, app.paths.agents_dir)
+    agent, credential = model_credential(
+        app, get_agent(agent_name, app.paths.agents_dir), opts["network_proxy"]
+    )
     extra = parse_extra_args(app.environ.get("CONTAINAI_EXTRA_DOCKER_ARGS", ""))
     memory = parse_memory(extra.memory or opts["memory"])
     cpus = parse_cpus(extra.cpus or opts["cpu"], os.cpu_count() or 1)
@@ -111,7 +114,7 @@ def build_request(
         network=load_network_settings(app.paths),
         lab=parse_lab(app.environ.get("CONTAINAI_EGRESS_LAB", "")),
         approvals_file=app.paths.approvals_file,
-        credential=model_credential(app, agent, opts["network_proxy"]),
+        credential=credential,
         gateway_upstream=app.environ.get("CONTAINAI_GATEWAY_UPSTREAM") or None,
         gate=GatePolicy.from_env(app.environ),
     )
@@ -125,18 +128,22 @@ def ensure_proxy_image(app: AppContext, request: SessionRequest) -> None:
     build_images(app, ["proxy"], channel=request.channel)
 
 
-def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> Secret | None:
-    """The agent's API key from the host's secret sources, for its gateway; a warning when there is none."""
+def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> tuple[AgentDef, Secret | None]:
+    """The agent's model credential from the host's secret sources, for its gateway, and the agent set
+    up for the kind found (an API key, else a subscription token); a warning when there is none."""
     if agent.gateway is None or network_proxy != "squid":
-        return None
-    found = resolve_secret(agent.gateway.secret, default_sources(app.paths, app.environ))
-    if found is None:
-        ConsoleReporter(app).warn(
-            f"no {agent.gateway.secret} on the host: {agent.name} runs without a model credential "
-            f"(store one with `containai secrets set {agent.gateway.secret}`)"
-        )
-        return None
-    return found[0]
+        return agent, None
+    sources = default_sources(app.paths, app.environ)
+    for choice in agent.gateway.choices():
+        found = resolve_secret(choice.secret, sources)
+        if found is not None:
+            return replace(agent, gateway=choice), found[0]
+    names = " or ".join(choice.secret for choice in agent.gateway.choices())
+    ConsoleReporter(app).warn(
+        f"no {names} on the host: {agent.name} runs without a model credential "
+        f"(store one with `containai secrets set {agent.gateway.secret}`)"
+    )
+    return agent, None
 
 
 def load_network_settings(paths: Paths) -> NetworkSettings:
