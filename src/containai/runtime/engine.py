@@ -279,6 +279,7 @@ class _EngineContainers:
                 output = b"".join(chunk for _, chunk in frames)
             finally:
                 attached.close()
+                raw.close()  # the wrapper's close leaves the socket itself open on some engines
             return int(api.exec_inspect(exec_id).get("ExitCode") or 0), output
         except Exception as exc:
             raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc

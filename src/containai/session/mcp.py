@@ -30,7 +30,7 @@ from containai.runtime.base import ContainerRuntime, Mount
 STUB = "/usr/local/bin/mcp-stub"
 STUB_STATE = "/run/containai/mcp"
 STUB_USER = f"{STUB_UID}:{STUB_UID}"
-STUB_TMPFS = f"rw,noexec,nosuid,nodev,size=16m,uid={STUB_UID},gid={STUB_UID},mode=0711"
+STUB_TMPFS = f"rw,noexec,nosuid,nodev,size=512m,uid={STUB_UID},gid={STUB_UID},mode=0711"
 CAPABILITY_TTL = 300
 READY_TIMEOUT = 20.0
 
