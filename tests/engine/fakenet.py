@@ -6,7 +6,8 @@ broken egress control delivers its packet to a local canary, never off the box:
     .10  canary   TCP 22,25,80,443,853,3306,8443 and UDP 53,123,443; logs every accept and datagram
     .20  allowed  HTTP on 80 ("allowed-ok"), a TLS canary on 443 that logs the SNI; alias allowed.test
     .30  evil     the same, "evil-ok"; alias evil.test
-    .40  modelapi a mock of the Anthropic Messages and OpenAI Responses APIs on 80; alias api.mock.test;
+    .40  modelapi a mock of the Anthropic Messages and OpenAI Responses APIs, and of a streamable-HTTP
+                  MCP server at /mcp, on 80; alias api.mock.test;
                   logs every request with its credential headers (fakenet_server.py "modelapi")
     .53  dns      authoritative for the zone below (UDP and TCP 53); logs every query
     .64-.127      static addresses for the clients started with ``run_client``

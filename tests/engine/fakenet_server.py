@@ -18,6 +18,7 @@ import argparse
 import base64
 import contextlib
 import gzip
+import hashlib
 import http.server
 import ipaddress
 import json
@@ -593,6 +594,30 @@ MODEL_ROUTES: dict[str, Callable[[dict[str, Any], str, bool], tuple[str, bytes]]
     "/v1/chat/completions": openai_chat,
 }
 MODELS = ["claude-mock", "gpt-mock"]
+MCP_SESSION = "mock-mcp-session-1"
+
+
+def mcp_http(request: dict[str, Any], authorization: str) -> tuple[int, str, bytes, dict[str, str]]:
+    """A streamable-HTTP MCP server: one tool, "report", answering with the sha256 of the bearer token
+    it was sent (so a test sees that the real credential arrived without the agent ever holding it).
+    The tool call is answered as an event stream, everything else as JSON."""
+    if "id" not in request:
+        return 202, "application/json", b"", {}
+    method, rid = request.get("method"), request["id"]
+    if method == "initialize":
+        result: dict[str, Any] = {
+            "protocolVersion": request.get("params", {}).get("protocolVersion", "2025-06-18"),
+            "capabilities": {"tools": {}},
+            "serverInfo": {"name": "mock-remote", "version": "1"},
+        }
+        body = json.dumps({"jsonrpc": "2.0", "id": rid, "result": result}).encode()
+        return 200, "application/json", body, {"Mcp-Session-Id": MCP_SESSION}
+    if method == "tools/call":
+        token = authorization.removeprefix("Bearer ")
+        text = f"sha256={hashlib.sha256(token.encode()).hexdigest()}"
+        message = {"jsonrpc": "2.0", "id": rid, "result": {"content": [{"type": "text", "text": text}]}}
+        return 200, "text/event-stream", sse([("message", message)]), {}
+    return 200, "application/json", json.dumps({"jsonrpc": "2.0", "id": rid, "result": {}}).encode(), {}
 
 
 def make_model_handler(log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]:
@@ -621,7 +646,12 @@ def make_model_handler(log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]
             stream = request.get("stream") is True
             text = None
             status, content_type = 200, "application/json"
-            if self.command == "POST" and path in MODEL_ROUTES:
+            extra_headers: dict[str, str] = {}
+            if self.command == "POST" and path == "/mcp":
+                status, content_type, body, extra_headers = mcp_http(
+                    request, self.headers.get("Authorization") or ""
+                )
+            elif self.command == "POST" and path in MODEL_ROUTES:
                 text = reply_for(request)
                 content_type, body = MODEL_ROUTES[path](request, text, stream)
             elif self.command in ("GET", "HEAD") and path == "/v1/models":
@@ -647,11 +677,15 @@ def make_model_handler(log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]
                 body_bytes=len(raw),
                 status=status,
                 reply=text,
+                mcp_session=self.headers.get("Mcp-Session-Id"),
+                mcp_method=request.get("method") if path == "/mcp" else None,
             )
             self.send_response(status)
             self.send_header("Content-Type", content_type)
             self.send_header("Content-Length", str(len(body)))
             self.send_header("Connection", "close")
+            for name, value in extra_headers.items():
+                self.send_header(name, value)
             if content_type == "text/event-stream":
                 self.send_header("Cache-Control", "no-cache")
             self.end_headers()

@@ -320,3 +320,58 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
     git(repo, "commit", "-q", "-am", "change the server")
     changed = tool_text()
     assert "no-stub" in changed.stdout and "changed" in changed.stderr, changed.stderr
+
+
+def test_a_url_server_gets_the_bearer_token_from_the_stub_through_the_proxy(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    canary = f"mcp-bearer-canary-{uuid.uuid4().hex}"
+    store_secret(lab_env, "REMOTE_MCP_TOKEN", canary)
+    user_config(
+        lab_env,
+        '[mcp_servers.canary]\nurl = "http://api.mock.test/mcp"\nbearer_token = "${REMOTE_MCP_TOKEN}"\n',
+    )
+    # Nothing else allows api.mock.test: the URL server's host joins the allowlist by itself.
+    result = subprocess.run(
+        [
+            str(BIN / "containai"),
+            "run",
+            "shell",
+            str(mcp_repo(tmp_path)),
+            "--channel",
+            CHANNEL,
+            "--no-push",
+            "--json",
+            "--prompt",
+            f"python3 -c {shlex.quote(TOOL_CALL)}",
+        ],
+        env=lab_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    digest = hashlib.sha256(canary.encode()).hexdigest()
+    assert f"sha256={digest}" in result.stdout, result.stdout + result.stderr[-2000:]
+    for form in forms(canary):
+        assert form not in result.stdout + result.stderr
+    calls = [r for r in fake_internet.model_requests() if r["path"] == "/mcp"]
+    assert {"initialize", "tools/call"} <= {r["mcp_method"] for r in calls}, calls
+    assert calls and all(r["authorization"] == f"Bearer {canary}" for r in calls), calls
+    # The stub kept the server's session, and the proxy saw (and audited) the way out.
+    assert any(r["mcp_session"] == "mock-mcp-session-1" for r in calls if r["mcp_method"] == "tools/call")
+    summary = json.loads(result.stdout[result.stdout.index("\n{\n") :])
+    egress = subprocess.run(
+        [str(BIN / "containai"), "logs", summary["session"], "--egress", "--json"],
+        env=lab_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    assert "api.mock.test" in egress
+    for form in forms(canary):
+        assert form not in egress
