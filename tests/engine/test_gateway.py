@@ -40,6 +40,18 @@ def store_secret(env: dict[str, str], name: str, value: str) -> None:
     assert result.returncode == 0, result.stderr
 
 
+def egress_audit(env: dict[str, str], session: str) -> str:
+    """The session's egress audit as kept on the host (`containai logs NAME --egress --json`)."""
+    return subprocess.run(
+        [str(BIN / "containai"), "logs", session, "--egress", "--json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+
+
 def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
@@ -111,14 +123,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     arrived = fake_internet.model_requests()
     assert [(r["path"], r["x_api_key"]) for r in arrived] == [("/v1/messages", canary)]
     # Nor is it in the proxy's audit kept on the host, or in the history of the images the session ran.
-    audit = subprocess.run(
-        [str(BIN / "containai"), "logs", summary["session"], "--egress", "--json"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    audit = egress_audit(env, summary["session"])
     assert "api.mock.test" in audit
     histories = [
         json.dumps(docker_client.api.history(image))
@@ -174,45 +179,26 @@ def test_claude_answers_a_prompt_with_the_key_stored_on_the_host(
     assert all(r["stream"] for r in messages)
 
 
-def test_codex_answers_through_the_gateway_with_its_provider_written_for_it(
+@pytest.mark.parametrize("agent", ["codex", "copilot"])
+def test_openai_clis_answer_through_the_gateway(
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
     fake_internet: Any,
+    agent: str,
 ) -> None:
+    """Codex with the model provider ContainAI writes for it; Copilot in its bring-your-own-key mode."""
     canary = f"sk-proj-canary-{uuid.uuid4().hex}"
     result = prompt_with_stored_key(
         lab_env,
         tmp_path,
-        "run-codex",
+        f"run-{agent}",
         "OPENAI_API_KEY",
         canary,
         "http://api.mock.test/v1",
-        "Return the words: codex via gateway",
+        f"Return the words: {agent} via gateway",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "codex via gateway" in result.stdout
-    assert canary not in result.stdout + result.stderr
-    responses = [r for r in fake_internet.model_requests() if r["path"] == "/v1/responses"]
-    assert responses and all(r["authorization"] == f"Bearer {canary}" for r in responses)
-
-
-def test_copilot_answers_through_the_gateway_in_its_bring_your_own_key_mode(
-    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
-    tmp_path: Path,
-    fake_internet: Any,
-) -> None:
-    canary = f"sk-proj-canary-{uuid.uuid4().hex}"
-    result = prompt_with_stored_key(
-        lab_env,
-        tmp_path,
-        "run-copilot",
-        "OPENAI_API_KEY",
-        canary,
-        "http://api.mock.test/v1",
-        "Return the words: copilot via gateway",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert "copilot via gateway" in result.stdout
+    assert f"{agent} via gateway" in result.stdout
     assert canary not in result.stdout + result.stderr
     responses = [r for r in fake_internet.model_requests() if r["path"] == "/v1/responses"]
     assert responses and all(r["authorization"] == f"Bearer {canary}" for r in responses)

@@ -26,7 +26,7 @@ from containai.session.repo import git
 
 from .conftest import CHANNEL
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
-from .test_gateway import forms, store_secret
+from .test_gateway import egress_audit, forms, store_secret
 from .test_sessions import BIN, SESSION_LABEL, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
@@ -100,6 +100,17 @@ def mcp_repo(tmp_path: Path) -> Path:
     return repo
 
 
+COMMAND_SERVER = '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
+
+
+def canary_server_with_a_host_secret(env: dict[str, str]) -> str:
+    """A random canary stored on the host, and the user's canary server, given it as CANARY."""
+    canary = f"mcp-canary-{uuid.uuid4().hex}"
+    store_secret(env, "MCP_CANARY", canary)
+    user_config(env, COMMAND_SERVER + 'env = { CANARY = "${MCP_CANARY}" }\n')
+    return canary
+
+
 def user_config(env: dict[str, str], text: str) -> None:
     config = Path(env["CONTAINAI_HOME"]) / "config" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
@@ -111,13 +122,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     tmp_path: Path,
     docker_client: Any,
 ) -> None:
-    canary = f"mcp-canary-{uuid.uuid4().hex}"
-    store_secret(lab_env, "MCP_CANARY", canary)
-    user_config(
-        lab_env,
-        '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
-        'env = { CANARY = "${MCP_CANARY}" }\n',
-    )
+    canary = canary_server_with_a_host_secret(lab_env)
     repo = mcp_repo(tmp_path)
     args = ["run", "claude", str(repo), "--channel", CHANNEL, "--no-push", "--json"]
     process = subprocess.Popen(
@@ -180,14 +185,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     assert len(refused) == 2 and all(r["peer"]["uid"] != 65531 for r in refused), audit_text
     assert events[-1] == ("revoke", "allow")
     # Nor in the proxy's audit kept on the host, or the history of the images the session ran.
-    egress = subprocess.run(
-        [str(BIN / "containai"), "logs", summary["session"], "--egress", "--json"],
-        env=lab_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    egress = egress_audit(lab_env, summary["session"])
     histories = [
         json.dumps(docker_client.api.history(f"containai-{part}:{CHANNEL}")) for part in ("claude", "proxy")
     ]
@@ -224,13 +222,7 @@ def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_it
     tmp_path: Path,
     docker_client: Any,
 ) -> None:
-    canary = f"mcp-canary-{uuid.uuid4().hex}"
-    store_secret(lab_env, "MCP_CANARY", canary)
-    user_config(
-        lab_env,
-        '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
-        'env = { CANARY = "${MCP_CANARY}" }\n',
-    )
+    canary = canary_server_with_a_host_secret(lab_env)
     repo = mcp_repo(tmp_path)
     launched = subprocess.run(
         [str(BIN / "launch-agent"), "shell", str(repo), "--channel", CHANNEL],
@@ -279,7 +271,7 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
     tmp_path: Path,
 ) -> None:
     repo = mcp_repo(tmp_path)
-    declared = '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
+    declared = COMMAND_SERVER
     (repo / ".containai").mkdir()
     (repo / ".containai" / "config.toml").write_text(declared)
     git(repo, "add", ".containai")
@@ -364,14 +356,31 @@ def test_a_url_server_gets_the_bearer_token_from_the_stub_through_the_proxy(
     # The stub kept the server's session, and the proxy saw (and audited) the way out.
     assert any(r["mcp_session"] == "mock-mcp-session-1" for r in calls if r["mcp_method"] == "tools/call")
     summary = json.loads(result.stdout[result.stdout.index("\n{\n") :])
-    egress = subprocess.run(
-        [str(BIN / "containai"), "logs", summary["session"], "--egress", "--json"],
-        env=lab_env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    egress = egress_audit(lab_env, summary["session"])
     assert "api.mock.test" in egress
     for form in forms(canary):
         assert form not in egress
+
+
+@pytest.mark.parametrize("agent", ["codex", "copilot"])
+def test_codex_and_copilot_read_the_rendered_config_and_find_the_server(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    agent: str,
+) -> None:
+    """The real CLIs find the server where ContainAI wrote it, pointing at the stub."""
+    user_config(lab_env, COMMAND_SERVER)
+    result = subprocess.run(
+        [
+            *(str(BIN / "containai"), "run", agent, str(mcp_repo(tmp_path)), "--channel", CHANNEL),
+            *("--no-push", "--", "timeout", "60", agent, "mcp", "get", "canary"),
+        ],
+        env=lab_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr[-3000:]
+    assert "canary" in result.stdout and "/usr/local/bin/mcp-stub" in result.stdout, result.stdout
+    assert "canary_server.py" not in result.stdout  # the agent sees the stub, not the real command
