@@ -62,7 +62,7 @@ CANARY_SERVER = textwrap.dedent(
 # everything readable (searched on the host, so the probe itself never holds the canary).
 PROBE_CLIENT = textwrap.dedent(
     """
-    import json, socket, subprocess
+    import errno, json, os, socket, subprocess
     stub = subprocess.Popen(["mcp-stub", "connect", "canary"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     def ask(message):
         stub.stdin.write((json.dumps(message) + "\\n").encode()); stub.stdin.flush()
@@ -72,6 +72,23 @@ PROBE_CLIENT = textwrap.dedent(
     ask({"jsonrpc": "2.0", "method": "notifications/initialized"})
     answer = ask({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "report", "arguments": {}}})
     print("R tool", answer["result"]["content"][0]["text"])
+    # While the server runs: the stub's and the server's memory and environment, as the agent.
+    tried = {}
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            status = open(f"/proc/{pid}/status").read()
+        except OSError:
+            continue
+        if "\\nUid:\\t65531" not in status:
+            continue
+        for what in ("environ", "mem", "fd/0"):
+            try:
+                open(f"/proc/{pid}/{what}", "rb").read(1)
+                tried[f"{pid}/{what}"] = "read"
+            except OSError as exc:
+                tried[f"{pid}/{what}"] = errno.errorcode[exc.errno]
+    tried["self/environ"] = "read" if open("/proc/self/environ", "rb").read(1) else "empty"
+    print("R procs", json.dumps(tried))
     stub.stdin.close(); stub.wait()
     for op in ("redeem", "refresh"):
         s = socket.socket(socket.AF_UNIX)
@@ -91,16 +108,11 @@ PROBE = (
 )
 
 
-def mcp_repo(tmp_path: Path) -> Path:
-    repo = make_repo(tmp_path)
-    (repo / "tools").mkdir()
-    (repo / "tools" / "canary_server.py").write_text(CANARY_SERVER)
-    git(repo, "add", "tools")
-    git(repo, "commit", "-q", "-m", "canary MCP server")
-    return repo
-
-
-COMMAND_SERVER = '[mcp_servers.canary]\ncommand = "python3"\nargs = ["/workspace/tools/canary_server.py"]\n'
+# The server's code is in its arguments (not a secret), not in the workspace: the agent can change
+# anything there, and a server with secrets must not run code the agent wrote.
+COMMAND_SERVER = (
+    f'[mcp_servers.canary]\ncommand = "python3"\nargs = ["-I", "-c", {json.dumps(CANARY_SERVER)}]\n'
+)
 
 
 def canary_server_with_a_host_secret(env: dict[str, str]) -> str:
@@ -123,7 +135,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     docker_client: Any,
 ) -> None:
     canary = canary_server_with_a_host_secret(lab_env)
-    repo = mcp_repo(tmp_path)
+    repo = make_repo(tmp_path)
     args = ["run", "claude", str(repo), "--channel", CHANNEL, "--no-push", "--json"]
     process = subprocess.Popen(
         [str(BIN / "containai"), *args, "--", "bash", "-c", PROBE],
@@ -158,6 +170,12 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     for op in ("redeem", "refresh"):
         assert json.loads(found_results[f"broker-{op}"])["error"] == "peer-refused"
     assert "Permission denied" in base64.b64decode(found_results["stubdir"]).decode()
+    # The stub and the server (uid 65531) keep their memory, environment and descriptors from the
+    # agent, which reads its own (the control: the probe would have seen them).
+    tried = json.loads(found_results["procs"])
+    assert tried.pop("self/environ") == "read"
+    assert len(tried) >= 6, tried  # the stub and the server, three files each
+    assert set(tried.values()) <= {"EACCES", "EPERM"}, tried
 
     # The root filesystem is read-only: what could hold the canary is the tmpfs and volume mounts, all
     # under /tmp, /run, /home and /workspace, and the processes' environments and command lines.
@@ -223,7 +241,7 @@ def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_it
     docker_client: Any,
 ) -> None:
     canary = canary_server_with_a_host_secret(lab_env)
-    repo = mcp_repo(tmp_path)
+    repo = make_repo(tmp_path)
     launched = subprocess.run(
         [str(BIN / "launch-agent"), "shell", str(repo), "--channel", CHANNEL],
         env=lab_env,
@@ -270,7 +288,7 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
 ) -> None:
-    repo = mcp_repo(tmp_path)
+    repo = make_repo(tmp_path)
     declared = COMMAND_SERVER
     (repo / ".containai").mkdir()
     (repo / ".containai" / "config.toml").write_text(declared)
@@ -303,7 +321,7 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
         check=False,
     )
     assert approve.returncode == 0, approve.stderr
-    assert "python3" in approve.stdout and "canary_server.py" in approve.stdout  # shown before pinning
+    assert "python3" in approve.stdout and "hash of the secret" in approve.stdout  # shown before pinning
     approved = tool_text()
     assert "uid=65531" in approved.stdout, approved.stderr[-2000:]
 
@@ -331,7 +349,7 @@ def test_a_url_server_gets_the_bearer_token_from_the_stub_through_the_proxy(
             str(BIN / "containai"),
             "run",
             "shell",
-            str(mcp_repo(tmp_path)),
+            str(make_repo(tmp_path)),
             "--channel",
             CHANNEL,
             "--no-push",
@@ -372,7 +390,7 @@ def test_codex_and_copilot_read_the_rendered_config_and_find_the_server(
     user_config(lab_env, COMMAND_SERVER)
     result = subprocess.run(
         [
-            *(str(BIN / "containai"), "run", agent, str(mcp_repo(tmp_path)), "--channel", CHANNEL),
+            *(str(BIN / "containai"), "run", agent, str(make_repo(tmp_path)), "--channel", CHANNEL),
             *("--no-push", "--", "timeout", "60", agent, "mcp", "get", "canary"),
         ],
         env=lab_env,
@@ -383,4 +401,4 @@ def test_codex_and_copilot_read_the_rendered_config_and_find_the_server(
     )
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "canary" in result.stdout and "/usr/local/bin/mcp-stub" in result.stdout, result.stdout
-    assert "canary_server.py" not in result.stdout  # the agent sees the stub, not the real command
+    assert "python3" not in result.stdout  # the agent sees the stub, not the real command

@@ -402,7 +402,6 @@ def provision(
                 plan.mcp,
                 session=plan.session_id,
                 container=plan.name,
-                workdir=WORKSPACE,
                 agent_user=plan.user,
                 environment=plan.environment,
             )

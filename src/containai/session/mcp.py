@@ -84,7 +84,6 @@ def start_stub(
     *,
     session: str,
     container: str,
-    workdir: str,
     agent_user: str,
     environment: Mapping[str, str],
 ) -> None:
@@ -110,7 +109,9 @@ def start_stub(
         "session": session,
         "container": container,
         "broker": f"{session_broker.CONTAINER_DIR}/{session_broker.STUB_SOCKET}",
-        "cwd": workdir,
+        # Never the workspace: the agent writes there, and a server that resolves code from its working
+        # directory (npx's node_modules/.bin, Python's sys.path) would run the agent's, with the secrets.
+        "cwd": f"{STUB_STATE}/home",
         "servers": {server.name: server.stub_spec() for server in mcp.servers},
     }
     document = json.dumps({"config": config, "caps": caps}).encode("utf-8")
