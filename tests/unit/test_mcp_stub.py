@@ -208,7 +208,6 @@ class Environment:
             "session": SESSION,
             "container": CONTAINER,
             "broker": str(broker or self.broker_socket),
-            "cwd": str(self.root),
             "servers": servers,
         }
 
@@ -377,7 +376,8 @@ def test_a_command_server_gets_its_secret_and_the_agent_sees_only_its_hash(env: 
     assert digest == sha256(env.canary)
     # A minimal environment: the base, the proxy settings, the rendered env; nothing else of the stub's.
     assert names == {"PATH", "HOME", "LANG", "HTTP_PROXY", "NO_PROXY", "GITHUB_TOKEN"}
-    assert cwd == str(env.root)
+    # By default a server starts in the stub's private home, never in the agent's workspace.
+    assert cwd == str(stub.state / "home")
     assert env.canary.encode() in server_environ  # delivered where it belongs, and only there:
     assert env.canary.encode() not in client.output
     assert all(env.canary.encode() not in argv for argv in argvs)
