@@ -236,6 +236,8 @@ def _watch(broker: Broker, container: str, engine_url: str, done: threading.Even
         if info is not None and info.status == "created":
             continue  # not started yet
         if info is not None and info.status not in STOPPED:
+            if not seen:
+                log.info("watching container %s (%s)", container, info.status)
             seen = True
             continue
         # Stopped, or gone after it was seen (or never there, long after the launcher asked).
@@ -259,7 +261,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="session-broker: %(message)s", stream=sys.stderr)
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s session-broker: %(message)s", stream=sys.stderr
+    )
     args = _parse_args(argv)
     try:
         harden_process()
