@@ -525,14 +525,28 @@ def pins(home: Path, repo: Path) -> dict[str, str]:
 
 
 def test_cli_ls_table(home: Path, git_repo: Path, capfd: pytest.CaptureFixture[str]) -> None:
+    secrets = home / "config" / "secrets.env"
+    secrets.write_text("DOCS_KEY=k\nGITHUB_TOKEN=t\n")
+    secrets.chmod(0o600)
     assert mcp(home, "ls", str(git_repo)) == 0
     out, err = capfd.readouterr()
     lines = [line.split() for line in out.splitlines()]
     assert lines[0] == ["NAME", "SOURCE", "KIND", "STATUS", "SECRETS"]
-    assert lines[1] == ["docs", "repo", "url", "pending:", "new", "DOCS_KEY,", "DOCS_TOKEN"]
+    assert lines[1] == [
+        "docs",
+        "repo",
+        "url",
+        "pending:",
+        "new",
+        "DOCS_KEY,",
+        "DOCS_TOKEN",
+        "(not",
+        "stored)",
+    ]
     assert lines[2] == ["github", "user", "command", "active", "GITHUB_TOKEN"]
     assert lines[3] == ["lint", "repo", "command", "pending:", "new", "-"]
     assert "wait for approval" in err and f"containai mcp approve {git_repo}" in err
+    assert "not stored on this host: DOCS_TOKEN" in err and "containai secrets set DOCS_TOKEN" in err
 
 
 def test_cli_ls_defaults_to_the_working_directorys_repo(
@@ -543,10 +557,10 @@ def test_cli_ls_defaults_to_the_working_directorys_repo(
     assert mcp(home, "ls", "--json") == 0
     data = json.loads(capfd.readouterr().out)
     assert data["schema"] == 1 and data["repo"] == str(git_repo)
-    assert [(s["name"], s["status"], s["secrets"]) for s in data["servers"]] == [
-        ("docs", "pending: new", ["DOCS_KEY", "DOCS_TOKEN"]),
-        ("github", "active", ["GITHUB_TOKEN"]),
-        ("lint", "pending: new", []),
+    assert [(s["name"], s["status"], s["secrets"], s["missing"]) for s in data["servers"]] == [
+        ("docs", "pending: new", ["DOCS_KEY", "DOCS_TOKEN"], ["DOCS_KEY", "DOCS_TOKEN"]),
+        ("github", "active", ["GITHUB_TOKEN"], ["GITHUB_TOKEN"]),
+        ("lint", "pending: new", [], []),
     ]
 
 
@@ -568,6 +582,7 @@ def test_cli_ls_never_prints_secret_values(
     home: Path, git_repo: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     (home / "config" / "secrets.env").write_text('GITHUB_TOKEN="ghp_canary_value"\n')
+    (home / "config" / "secrets.env").chmod(0o600)
     assert mcp(home, "ls", str(git_repo)) == 0
     assert mcp(home, "ls", str(git_repo), "--json") == 0
     out, err = capfd.readouterr()

@@ -282,6 +282,13 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
     root = _find_repo_root(repo)
     resolution = resolve_mcp_servers(app.paths, root)
     statuses = resolution.statuses()
+    sources = secret_store.default_sources(app.paths, app.environ)
+    missing = {
+        name
+        for server, _ in statuses
+        for name in server.secret_names()
+        if secret_store.resolve_secret(name, sources) is None
+    }
     if as_json:
         rows = [
             {
@@ -290,6 +297,7 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
                 "kind": server.kind,
                 "status": status,
                 "secrets": list(server.secret_names()),
+                "missing": [name for name in server.secret_names() if name in missing],
             }
             for server, status in statuses
         ]
@@ -304,7 +312,13 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
         return
     table = [["NAME", "SOURCE", "KIND", "STATUS", "SECRETS"]]
     table += [
-        [server.name, server.source, server.kind, status, ", ".join(server.secret_names()) or "-"]
+        [
+            server.name,
+            server.source,
+            server.kind,
+            status,
+            ", ".join(f"{n} (not stored)" if n in missing else n for n in server.secret_names()) or "-",
+        ]
         for server, status in statuses
     ]
     widths = [max(len(row[column]) for row in table) for column in range(4)]
@@ -313,6 +327,12 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
             "  ".join([*(cell.ljust(width) for cell, width in zip(row, widths, strict=False)), row[4]])
         )
     _mention_waiting(app, resolution, root)
+    if missing:
+        app.err.print(
+            f"not stored on this host: {', '.join(sorted(missing))}; servers that need them are not started "
+            f"(store one with `containai secrets set {sorted(missing)[0]}`)",
+            markup=False,
+        )
 
 
 def _mention_waiting(app: AppContext, resolution: McpResolution, root: Path | None) -> None:
