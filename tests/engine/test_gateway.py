@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from ..token_endpoint import TokenEndpoint
 from .conftest import CHANNEL
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_sessions import BIN, SESSION_LABEL, make_repo
@@ -226,3 +227,65 @@ def test_claude_uses_a_subscription_token_from_the_host_when_there_is_no_api_key
     messages = [r for r in fake_internet.model_requests() if r["path"].startswith("/v1/messages")]
     assert messages and all(r["authorization"] == f"Bearer {canary}" for r in messages), messages
     assert all(not r["x_api_key"] for r in messages)
+
+
+def test_claude_uses_the_hosts_own_login_refreshed_on_the_host_during_the_session(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    """No key stored: the host's ~/.claude/.credentials.json. Its access token has expired, so the
+    session's broker refreshes it on the host before the gateway starts, writes the new tokens back
+    for the host's own CLI, and renews it again while the session runs; the gateway gets each new
+    access token and nothing of the login reaches the agent."""
+    prefix = f"canary-{uuid.uuid4().hex[:12]}-"
+    endpoint = TokenEndpoint(prefix)
+    endpoint.expires_in = 301  # just past the refresh margin: stale again one check later
+    login_file = Path(lab_env["HOME"]) / ".claude" / ".credentials.json"
+    login_file.parent.mkdir(parents=True)
+    oauth = {"accessToken": f"{prefix}expired", "refreshToken": f"{prefix}refresh-0", "expiresAt": 1000}
+    login_file.write_text(json.dumps({"claudeAiOauth": oauth}))
+    login_file.chmod(0o600)
+    env = {
+        **lab_env,
+        "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test",
+        "CONTAINAI_CLAUDE_TOKEN_URL": endpoint.url,
+        "CONTAINAI_LOGIN_CHECK_SECONDS": "1",
+    }
+    script = (
+        'claude -p "Return the words: first answer."; sleep 3; claude -p "Return the words: second answer."'
+    )
+    try:
+        result = subprocess.run(
+            [
+                *(str(BIN / "containai"), "run", "claude", str(make_repo(tmp_path)), "--channel", CHANNEL),
+                *("--no-push", "--allow-domain", "api.mock.test", "--", "bash", "-c", script),
+            ],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+    finally:
+        endpoint.close()
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "first answer" in result.stdout and "second answer" in result.stdout
+    assert prefix not in result.stdout + result.stderr
+    # Refreshed on the host, with the refresh token it held, then each following one in turn.
+    assert endpoint.requests[0]["refresh_token"] == f"{prefix}refresh-0"
+    assert len(endpoint.requests) >= 2, "no refresh during the session"
+    for n, request in enumerate(endpoint.requests[1:], start=1):
+        assert request["refresh_token"] == f"{prefix}refresh-{n}"
+    # The host's CLI finds the latest tokens in its file.
+    saved = json.loads(login_file.read_text())["claudeAiOauth"]
+    assert (
+        saved["refreshToken"].startswith(f"{prefix}refresh-")
+        and saved["refreshToken"] != f"{prefix}refresh-0"
+    )
+    # The upstream got access tokens only, the first one first and a renewed one later.
+    messages = [r for r in fake_internet.model_requests() if r["path"].startswith("/v1/messages")]
+    bearers = [r["authorization"] for r in messages]
+    assert bearers and bearers[0] == f"Bearer {prefix}access-1", bearers
+    assert bearers[-1] != bearers[0], "the gateway never got a renewed token"
+    assert all(b.startswith(f"Bearer {prefix}access-") for b in bearers), bearers

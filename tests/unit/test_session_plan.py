@@ -366,6 +366,7 @@ def test_claude_falls_back_to_a_subscription_token_with_its_own_header_and_place
         "bearer",
         "CLAUDE_CODE_OAUTH_TOKEN",
     )
+    assert subscription.login == "claude" and key.login is None  # the host's own login, if no token
     # Same upstream and base URL: only the credential differs.
     assert (subscription.upstream, subscription.base_url_env) == (key.upstream, key.base_url_env)
 
@@ -377,6 +378,7 @@ def test_claude_falls_back_to_a_subscription_token_with_its_own_header_and_place
         'secret = "T"\nkey_env = "T"\nscheme = "digest"',
         'secret = "not a name"\nkey_env = "T"',
         'secret = "T"\nkey_env = "T"\nupstream = "https://elsewhere.example"',  # not its to change
+        'secret = "T"\nkey_env = "T"\nlogin = "codex"',  # a login ContainAI cannot read and refresh
     ],
 )
 def test_bad_subscription_tables_are_refused(tmp_path: Path, table: str) -> None:

@@ -20,6 +20,7 @@ from containai.images.catalog import PARTS, image_tag
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+LOGINS = ("claude",)  # host logins ContainAI can read and refresh (containai.gateway.login)
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,9 @@ class GatewayDef:
     # Another credential for the same upstream, used when the host has no ``secret``: a subscription
     # token (Claude's `claude setup-token`) with its own header, scheme and placeholder variable.
     subscription: GatewayDef | None = None
+    # The CLI's own login on the host that the subscription may also come from, refreshed on the host
+    # ("claude": Claude Code's ~/.claude/.credentials.json).
+    login: str | None = None
 
     def choices(self) -> tuple[GatewayDef, ...]:
         """The credentials to look for on the host, in order."""
@@ -198,7 +202,8 @@ def _subscription(primary: GatewayDef, data: object, source: str) -> GatewayDef:
     where = f"{source} [gateway.subscription]"
     if (
         not isinstance(data, dict)
-        or set(data) - {"secret", "key_env", "header", "scheme"}
+        or set(data) - {"secret", "key_env", "header", "scheme", "login"}
+        or data.get("login", "claude") not in LOGINS
         or not all(isinstance(data.get(k), str) and _ENV_NAME.match(data[k]) for k in ("secret", "key_env"))
         or not isinstance(data.get("header", "authorization"), str)
         or data.get("scheme", "bearer") not in ("plain", "bearer")
@@ -213,6 +218,7 @@ def _subscription(primary: GatewayDef, data: object, source: str) -> GatewayDef:
         key_env=data["key_env"],
         header=data.get("header", "authorization"),
         scheme=data.get("scheme", "bearer"),
+        login=data.get("login"),
     )
     return replace(primary, subscription=alternative)
 

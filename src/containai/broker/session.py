@@ -42,6 +42,8 @@ from containai.broker.broker import Broker
 from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, harden_process
 from containai.config import Paths
 from containai.errors import BrokerError, ContainAIError
+from containai.gateway.login import CLAUDE_TOKEN_URL, ClaudeLogin
+from containai.runtime.base import StdinFeed
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice
 from containai.secrets.store import default_sources, resolve_secret
@@ -56,6 +58,7 @@ CONTAINER_DIR = "/run/containai/broker"
 PID_FILE = "broker.pid"
 SOCKETS_FILE = "broker.sockets"
 WATCH_INTERVAL = 2.0
+LOGIN_CHECK_SECONDS = 60.0
 _started: dict[int, subprocess.Popen[bytes]] = {}  # brokers this process started, reaped by stop()
 START_GRACE = 120.0
 STOPPED = frozenset(
@@ -126,8 +129,20 @@ def host_lookup(paths: Paths, environ: Mapping[str, str]) -> Any:
 # -- the launcher's side ---------------------------------------------------------------------------
 
 
-def start(where: BrokerPaths, *, session: str, container: str, engine_url: str, timeout: float = 15.0) -> int:
-    """Start the session's broker and wait until its admin socket answers; its pid."""
+def start(
+    where: BrokerPaths,
+    *,
+    session: str,
+    container: str,
+    engine_url: str,
+    gateway: str | None = None,
+    login: Path | None = None,
+    timeout: float = 60.0,
+) -> int:
+    """Start the session's broker and wait until its admin socket answers; its pid.
+
+    With ``gateway`` and ``login``, the broker starts that (created) gateway container itself, with
+    the login's access token on its stdin, and sends it each renewed token for the session's life."""
     where.state_dir.mkdir(parents=True, exist_ok=True)
     where.audit.parent.mkdir(parents=True, exist_ok=True)
     _private_directory(where.sockets.parent)
@@ -150,6 +165,7 @@ def start(where: BrokerPaths, *, session: str, container: str, engine_url: str, 
         str(where.audit),
         "--engine-url",
         engine_url,
+        *(("--gateway", gateway, "--claude-login", str(login)) if gateway and login else ()),
     ]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # our own module, by absolute interpreter path
@@ -247,6 +263,38 @@ def _watch(broker: Broker, container: str, engine_url: str, done: threading.Even
             done.set()
 
 
+def _start_gateway(args: argparse.Namespace) -> tuple[ClaudeLogin, StdinFeed, str]:
+    """Start the gateway with the login's current access token (refreshed here first if need be)."""
+    login = ClaudeLogin(
+        args.claude_login, token_url=os.environ.get("CONTAINAI_CLAUDE_TOKEN_URL") or CLAUDE_TOKEN_URL
+    )
+    tokens = login.current()
+    runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
+    feed = runtime.start_with_feed(args.gateway)
+    feed.send(tokens.access.encode() + b"\n")
+    log.info("gateway %s started with the host's Claude login", args.gateway)
+    return login, feed, tokens.access
+
+
+def _keep_fresh(login: ClaudeLogin, feed: StdinFeed, last: str, done: threading.Event) -> None:
+    """Renew the access token on the host before it expires, and hand each new one to the gateway."""
+    interval = float(os.environ.get("CONTAINAI_LOGIN_CHECK_SECONDS") or LOGIN_CHECK_SECONDS)
+    while not done.wait(interval):
+        try:
+            access = login.current().access
+        except ContainAIError as exc:
+            log.warning("the host's Claude login: %s; will retry", exc.message)
+            continue
+        if access != last:
+            try:
+                feed.send(access.encode() + b"\n")
+            except OSError:
+                log.warning("the gateway no longer reads renewed tokens; stopping")
+                return
+            last = access
+            log.info("the gateway has the renewed Claude login")
+
+
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="containai-session-broker", description=__doc__)
     parser.add_argument("--session", required=True)
@@ -257,6 +305,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--engine-url", required=True)
     parser.add_argument("--stub-uid", type=int, default=STUB_UID)
     parser.add_argument("--max-ttl", type=int, default=300)
+    parser.add_argument("--gateway", help="the gateway container to start, fed the login's access token")
+    parser.add_argument("--claude-login", type=Path, help="the host's Claude Code login file")
     return parser.parse_args(argv)
 
 
@@ -283,11 +333,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
         ]
+        feed = _start_gateway(args) if args.gateway and args.claude_login else None
     except ContainAIError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
 
     done = threading.Event()
+    if feed is not None:
+        threading.Thread(target=_keep_fresh, args=(*feed, done), daemon=True).start()
 
     def on_signal(signum: int, frame: object) -> None:
         done.set()
@@ -312,6 +365,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     for server in servers:
         server.shutdown()
         server.server_close()
+    if feed is not None:
+        feed[1].close()
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from containai.config import Paths, load_user_config
 from containai.egress.policy import parse_network_config
 from containai.egress.sidecar import parse_lab
 from containai.errors import UsageError
+from containai.gateway.login import ClaudeLogin
 from containai.images.catalog import CHANNELS, channel_from_program, image_tag
 from containai.secrets.store import default_sources, resolve_secret
 from containai.secrets.value import Secret
@@ -90,9 +91,8 @@ def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
 def build_request(
     app: AppContext, agent_name: str, repo: Path | None, mode: str, opts: dict[str, Any]
 ) -> SessionRequest:
-    agent, credential = model_credential(
-        app, get_agent(agent_name, app.paths.agents_dir), opts["network_proxy"]
-    )
+    credential = model_credential(app, get_agent(agent_name, app.paths.agents_dir), opts["network_proxy"])
+    agent = credential.agent
     extra = parse_extra_args(app.environ.get("CONTAINAI_EXTRA_DOCKER_ARGS", ""))
     memory = parse_memory(extra.memory or opts["memory"])
     cpus = parse_cpus(extra.cpus or opts["cpu"], os.cpu_count() or 1)
@@ -114,7 +114,8 @@ def build_request(
         network=load_network_settings(app.paths),
         lab=parse_lab(app.environ.get("CONTAINAI_EGRESS_LAB", "")),
         approvals_file=app.paths.approvals_file,
-        credential=credential,
+        credential=credential.secret,
+        login=credential.login,
         gateway_upstream=app.environ.get("CONTAINAI_GATEWAY_UPSTREAM") or None,
         gate=GatePolicy.from_env(app.environ),
     )
@@ -128,22 +129,35 @@ def ensure_proxy_image(app: AppContext, request: SessionRequest) -> None:
     build_images(app, ["proxy"], channel=request.channel)
 
 
-def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> tuple[AgentDef, Secret | None]:
-    """The agent's model credential from the host's secret sources, for its gateway, and the agent set
-    up for the kind found (an API key, else a subscription token); a warning when there is none."""
+@dataclass(frozen=True)
+class ModelCredential:
+    """What the agent's gateway gets: a stored secret, or the host's own login of the CLI."""
+
+    agent: AgentDef  # with the gateway set up for the kind found
+    secret: Secret | None = None
+    login: ClaudeLogin | None = None
+
+
+def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> ModelCredential:
+    """The agent's model credential from the host, in order: an API key, a subscription token, the
+    CLI's own login on the host; a warning, saying what to store, when there is none."""
     if agent.gateway is None or network_proxy != "squid":
-        return agent, None
+        return ModelCredential(agent)
     sources = default_sources(app.paths, app.environ)
     for choice in agent.gateway.choices():
         found = resolve_secret(choice.secret, sources)
         if found is not None:
-            return replace(agent, gateway=choice), found[0]
+            return ModelCredential(replace(agent, gateway=choice), secret=found[0])
+    for choice in agent.gateway.choices():
+        if choice.login == "claude" and (login := ClaudeLogin.from_env(app.environ)) is not None:
+            ConsoleReporter(app).note(f"using the host's Claude login ({login.path}), refreshed on the host")
+            return ModelCredential(replace(agent, gateway=choice), login=login)
     names = " or ".join(choice.secret for choice in agent.gateway.choices())
     ConsoleReporter(app).warn(
         f"no {names} on the host: {agent.name} runs without a model credential "
         f"(store one with `containai secrets set {agent.gateway.secret}`)"
     )
-    return agent, None
+    return ModelCredential(agent)
 
 
 def load_network_settings(paths: Paths) -> NetworkSettings:

@@ -36,6 +36,7 @@ def plan_gateway(
     gateway: GatewayDef,
     egress_volume: str,
     upstream: str | None = None,
+    follow: bool = False,
 ) -> tuple[ContainerSpec, str]:
     """The gateway container, and the volume its socket lives on (shared read-only with the agent)."""
     volume = f"{session_name}-gateway-sock-{session_id}"
@@ -51,6 +52,7 @@ def plan_gateway(
         gateway.header,
         "--scheme",
         gateway.scheme,
+        *(("--follow",) if follow else ()),
     )
     spec = ContainerSpec(
         image=image_tag("logfwd", channel),
@@ -92,11 +94,17 @@ def agent_environment(gateway: GatewayDef) -> dict[str, str]:
     return {**gateway.set_env, gateway.base_url_env: base_url(gateway), gateway.key_env: PLACEHOLDER}
 
 
-def start_gateway(
-    runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
+def create_gateway(
+    runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str]
 ) -> None:
     runtime.create_volume(volume, labels=labels)
     runtime.create_container(spec)
+
+
+def start_gateway(
+    runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
+) -> None:
+    create_gateway(runtime, spec, volume, labels)
     runtime.start_with_input(spec.name, (credential.reveal() + "\n").encode())
 
     def ready() -> bool:

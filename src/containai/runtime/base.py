@@ -50,6 +50,14 @@ class BuildEvent:
     cached: bool = False
 
 
+class StdinFeed(Protocol):
+    """A container's standard input, held open by the host: what a gateway reads renewed credentials from."""
+
+    def send(self, data: bytes) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class ContainerRuntime(Protocol):
     choice: EngineChoice
 
@@ -136,6 +144,8 @@ class ContainerRuntime(Protocol):
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None: ...
 
     def start_with_input(self, ref: str, data: bytes) -> None: ...
+
+    def start_with_feed(self, ref: str) -> StdinFeed: ...
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from containai.runtime.base import (
     EngineInfo,
     ImageInfo,
     NetworkInfo,
+    StdinFeed,
     VolumeInfo,
 )
 from containai.runtime.select import EngineChoice, EngineKind
@@ -411,6 +412,16 @@ class _EngineContainers:
         except Exception as exc:
             raise translate(exc, self.choice, f"start {ref}") from exc
 
+    def start_with_feed(self, ref: str) -> StdinFeed:
+        """Start a container with its stdin attached, and keep it: lines sent later reach it too."""
+        api = self.client.api
+        try:
+            attached = api.attach_socket(ref, params={"stdin": 1, "stream": 1})
+            api.start(ref)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"start {ref}") from exc
+        return _SocketFeed(attached)
+
     def remove_network(self, name: str) -> None:
         try:
             self.client.api.remove_network(name)
@@ -418,6 +429,20 @@ class _EngineContainers:
             return
         except Exception as exc:
             raise translate(exc, self.choice, f"remove network {name}") from exc
+
+
+class _SocketFeed:
+    def __init__(self, attached: Any) -> None:
+        self._attached = attached
+        self._raw = getattr(attached, "_sock", attached)
+
+    def send(self, data: bytes) -> None:
+        self._raw.sendall(data)
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._attached.close()
+            self._raw.close()
 
 
 class EngineRuntime(_EngineContainers):

@@ -76,6 +76,17 @@ def _matches(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
     return all(key in have and (not value or have[key] == value) for key, value in want.items())
 
 
+class _FakeFeed:
+    def __init__(self, ref: str, inputs: list[tuple[str, bytes]]) -> None:
+        self.ref, self.inputs, self.closed = ref, inputs, False
+
+    def send(self, data: bytes) -> None:
+        self.inputs.append((self.ref, data))
+
+    def close(self) -> None:
+        self.closed = True
+
+
 class FakeRuntime:
     """An engine in memory. ``unavailable=True`` makes ``info()`` fail as a stopped engine would.
 
@@ -274,6 +285,10 @@ class FakeRuntime:
     ) -> tuple[int, bytes]:
         self.inputs.append((ref, data))
         return self.exec(ref, argv, user=user), b""
+
+    def start_with_feed(self, ref: str) -> _FakeFeed:
+        self.start(ref)
+        return _FakeFeed(ref, self.inputs)
 
     def start_with_input(self, ref: str, data: bytes) -> None:
         self.start(ref)

@@ -19,17 +19,19 @@ from typing import Protocol
 
 from containai.agents.definition import AgentDef
 from containai.broker import session as session_broker
+from containai.broker.session import BrokerPaths
 from containai.egress import approvals, sidecar
 from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import Lab, plan_egress
 from containai.egress.squid import summarize_denials
 from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
 from containai.gateway import sidecar as gateway_sidecar
+from containai.gateway.login import ClaudeLogin
 from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, Mount
 from containai.secrets.value import Secret
 from containai.session import naming
-from containai.session.mcp import agent_files, mcp_hosts, plan_mcp, start_broker, start_stub
+from containai.session.mcp import agent_files, mcp_hosts, plan_mcp, start_stub
 from containai.session.mcp import mounts as mcp_mounts
 from containai.session.mcp import tmpfs as mcp_tmpfs
 from containai.session.naming import SessionLabels, container_name, new_session_id
@@ -80,6 +82,7 @@ class SessionRequest:
     lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
     approvals_file: Path | None = None  # domains the user approved for repositories
     credential: Secret | None = None  # the agent's model API key, for its gateway (never in its container)
+    login: ClaudeLogin | None = None  # or the CLI's own login on the host, refreshed there by the broker
     gateway_upstream: str | None = None  # CONTAINAI_GATEWAY_UPSTREAM: another API endpoint
     gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
 
@@ -274,7 +277,8 @@ def plan(
         mounts += sidecar.agent_mounts(egress)
         environment.update(sidecar.agent_environment())
     gateway_spec, gateway_volume = None, ""
-    if egress is not None and request.agent.gateway is not None and request.credential is not None:
+    has_credential = request.credential is not None or request.login is not None
+    if egress is not None and request.agent.gateway is not None and has_credential:
         gateway_spec, gateway_volume = gateway_sidecar.plan_gateway(
             session_name=name,
             session_id=session_id,
@@ -283,6 +287,7 @@ def plan(
             gateway=request.agent.gateway,
             egress_volume=egress.socket_volume,
             upstream=request.gateway_upstream,
+            follow=request.login is not None,
         )
         mounts += gateway_sidecar.agent_mounts(gateway_volume)
         environment.update(gateway_sidecar.agent_environment(request.agent.gateway))
@@ -294,6 +299,11 @@ def plan(
     )
     if mcp is not None:
         mounts += mcp_mounts(mcp)
+    broker = mcp.broker if mcp is not None else None
+    if broker is None and request.login is not None and gateway_spec is not None:
+        broker = BrokerPaths.for_session(
+            state_dir, broker_audit_file(state_root, name, session_id), os.environ
+        )
     container = hardened_spec(
         image=image,
         name=name,
@@ -333,6 +343,8 @@ def plan(
         gateway=gateway_spec,
         gateway_volume=gateway_volume,
         mcp=mcp,
+        broker=broker,
+        login=request.login if gateway_spec is not None else None,
     )
 
 
@@ -366,12 +378,25 @@ def provision(
                 runtime.create_volume(mount.source, labels=plan.labels.for_role("home"))
         if plan.egress is not None:
             sidecar.start_proxy(runtime, plan.egress, plan.labels.for_role("proxy"))
-        if plan.gateway is not None and credential is not None:
+        if plan.gateway is not None and plan.login is not None:
+            plan.login.current()  # a refused refresh stops the launch here, with its own message
+            # Created here, started by the broker, which holds its stdin to feed it renewed tokens.
+            gateway_sidecar.create_gateway(
+                runtime, plan.gateway, plan.gateway_volume, plan.labels.for_role("gateway")
+            )
+        elif plan.gateway is not None and credential is not None:
             gateway_sidecar.start_gateway(
                 runtime, plan.gateway, plan.gateway_volume, plan.labels.for_role("gateway"), credential
             )
-        if plan.mcp is not None:
-            start_broker(runtime, plan.mcp, session=plan.session_id, container=plan.name)
+        if plan.broker is not None:
+            session_broker.start(
+                plan.broker,
+                session=plan.session_id,
+                container=plan.name,
+                engine_url=runtime.choice.base_url,
+                gateway=plan.gateway.name if plan.gateway is not None and plan.login is not None else None,
+                login=plan.login.path if plan.login is not None else None,
+            )
         runtime.create_container(plan.container)
         runtime.start(plan.name)
         if plan.egress is not None:

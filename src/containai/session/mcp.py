@@ -73,11 +73,6 @@ def agent_files(mcp: McpPlan | None, mcp_config: str | None, existing: Mapping[s
     return render_mcp_files(mcp_config, [s.name for s in mcp.servers], existing)
 
 
-def start_broker(runtime: ContainerRuntime, mcp: McpPlan, *, session: str, container: str) -> None:
-    """Before the container is created: its bind mount needs the broker's socket directory."""
-    session_broker.start(mcp.broker, session=session, container=container, engine_url=runtime.choice.base_url)
-
-
 def start_stub(
     runtime: ContainerRuntime,
     mcp: McpPlan,

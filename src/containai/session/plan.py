@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Literal
 
 from containai.agents.definition import AgentDef
+from containai.broker.session import BrokerPaths
 from containai.egress.sidecar import EgressPlan
 from containai.errors import UsageError
+from containai.gateway.login import ClaudeLogin
 from containai.runtime.base import ContainerSpec, Mount
 from containai.session.mcp import McpPlan
 from containai.session.naming import SessionLabels
@@ -135,6 +137,8 @@ class SessionPlan:
     gateway: ContainerSpec | None = None  # the model-credential gateway, when the agent has one
     gateway_volume: str = ""
     mcp: McpPlan | None = None  # the session's MCP servers, their broker and stub
+    broker: BrokerPaths | None = None  # the session's broker on the host (MCP servers, a host login)
+    login: ClaudeLogin | None = None  # the host login the broker feeds to the gateway
 
     @property
     def user(self) -> str:
