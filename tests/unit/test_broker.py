@@ -915,6 +915,10 @@ def test_an_existing_directory_of_another_owner_is_refused(broker: Broker, sockd
 def test_the_daemon_serves_and_stops_cleanly_on_sigterm(sockdir: Path, tmp_path: Path) -> None:
     script = Path(sys.executable).parent / "secret-broker"
     stub, admin, audit = sockdir / "stub" / "s.sock", sockdir / "admin" / "a.sock", tmp_path / "audit.jsonl"
+    home = tmp_path / "home"
+    (home / "config").mkdir(parents=True)
+    (home / "config" / "secrets.env").write_text("STORED=from-the-host-store\n")
+    (home / "config" / "secrets.env").chmod(0o600)
     process = subprocess.Popen(
         [
             str(script),
@@ -929,17 +933,18 @@ def test_the_daemon_serves_and_stops_cleanly_on_sigterm(sockdir: Path, tmp_path:
         ],
         stderr=subprocess.PIPE,
         text=True,
+        env={**os.environ, "CONTAINAI_HOME": str(home)},
     )
     try:
         deadline = time.monotonic() + 20
         while not (stub.exists() and admin.exists()) and time.monotonic() < deadline:
             assert process.poll() is None, process.stderr.read() if process.stderr else ""
             time.sleep(0.05)
-        # No store is wired into the standalone daemon yet: issue is refused, and audited.
-        answer = in_process_request(
-            admin,
-            {"op": "issue", "session": "s1", "container": "c1", "consumer": "g", "secrets": ["A"], "ttl": 60},
-        )
+        # The host's store answers for what it has; a name it lacks is refused, and audited.
+        issue = {"op": "issue", "session": "s1", "container": "c1", "consumer": "g", "ttl": 60}
+        answer = in_process_request(admin, {**issue, "secrets": ["STORED"]})
+        assert answer["ok"] is True and str(answer["token"]).startswith("cai1.")
+        answer = in_process_request(admin, {**issue, "consumer": "h", "secrets": ["MISSING"]})
         assert (answer["ok"], answer["error"]) == (False, "secret-unavailable")
 
         process.send_signal(signal.SIGTERM)
@@ -952,7 +957,8 @@ def test_the_daemon_serves_and_stops_cleanly_on_sigterm(sockdir: Path, tmp_path:
             process.stderr.close()
     assert not stub.exists()
     assert not admin.exists()
-    assert verify_chain(audit.read_bytes().splitlines()) == 1
+    assert verify_chain(audit.read_bytes().splitlines()) == 2
+    assert b"from-the-host-store" not in audit.read_bytes()
 
 
 def test_the_lookup_may_return_the_stores_secret_type(

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from containai.broker.broker import Broker, Peer
+from containai.config import Paths
 from containai.errors import (
     AuditUnavailable,
     BrokerError,
@@ -56,6 +57,7 @@ from containai.errors import (
     SecretUnavailable,
     WrongSession,
 )
+from containai.secrets.store import host_lookup
 
 log = logging.getLogger(__name__)
 
@@ -289,12 +291,6 @@ def _prepare_directory(directory: Path) -> None:
 # -- the daemon ----------------------------------------------------------------------------------
 
 
-def _no_store(name: str) -> str | None:
-    # The host store is wired by the session launcher, which runs a Broker in-process; the standalone
-    # daemon has none yet, so every issue on its admin socket is refused as "secret-unavailable".
-    return None
-
-
 def harden_process() -> None:
     # No core dumps and no ptrace/proc-mem reads by other processes of the same uid: this process holds
     # the keys that open every live bundle.
@@ -326,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse_args(argv)
     try:
         harden_process()
-        broker = Broker(lookup=_no_store, audit_path=args.audit, max_ttl=args.max_ttl)
+        # The host's secret stores, as `containai secrets` sees them (CONTAINAI_HOME, keyring, env).
+        lookup = host_lookup(Paths.from_env(os.environ), os.environ)
+        broker = Broker(lookup=lookup, audit_path=args.audit, max_ttl=args.max_ttl)
         servers = [BrokerServer(args.socket, broker, allowed_uids=args.allow_uid, group=args.socket_group)]
         if args.admin_socket is not None:
             servers.append(BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS))

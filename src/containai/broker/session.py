@@ -46,8 +46,7 @@ from containai.gateway.login import CLAUDE_TOKEN_URL, ClaudeLogin
 from containai.runtime.base import StdinFeed
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice
-from containai.secrets.store import default_sources, resolve_secret
-from containai.secrets.value import Secret
+from containai.secrets.store import host_lookup
 
 log = logging.getLogger(__name__)
 
@@ -114,16 +113,6 @@ def _private_directory(path: Path) -> None:
             f"{path} is not a private directory of this user",
             hint="remove it (someone else may have created it), or set XDG_RUNTIME_DIR",
         )
-
-
-def host_lookup(paths: Paths, environ: Mapping[str, str]) -> Any:
-    sources = default_sources(paths, environ)
-
-    def lookup(name: str) -> Secret | None:
-        found = resolve_secret(name, sources)
-        return found[0] if found else None
-
-    return lookup
 
 
 # -- the launcher's side ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import logging
 import os
 import shlex
 import stat
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol, cast
@@ -378,6 +378,17 @@ def default_sources(paths: Paths, environ: Mapping[str, str]) -> list[SecretSour
         EnvFileSource(mcp_secrets_file(paths)),
         EnvironmentSource(environ),
     ]
+
+
+def host_lookup(paths: Paths, environ: Mapping[str, str]) -> Callable[[str], Secret | None]:
+    """A broker's lookup: the value of a secret name from the host's sources, asked anew each time."""
+    sources = default_sources(paths, environ)
+
+    def lookup(name: str) -> Secret | None:
+        found = resolve_secret(name, sources)
+        return found[0] if found else None
+
+    return lookup
 
 
 def resolve_secret(name: str, sources: Sequence[SecretSource]) -> tuple[Secret, str] | None:
