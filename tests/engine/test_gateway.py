@@ -283,9 +283,9 @@ def test_claude_uses_the_hosts_own_login_refreshed_on_the_host_during_the_sessio
         saved["refreshToken"].startswith(f"{prefix}refresh-")
         and saved["refreshToken"] != f"{prefix}refresh-0"
     )
-    # The upstream got access tokens only, the first one first and a renewed one later.
+    # The upstream got access tokens the host refreshed, and a renewed one later in the session.
     messages = [r for r in fake_internet.model_requests() if r["path"].startswith("/v1/messages")]
     bearers = [r["authorization"] for r in messages]
-    assert bearers and bearers[0] == f"Bearer {prefix}access-1", bearers
+    issued = {f"Bearer {prefix}access-{n}" for n in range(1, len(endpoint.requests) + 1)}
+    assert bearers and set(bearers) <= issued, bearers
     assert bearers[-1] != bearers[0], "the gateway never got a renewed token"
-    assert all(b.startswith(f"Bearer {prefix}access-") for b in bearers), bearers
