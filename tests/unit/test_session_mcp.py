@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import tomllib
 from pathlib import Path
 
 import pytest
 
+from containai.broker.session import BrokerPaths
 from containai.errors import UsageError
 from containai.mcp.config import McpServer
 from containai.session import mcp
@@ -23,19 +25,23 @@ GITHUB = McpServer(
 DOCS = McpServer(name="docs", source="repo", url="https://mcp.docs.example/mcp", bearer_token="${DOCS_TOKEN}")  # noqa: S106  # a placeholder, not a token
 
 
+def broker(state_dir: Path) -> BrokerPaths:
+    return BrokerPaths.for_session(state_dir, state_dir / "audit.jsonl", os.environ)
+
+
 def test_no_servers_no_broker(tmp_path: Path) -> None:
-    assert mcp.plan_mcp([], state_dir=tmp_path, audit=tmp_path / "a", agent_uid=1000) is None
+    assert mcp.plan_mcp([], broker=broker(tmp_path), agent_uid=1000) is None
     assert mcp.tmpfs(None) == {}
     assert mcp.agent_files(None, "~/.claude.json", {"x": "y"}) == {"x": "y"}
 
 
 def test_the_agent_may_not_share_the_stubs_uid(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="reserves"):
-        mcp.plan_mcp([GITHUB], state_dir=tmp_path, audit=tmp_path / "a", agent_uid=mcp.STUB_UID)
+        mcp.plan_mcp([GITHUB], broker=broker(tmp_path), agent_uid=mcp.STUB_UID)
 
 
 def test_the_container_gets_the_stubs_tmpfs_and_the_brokers_socket_read_only(tmp_path: Path) -> None:
-    plan = mcp.plan_mcp([GITHUB], state_dir=tmp_path / "s1", audit=tmp_path / "a", agent_uid=1000)
+    plan = mcp.plan_mcp([GITHUB], broker=broker(tmp_path / "s1"), agent_uid=1000)
     assert plan is not None
     spec = hardened_spec(
         image="i",
@@ -64,7 +70,7 @@ def test_the_container_gets_the_stubs_tmpfs_and_the_brokers_socket_read_only(tmp
 
 
 def test_every_cli_entry_runs_the_stub_and_carries_no_secret(tmp_path: Path) -> None:
-    plan = mcp.plan_mcp([GITHUB, DOCS], state_dir=tmp_path, audit=tmp_path / "a", agent_uid=1000)
+    plan = mcp.plan_mcp([GITHUB, DOCS], broker=broker(tmp_path), agent_uid=1000)
     claude = mcp.agent_files(plan, "~/.claude.json", {})
     servers = json.loads(claude[".claude.json"])["mcpServers"]
     assert servers["github"]["command"] == "/usr/local/bin/mcp-stub"

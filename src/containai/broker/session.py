@@ -42,7 +42,7 @@ from containai.broker.broker import Broker
 from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, harden_process
 from containai.config import Paths
 from containai.errors import BrokerError, ContainAIError
-from containai.gateway.login import CLAUDE_TOKEN_URL, ClaudeLogin
+from containai.gateway.login import ClaudeLogin
 from containai.runtime.base import StdinFeed
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice
@@ -227,9 +227,8 @@ def _terminate(state_dir: Path, timeout: float) -> None:
 # -- the daemon ------------------------------------------------------------------------------------
 
 
-def _watch(broker: Broker, container: str, engine_url: str, done: threading.Event) -> None:
+def _watch(broker: Broker, container: str, runtime: EngineRuntime, done: threading.Event) -> None:
     """Revoke everything and stop when the container stops or disappears."""
-    runtime = EngineRuntime(EngineChoice(engine_url, None, "the session launcher"))
     seen = False
     started = time.monotonic()
     while not done.wait(WATCH_INTERVAL):
@@ -252,13 +251,10 @@ def _watch(broker: Broker, container: str, engine_url: str, done: threading.Even
             done.set()
 
 
-def _start_gateway(args: argparse.Namespace) -> tuple[ClaudeLogin, StdinFeed, str]:
+def _start_gateway(args: argparse.Namespace, runtime: EngineRuntime) -> tuple[ClaudeLogin, StdinFeed, str]:
     """Start the gateway with the login's current access token (refreshed here first if need be)."""
-    login = ClaudeLogin(
-        args.claude_login, token_url=os.environ.get("CONTAINAI_CLAUDE_TOKEN_URL") or CLAUDE_TOKEN_URL
-    )
+    login = ClaudeLogin.at(args.claude_login, os.environ)
     tokens = login.current()
-    runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
     feed = runtime.start_with_feed(args.gateway)
     feed.send(tokens.access.encode() + b"\n")
     log.info("gateway %s started with the host's Claude login", args.gateway)
@@ -322,7 +318,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             ),
             BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
         ]
-        feed = _start_gateway(args) if args.gateway and args.claude_login else None
+        runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
+        feed = _start_gateway(args, runtime) if args.gateway and args.claude_login else None
     except ContainAIError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -339,9 +336,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     threads = [
         threading.Thread(target=s.serve_forever, name=f"broker:{s.path}", daemon=True) for s in servers
     ]
-    threads.append(
-        threading.Thread(target=_watch, args=(broker, args.container, args.engine_url, done), daemon=True)
-    )
+    threads.append(threading.Thread(target=_watch, args=(broker, args.container, runtime, done), daemon=True))
     for thread in threads:
         thread.start()
     log.info("session %s: serving %s", args.session, ", ".join(str(s.path) for s in servers))

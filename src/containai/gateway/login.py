@@ -66,10 +66,14 @@ class ClaudeLogin:
         self.clock = clock
 
     @classmethod
+    def at(cls, path: Path, environ: Mapping[str, str]) -> ClaudeLogin:
+        """The login file at ``path``, refreshed at the token endpoint (the tests' stand-in if set)."""
+        return cls(path, token_url=environ.get("CONTAINAI_CLAUDE_TOKEN_URL") or CLAUDE_TOKEN_URL)
+
+    @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> ClaudeLogin | None:
         """The login, when the host has one with a refresh token; None otherwise."""
-        path = claude_login_file(environ)
-        login = cls(path, token_url=environ.get("CONTAINAI_CLAUDE_TOKEN_URL") or CLAUDE_TOKEN_URL)
+        login = cls.at(claude_login_file(environ), environ)
         try:
             login.read()
         except (SecretUnavailable, ConfigError):

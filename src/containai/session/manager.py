@@ -291,19 +291,14 @@ def plan(
         )
         mounts += gateway_sidecar.agent_mounts(gateway_volume)
         environment.update(gateway_sidecar.agent_environment(request.agent.gateway))
-    mcp = plan_mcp(
-        mcp_servers,
-        state_dir=state_dir,
-        audit=broker_audit_file(state_root, name, session_id),
-        agent_uid=workspace.uid,
+    # The session's broker on the host, for its MCP servers and for a host login fed to the gateway.
+    broker_paths = BrokerPaths.for_session(
+        state_dir, broker_audit_file(state_root, name, session_id), os.environ
     )
+    mcp = plan_mcp(mcp_servers, broker=broker_paths, agent_uid=workspace.uid)
     if mcp is not None:
         mounts += mcp_mounts(mcp)
-    broker = mcp.broker if mcp is not None else None
-    if broker is None and request.login is not None and gateway_spec is not None:
-        broker = BrokerPaths.for_session(
-            state_dir, broker_audit_file(state_root, name, session_id), os.environ
-        )
+    needs_broker = mcp is not None or (request.login is not None and gateway_spec is not None)
     container = hardened_spec(
         image=image,
         name=name,
@@ -343,7 +338,7 @@ def plan(
         gateway=gateway_spec,
         gateway_volume=gateway_volume,
         mcp=mcp,
-        broker=broker,
+        broker=broker_paths if needs_broker else None,
         login=request.login if gateway_spec is not None else None,
     )
 

@@ -13,11 +13,9 @@ entry carries a secret. The stub's state (its config, the capability bundles) is
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import urlsplit
 
 from containai.broker import session as session_broker
@@ -41,7 +39,7 @@ class McpPlan:
     broker: BrokerPaths
 
 
-def plan_mcp(servers: Sequence[McpServer], *, state_dir: Path, audit: Path, agent_uid: int) -> McpPlan | None:
+def plan_mcp(servers: Sequence[McpServer], *, broker: BrokerPaths, agent_uid: int) -> McpPlan | None:
     if not servers:
         return None
     if agent_uid == STUB_UID:
@@ -49,7 +47,7 @@ def plan_mcp(servers: Sequence[McpServer], *, state_dir: Path, audit: Path, agen
             f"the repository's owner has uid {STUB_UID}, which ContainAI reserves for the MCP stub",
             hint="run the session on a clone owned by another user, or without MCP servers",
         )
-    return McpPlan(tuple(servers), BrokerPaths.for_session(state_dir, audit, os.environ))
+    return McpPlan(tuple(servers), broker)
 
 
 def mcp_hosts(servers: Sequence[McpServer]) -> tuple[str, ...]:
