@@ -100,6 +100,8 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for running the installed console scripts against the Docker engine."""
     env = {k: v for k, v in os.environ.items() if k not in ("DOCKER_HOST", "CONTAINAI_RUNTIME")}
     env["CONTAINAI_HOME"] = str(tmp_path_factory.mktemp("containai-home"))
+    # A developer's own Claude login in HOME must never be refreshed against the real endpoint.
+    env["CONTAINAI_CLAUDE_TOKEN_URL"] = "http://127.0.0.1:9/no-refresh-in-tests"  # noqa: S105  # a URL
     if (ca := ca_bundle()) is not None:
         env["CONTAINAI_EXTRA_CA_CERT"] = str(ca)
     return env
