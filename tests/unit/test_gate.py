@@ -23,6 +23,7 @@ from containai.workspace.gate import (
     is_dotgit,
     parse_bundle_header,
     render_export_script,
+    worktrees_with,
 )
 
 BRANCH = "claude/session-3"
@@ -291,6 +292,114 @@ def test_checked_out_branch_is_never_moved(world: World) -> None:
     assert git(world.host, "rev-parse", f"refs/heads/{result.branch}") == tip
     assert_work_tree_untouched(before, snapshot(world.host))
     assert not world.canary.exists()
+
+
+def import_current(world: World) -> ImportResult:
+    """An import for a session launched with --use-current-branch: the work tree may move along."""
+    return import_bundle(
+        world.host,
+        world.bundle(REF, f"^{world.base}"),
+        branch=BRANCH,
+        base=world.base,
+        now=lambda: FIXED_NOW,
+        move_worktree=True,
+    )
+
+
+def on_current_branch(world: World) -> None:
+    git(world.host, "update-ref", REF, world.base)
+    git(world.host, "switch", "--quiet", BRANCH)
+
+
+def test_current_branch_moves_with_its_clean_work_tree_and_runs_nothing(world: World) -> None:
+    on_current_branch(world)
+    # The agent's tree names the host's filter driver for every file: checking it out must not run it.
+    tip = world.agent_commit(
+        {b"agent.txt": ("100644", b"agent\n"), b".gitattributes": ("100644", b"* filter=canary\n")}
+    )
+
+    result = import_current(world)
+
+    assert not world.canary.exists()
+    assert (result.branch, result.tip, result.commits, result.diverged) == (BRANCH, tip, 1, False)
+    assert result.worktree_updated
+    assert git(world.host, "rev-parse", "HEAD") == tip
+    assert git(world.host, "symbolic-ref", "HEAD") == REF
+    assert (world.host / "agent.txt").read_text() == "agent\n"
+    status = git(
+        world.host, "-c", "filter.canary.clean=", "-c", "filter.canary.smudge=", "status", "--porcelain"
+    )
+    assert status == ""
+
+
+def test_current_branch_with_uncommitted_changes_keeps_them_and_diverts_the_work(world: World) -> None:
+    on_current_branch(world)
+    (world.host / "README.md").write_text("uncommitted human edit\n")
+    tip = world.agent_commit({b"agent.txt": ("100644", b"agent\n")})
+    before = snapshot(world.host)
+
+    result = import_current(world)
+
+    assert result.diverged and result.branch.startswith(f"{BRANCH}-diverged-")
+    assert "uncommitted changes" in (result.diverged_reason or "") and "README.md" in (
+        result.diverged_reason or ""
+    )
+    assert git(world.host, "rev-parse", REF) == world.base
+    assert git(world.host, "rev-parse", f"refs/heads/{result.branch}") == tip
+    assert_work_tree_untouched(before, snapshot(world.host))
+    assert not world.canary.exists()
+
+
+def test_current_branch_that_moved_on_is_left_where_the_user_put_it(world: World) -> None:
+    on_current_branch(world)
+    (world.host / "host.txt").write_text("human\n")
+    git(world.host, "add", "host.txt")
+    git(world.host, "commit", "--quiet", "-m", "human work")
+    human = git(world.host, "rev-parse", "HEAD")
+    world.agent_commit({b"agent.txt": ("100644", b"agent\n")})
+    before = snapshot(world.host)
+
+    result = import_current(world)
+
+    assert result.diverged and "moved on the host" in (result.diverged_reason or "")
+    assert git(world.host, "rev-parse", REF) == human
+    assert_work_tree_untouched(before, snapshot(world.host))
+
+
+def test_current_branch_with_an_untracked_file_in_the_way_is_left_alone(world: World) -> None:
+    on_current_branch(world)
+    (world.host / "agent.txt").write_text("the user's own untracked file\n")
+    world.agent_commit({b"agent.txt": ("100644", b"agent\n")})
+    before = snapshot(world.host)
+
+    result = import_current(world)
+
+    assert result.diverged and "work tree forward failed" in (result.diverged_reason or "")
+    assert (world.host / "agent.txt").read_text() == "the user's own untracked file\n"
+    assert git(world.host, "rev-parse", REF) == world.base
+    assert_work_tree_untouched(before, snapshot(world.host))
+
+
+def test_current_branch_checked_out_in_another_work_tree_is_never_moved(world: World, tmp_path: Path) -> None:
+    git(world.host, "update-ref", REF, world.base)
+    other = tmp_path / "other-worktree"
+    git(world.host, "worktree", "add", "--quiet", str(other), BRANCH)
+    world.agent_commit({b"agent.txt": ("100644", b"agent\n")})
+
+    result = import_current(world)
+
+    assert result.diverged and str(other) in (result.diverged_reason or "")
+    assert git(world.host, "rev-parse", REF) == world.base
+    assert not (other / "agent.txt").exists()
+
+
+def test_worktrees_with_lists_every_checkout_of_a_branch(world: World, tmp_path: Path) -> None:
+    git(world.host, "update-ref", REF, world.base)
+    assert worktrees_with(world.host, "refs/heads/main") == [world.host]
+    other = tmp_path / "other dir"
+    git(world.host, "worktree", "add", "--quiet", str(other), BRANCH)
+    assert worktrees_with(world.host, REF) == [other]
+    assert worktrees_with(world.host, "refs/heads/nowhere") == []
 
 
 def test_updating_an_existing_submodule_pointer_is_allowed(world: World) -> None:

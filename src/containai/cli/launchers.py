@@ -53,7 +53,11 @@ class ConsoleReporter:
 def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
     options = [
         click.option("-b", "--branch", metavar="B", help="Work on branch B (default: <agent>/session-N)."),
-        click.option("--use-current-branch", is_flag=True, help="Work on the repo's current branch."),
+        click.option(
+            "--use-current-branch",
+            is_flag=True,
+            help="Work on the repo's current branch; the work lands on it when safe.",
+        ),
         click.option("--no-push", is_flag=True, help="Do not bring the session's work back to the host."),
         click.option(
             "-y", "--force", is_flag=True, help="Launch on a dirty repo; archive an existing --branch."

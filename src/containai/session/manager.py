@@ -48,7 +48,13 @@ from containai.session.plan import (
     render_setup_script,
 )
 from containai.session.repo import BranchChoice, RepoInfo, branch_sha, choose_branch, delete_branch_if_at, git
-from containai.workspace.gate import GatePolicy, ImportResult, import_bundle, render_export_script
+from containai.workspace.gate import (
+    GatePolicy,
+    ImportResult,
+    import_bundle,
+    render_export_script,
+    worktrees_with,
+)
 
 log = logging.getLogger("containai.session")
 
@@ -227,6 +233,7 @@ def plan(
         repo=str(repo.root) if repo else "",
         branch=branch.name if branch else "",
         base=branch.base if branch else "",
+        branch_created=branch.created if branch else False,
         channel=request.channel,
         mode=request.mode,
         network_proxy=request.network_proxy,
@@ -518,7 +525,15 @@ def export_and_import(
             code = runtime.exec(container.name, ["cat", EXPORT_BUNDLE], user=user, on_output=save)
         if code != 0 or size > MAX_BUNDLE_BYTES:
             raise SessionError(f"copying the work out of {container.name} failed (exit {code}, {size} bytes)")
-        return import_bundle(Path(labels.repo), bundle, branch=labels.branch, base=labels.base, policy=policy)
+        return import_bundle(
+            Path(labels.repo),
+            bundle,
+            branch=labels.branch,
+            base=labels.base,
+            policy=policy,
+            # The user's own branch (--use-current-branch): its work tree may move with it, when safe.
+            move_worktree=not labels.branch_created,
+        )
 
 
 def finish(
@@ -557,11 +572,14 @@ def finish(
         message = describe_import(imported, labels.base) if imported else f"no new commits on {labels.branch}"
     egress, proxy_failure = _egress_record(runtime, name, labels, state_root)
     teardown(runtime, labels.session, state_root=state_root)
-    if labels.repo and labels.branch and not keep_branch:
-        sha = branch_sha(Path(labels.repo), labels.branch)
-        if sha == labels.base:
-            # Nothing was done on the branch we reserved: do not leave an empty branch behind.
-            delete_branch_if_at(Path(labels.repo), labels.branch, labels.base)
+    if labels.repo and labels.branch and labels.branch_created and not keep_branch:
+        repo = Path(labels.repo)
+        if branch_sha(repo, labels.branch) == labels.base and not worktrees_with(
+            repo, f"refs/heads/{labels.branch}"
+        ):
+            # Nothing was done on the branch we reserved: do not leave an empty branch behind. Only a
+            # branch ContainAI created goes, and never one checked out in a work tree.
+            delete_branch_if_at(repo, labels.branch, labels.base)
     return FinishResult(imported, kept=False, message=message, egress=egress, proxy_failure=proxy_failure)
 
 
@@ -599,11 +617,14 @@ def _egress_record(
 def describe_import(result: ImportResult, base: str) -> str:
     if result.diverged:
         return (
-            f"{result.commits} commit(s) brought back to {result.branch}: the host branch had moved on, so the work "
-            f"went to a new branch (merge it with `git merge {result.branch}`)"
+            f"{result.commits} commit(s) brought back to a new branch {result.branch}, because "
+            f"{result.diverged_reason or 'the session branch could not take them'} "
+            f"(merge it with `git merge {result.branch}`)"
         )
     if result.commits == 0:
         return f"no new commits on {result.branch}"
+    if result.worktree_updated:
+        return f"{result.commits} commit(s) brought back to {result.branch}, and its work tree moved forward with it"
     return f"{result.commits} commit(s) brought back to {result.branch}"
 
 

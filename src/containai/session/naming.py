@@ -23,6 +23,8 @@ AGENT = f"{LABEL_PREFIX}.agent"
 REPO = f"{LABEL_PREFIX}.repo"
 BRANCH = f"{LABEL_PREFIX}.branch"
 BASE = f"{LABEL_PREFIX}.base"
+# "true" only when ContainAI created the session branch: it deletes or moves no ref it did not create.
+BRANCH_CREATED = f"{LABEL_PREFIX}.branch-created"
 CHANNEL = f"{LABEL_PREFIX}.channel"
 MODE = f"{LABEL_PREFIX}.mode"
 NETWORK = f"{LABEL_PREFIX}.network-proxy"
@@ -72,6 +74,7 @@ class SessionLabels:
     push: bool
     launcher: str
     created: str
+    branch_created: bool = False
 
     def common(self) -> dict[str, str]:
         """The labels every resource of the session carries (containers, volumes, networks)."""
@@ -84,6 +87,7 @@ class SessionLabels:
             REPO: self.repo,
             BRANCH: self.branch,
             BASE: self.base,
+            BRANCH_CREATED: "true" if self.branch_created else "false",
             CHANNEL: self.channel,
             MODE: self.mode,
             NETWORK: self.network_proxy,
@@ -108,4 +112,6 @@ class SessionLabels:
             push=labels.get(PUSH, "true") == "true",
             launcher=labels.get(LAUNCHER, ""),
             created=labels.get(CREATED, ""),
+            # Absent on sessions from before the label: treated as the user's branch, never deleted.
+            branch_created=labels.get(BRANCH_CREATED) == "true",
         )

@@ -74,6 +74,7 @@ class ImportResult:
     diverged: bool  # the work went to a new ``<branch>-diverged-<UTC>`` branch
     created: bool  # the written branch did not exist before
     diverged_reason: str | None = None  # why, when diverged
+    worktree_updated: bool = False  # the branch was checked out, and its work tree moved with it
 
 
 @dataclass(frozen=True)
@@ -160,16 +161,18 @@ def run_git(
     input_bytes: bytes | None = None,
     stdin: BinaryIO | None = None,
     check: bool = True,
+    config: Sequence[str] = (),
 ) -> subprocess.CompletedProcess[bytes]:
     """Run the host's git hardened: clean env, no system or global config, no hooks, no shell.
 
     ``git_dir`` is only ever the gate's own quarantine; ``cwd`` the trusted host repository.
+    ``config`` adds ``-c`` pairs of the caller's (see ``_filters_off``).
     """
     where: tuple[str, ...] = (f"--git-dir={git_dir}",) if git_dir is not None else ()
     if cwd is not None and git_dir is None:
         where = ("-C", str(cwd))
     result = subprocess.run(
-        [_git_exe(), *_HARDENING, *where, *args],
+        [_git_exe(), *_HARDENING, *config, *where, *args],
         input=input_bytes,
         stdin=stdin,
         capture_output=True,
@@ -541,8 +544,14 @@ def import_bundle(
     base: str,
     policy: GatePolicy = GatePolicy(),
     now: Callable[[], datetime] = _utc_now,
+    move_worktree: bool = False,
 ) -> ImportResult:
-    """Validate ``bundle`` in quarantine and land its one branch in ``repo`` without touching the work tree.
+    """Validate ``bundle`` in quarantine and land its one branch in ``repo``.
+
+    The work tree is never touched, except with ``move_worktree`` (the user launched on the branch
+    checked out in ``repo``): then, when that branch has not moved and its work tree is clean, the
+    branch and its work tree are fast-forwarded together. Whenever the branch cannot take the work,
+    it lands on a new ``<branch>-diverged-<UTC>`` branch, with the reason in the result.
 
     Raises GateRefused (every reason found) when the bundle fails a check; nothing is written then.
     """
@@ -563,7 +572,20 @@ def import_bundle(
         def refuse(reasons: Sequence[str]) -> GateRefused:
             return GateRefused(reasons, bundle=bundle, branch=branch)
 
-        return _import(repo, bundle, ref, branch, base, policy, now, objects, object_format, refuse, identity)
+        return _import(
+            repo,
+            bundle,
+            ref,
+            branch,
+            base,
+            policy,
+            now,
+            objects,
+            object_format,
+            refuse,
+            identity,
+            move_worktree,
+        )
     finally:
         _RUN_AS.reset(token)
 
@@ -580,13 +602,14 @@ def _import(
     object_format: str,
     refuse: Callable[[Sequence[str]], GateRefused],
     identity: Mapping[str, Any],
+    move_worktree: bool,
 ) -> ImportResult:
     with tempfile.TemporaryDirectory(prefix="containai-gate-") as tmp:
         if identity:
             os.chown(tmp, identity["user"], identity["group"])
         quarantine = Path(tmp) / "quarantine.git"
         tip = _validate(repo, bundle, ref, base, policy, quarantine, objects, object_format, refuse)
-        return _land(repo, quarantine, branch, base, tip, now)
+        return _land(repo, quarantine, branch, base, tip, now, move_worktree=move_worktree)
 
 
 def _validate(
@@ -695,9 +718,70 @@ def _validate(
     return tip
 
 
-def _checked_out(repo: Path, ref: str) -> bool:
-    out = _out(run_git("worktree", "list", "--porcelain", cwd=repo))
-    return f"branch {ref}" in out.splitlines()
+def worktrees_with(repo: Path, ref: str) -> list[Path]:
+    """The work trees (the main one included) that have ``ref`` checked out."""
+    token = _RUN_AS.set(owner_identity(repo))
+    try:
+        listed = run_git("worktree", "list", "--porcelain", "-z", cwd=repo)
+    finally:
+        _RUN_AS.reset(token)
+    out = listed.stdout.decode("utf-8", "surrogateescape")
+    found: list[Path] = []
+    for entry in out.split("\0\0"):
+        fields = entry.strip("\0").split("\0")
+        path = next((f[len("worktree ") :] for f in fields if f.startswith("worktree ")), None)
+        if path is not None and f"branch {ref}" in fields:
+            found.append(Path(path))
+    return found
+
+
+def _filters_off(repo: Path) -> tuple[str, ...]:
+    """``-c`` pairs that switch off every filter driver the repository configures.
+
+    Checking files out runs a driver's smudge command, and ``git status`` its clean command; the
+    agent's commits can name any driver in a ``.gitattributes``. System and global config are not
+    read at all (``_clean_env``), so the repository's own config is all there is to switch off.
+    """
+    listed = run_git("config", "--name-only", "--get-regexp", r"^filter\.", cwd=repo, check=False)
+    drivers = {
+        name[len("filter.") :].rpartition(".")[0]
+        for name in listed.stdout.decode("utf-8", "surrogateescape").split()
+    }
+    pairs: list[str] = []
+    for driver in sorted(d for d in drivers if d):
+        for key, value in (("clean", ""), ("smudge", ""), ("process", ""), ("required", "false")):
+            pairs += ["-c", f"filter.{driver}.{key}={value}"]
+    return tuple(pairs)
+
+
+def _fast_forward_checkout(repo: Path, branch: str, existing: str, tip: str) -> str | None:
+    """Move the checked-out ``branch`` and its work tree together from ``existing`` to ``tip``.
+
+    None when done, else why not. Only a clean work tree moves (untracked files git would overwrite
+    stop it too); hooks, fsmonitor (``_HARDENING``) and filter drivers are off throughout.
+    """
+    off = (*_filters_off(repo), *("-c", "merge.autoStash=false"), *("-c", "rebase.autoStash=false"))
+    head = _out(run_git("symbolic-ref", "--quiet", "HEAD", cwd=repo, check=False))
+    if head != f"refs/heads/{branch}":
+        return f"{branch} is no longer checked out in {repo}"
+    status = run_git(
+        "status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=none",
+        cwd=repo, config=off, check=False,
+    )  # fmt: skip
+    if status.returncode != 0:
+        return f"git status failed in {repo}: {_last_line(status.stderr)}"
+    changed = [entry[3:] for entry in status.stdout.decode("utf-8", "backslashreplace").split("\0") if entry]
+    if changed:
+        shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
+        return f"{branch} has uncommitted changes on the host ({shown})"
+    merged = run_git(
+        "merge", "--ff-only", "--no-stat", "--quiet", "--no-edit", tip, cwd=repo, config=off, check=False
+    )
+    if merged.returncode != 0:
+        return f"bringing {branch}'s work tree forward failed: {_last_line(merged.stderr)}"
+    if _sha_of(repo, f"refs/heads/{branch}") != tip:
+        return f"{branch} changed on the host during the import"
+    return None
 
 
 def _sha_of(repo: Path, ref: str) -> str | None:
@@ -711,7 +795,14 @@ def _count(repo: Path, tip: str, since: str) -> int:
 
 
 def _land(
-    repo: Path, quarantine: Path, branch: str, base: str, tip: str, now: Callable[[], datetime]
+    repo: Path,
+    quarantine: Path,
+    branch: str,
+    base: str,
+    tip: str,
+    now: Callable[[], datetime],
+    *,
+    move_worktree: bool = False,
 ) -> ImportResult:
     ref = f"refs/heads/{branch}"
     existing = _sha_of(repo, ref)
@@ -732,13 +823,28 @@ def _land(
 
     zero = "0" * len(tip)
     reason: str | None = None
-    if _checked_out(repo, ref):
-        reason = f"{branch} is checked out on the host; moving it would change the work tree"
-    elif (
-        existing is not None
-        and run_git("merge-base", "--is-ancestor", existing, tip, cwd=repo, check=False).returncode
-    ):
+    moved = existing is not None and bool(
+        run_git("merge-base", "--is-ancestor", existing, tip, cwd=repo, check=False).returncode
+    )
+    worktrees = worktrees_with(repo, ref)
+    if moved:
         reason = f"{branch} has moved on the host since the session started"
+    elif worktrees and (
+        not move_worktree or existing is None or [w.resolve() for w in worktrees] != [repo.resolve()]
+    ):
+        where = ", ".join(str(w) for w in worktrees)
+        reason = f"{branch} is checked out on the host (in {where}); moving it would change that work tree"
+    elif worktrees and existing is not None:
+        reason = _fast_forward_checkout(repo, branch, existing, tip)
+        if reason is None:
+            return ImportResult(
+                branch=branch,
+                tip=tip,
+                commits=_count(repo, tip, existing),
+                diverged=False,
+                created=False,
+                worktree_updated=True,
+            )
     if reason is None:
         message = (
             "containai: import agent work (fast-forward)" if existing else "containai: import agent work"
