@@ -30,6 +30,7 @@ PODMAN_SOCK = Path("/run/podman/podman.sock")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 REPO = Path(__file__).resolve().parents[2]
 CHANNEL = "dev"
+BIN = Path(sys.executable).parent
 
 
 def _missing(what: str) -> None:
@@ -105,6 +106,22 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     if (ca := ca_bundle()) is not None:
         env["CONTAINAI_EXTRA_CA_CERT"] = str(ca)
     return env
+
+
+@pytest.fixture()
+def env(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+    home = tmp_path / "home"
+    home.mkdir()
+    environment = {**cli_env, "HOME": str(home), "CONTAINAI_HOME": str(tmp_path / "containai")}
+    environment["PATH"] = f"{BIN}:{environment.get('PATH', '')}"
+    # A global git config of the test's own for safe.directory entries; the user's is never touched.
+    environment["GIT_CONFIG_GLOBAL"] = str(tmp_path / "gitconfig")
+    os.environ["GIT_CONFIG_GLOBAL"] = environment["GIT_CONFIG_GLOBAL"]
+    yield environment
+    del os.environ["GIT_CONFIG_GLOBAL"]
+    subprocess.run(
+        [str(BIN / "remove-agent"), "--all", "--no-push"], env=environment, capture_output=True, check=False
+    )
 
 
 def containai(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:

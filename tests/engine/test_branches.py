@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from .conftest import CHANNEL
-from .test_sessions import env, git, launcher, make_repo  # noqa: F401  # env is a fixture
+from .test_sessions import git, launcher, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 
@@ -53,7 +53,7 @@ def agent_commits(container: Any) -> str:
 @pytest.mark.parametrize("option", OPTIONS, ids=[o.id for o in OPTIONS])
 @pytest.mark.parametrize("owner", [None, 1000], ids=["clone", "overlay"])
 def test_branch_option_at_session_end(
-    env: dict[str, str],  # noqa: F811  # the fixture imported above
+    env: dict[str, str],
     tmp_path: Path,
     docker_client: Any,
     option: Option,

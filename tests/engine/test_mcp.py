@@ -24,7 +24,7 @@ import pytest
 
 from containai.session.repo import git
 
-from .conftest import CHANNEL
+from .conftest import CHANNEL, LABELS, RUN_ID
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_gateway import egress_audit, forms, store_secret
 from .test_sessions import BIN, SESSION_LABEL, make_repo
@@ -402,3 +402,108 @@ def test_codex_and_copilot_read_the_rendered_config_and_find_the_server(
     assert result.returncode == 0, result.stdout + result.stderr[-3000:]
     assert "canary" in result.stdout and "/usr/local/bin/mcp-stub" in result.stdout, result.stdout
     assert "python3" not in result.stdout  # the agent sees the stub, not the real command
+
+
+# A real npm package whose bin is a stdio MCP server in Node, installed in a test image so that `npx`
+# finds it offline, as it would find `@modelcontextprotocol/server-github` after its first download.
+NPX_PACKAGE = {
+    "package.json": json.dumps(
+        {"name": "canary-mcp", "version": "1.0.0", "bin": {"canary-mcp": "server.js"}}
+    ),
+    "server.js": textwrap.dedent(
+        """\
+        #!/usr/bin/env node
+        const crypto = require("crypto");
+        const rl = require("readline").createInterface({ input: process.stdin });
+        rl.on("line", (line) => {
+          const m = JSON.parse(line);
+          if (m.id === undefined) return;
+          let result = {};
+          if (m.method === "initialize") {
+            result = { protocolVersion: m.params.protocolVersion, capabilities: { tools: {} },
+                       serverInfo: { name: "canary-npx", version: "1" } };
+          } else if (m.method === "tools/call") {
+            const digest = crypto.createHash("sha256").update(process.env.CANARY || "").digest("hex");
+            result = { content: [{ type: "text", text: `sha256=${digest} uid=${process.getuid()}` }] };
+          }
+          process.stdout.write(JSON.stringify({ jsonrpc: "2.0", id: m.id, result }) + "\\n");
+        });
+        """
+    ),
+    "Dockerfile": (
+        f"FROM containai-claude:{CHANNEL}\nUSER root\nCOPY . /opt/canary-mcp\n"
+        "RUN chmod 755 /opt/canary-mcp/server.js && npm install -g --offline --no-audit --no-fund /opt/canary-mcp\n"
+    ),
+}
+
+# As the agent: plant an npm project configuration in every folder above the stub's home it can write
+# (code that would run inside the server, with its secret), then use the server through the stub.
+PLANT = textwrap.dedent(
+    """\
+    evil='const fs=require("fs"); const f="/tmp/leak-"+process.pid;
+    fs.writeFileSync(f, "LEAK:"+(process.env.CANARY||"")); fs.chmodSync(f, 0o644);'
+    for d in /run/containai/mcp/home /run/containai/mcp /run/containai /run /; do
+      if printf '{"name":"planted"}' > "$d/package.json" 2>/dev/null; then
+        printf 'node-options=--require=%s/evil.js\\n' "$d" > "$d/.npmrc"
+        printf '%s\\n' "$evil" > "$d/evil.js"
+        echo "R planted-$d yes"
+      fi
+    done
+    echo "R tool $(python3 -c "$TOOL_CALL")"
+    echo "R leak $(cat /tmp/leak-* 2>/dev/null | base64 -w0)"
+    """
+)
+
+
+def test_a_server_started_through_npx_reads_no_configuration_the_agent_planted(
+    env: dict[str, str],
+    tmp_path: Path,
+    docker_client: Any,
+) -> None:
+    context = io.BytesIO()
+    with tarfile.open(fileobj=context, mode="w") as archive:
+        for name, text in NPX_PACKAGE.items():
+            data = text.encode()
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    context.seek(0)
+    image = f"containai-test-npx:{RUN_ID}"
+    docker_client.images.build(fileobj=context, custom_context=True, tag=image, labels=LABELS, rm=True)
+    agents = Path(env["CONTAINAI_HOME"]) / "config" / "agents"
+    agents.mkdir(parents=True)
+    (agents / "npxprobe.toml").write_text(
+        f'name = "npxprobe"\ndescription = "the shell, in an image with an npm MCP server"\nimage = "{image}"\n'
+        'command = ["bash", "-l"]\nprompt_command = ["bash", "-lc", "{prompt}"]\n'
+    )
+    canary = f"npx-canary-{uuid.uuid4().hex}"
+    store_secret(env, "MCP_CANARY", canary)
+    user_config(
+        env,
+        '[mcp_servers.canary]\ncommand = "npx"\nargs = ["--offline", "canary-mcp"]\n'
+        'env = { CANARY = "${MCP_CANARY}" }\n',
+    )
+    repo = make_repo(tmp_path)
+    script = f"TOOL_CALL={shlex.quote(TOOL_CALL)}\n{PLANT}"
+    result = subprocess.run(
+        [
+            *(str(BIN / "containai"), "run", "npxprobe", str(repo), "--no-push"),
+            *("--network-proxy", "restricted", "--prompt", script),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    found = results(result.stdout)
+    # The server ran, through npx, under the stub's uid, with the host's secret.
+    digest = hashlib.sha256(canary.encode()).hexdigest()
+    assert found.get("tool") == f"sha256={digest} uid=65531", result.stdout + result.stderr[-3000:]
+    # No folder above the server's home is the agent's to write, so nothing was planted, and no code of
+    # the agent's ran in the server: no leak file, and the canary nowhere in what the agent saw.
+    assert [k for k in found if k.startswith("planted-")] == []
+    assert base64.b64decode(found.get("leak", "")) == b""
+    for form in forms(canary):
+        assert form not in result.stdout and form not in result.stderr

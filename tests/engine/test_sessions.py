@@ -11,22 +11,20 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from .conftest import CHANNEL
+from .conftest import BIN, CHANNEL
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 
-BIN = Path(sys.executable).parent
+
 SESSION_LABEL = "ai.containai.session"
 
 
@@ -71,22 +69,6 @@ def snapshot(repo: Path) -> tuple[str, str, str, str]:
     ).stdout
     index = (repo / ".git" / "index").read_bytes().hex()
     return git(repo, "rev-parse", "HEAD"), index, tree, git(repo, "status", "--porcelain")
-
-
-@pytest.fixture()
-def env(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
-    home = tmp_path / "home"
-    home.mkdir()
-    environment = {**cli_env, "HOME": str(home), "CONTAINAI_HOME": str(tmp_path / "containai")}
-    environment["PATH"] = f"{BIN}:{environment.get('PATH', '')}"
-    # A global git config of the test's own for safe.directory entries; the user's is never touched.
-    environment["GIT_CONFIG_GLOBAL"] = str(tmp_path / "gitconfig")
-    os.environ["GIT_CONFIG_GLOBAL"] = environment["GIT_CONFIG_GLOBAL"]
-    yield environment
-    del os.environ["GIT_CONFIG_GLOBAL"]
-    subprocess.run(
-        [str(BIN / "remove-agent"), "--all", "--no-push"], env=environment, capture_output=True, check=False
-    )
 
 
 def containai(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:

@@ -57,6 +57,8 @@ for line in sys.stdin:
             text = hashlib.sha256(os.environ.get("GITHUB_TOKEN", "").encode()).hexdigest()
         elif tool == "env":
             text = " ".join(sorted(os.environ))
+        elif tool == "envpairs":
+            text = "\n".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k != "GITHUB_TOKEN")
         else:
             text = os.getcwd()
         result = {"content": [{"type": "text", "text": text}]}
@@ -325,10 +327,18 @@ def wait_for_child(pid: int) -> int:
     return children[0]
 
 
+def private_base() -> Path:
+    """A short folder no other user can write, nor any of its ancestors: the runtime dir, or /run as root."""
+    if runtime := os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(runtime)
+    return Path("/run") if os.geteuid() == 0 else Path.home()
+
+
 @pytest.fixture
 def env() -> Iterator[Environment]:
-    # AF_UNIX paths are limited to 107 bytes, too short for pytest's tmp_path.
-    root = Path(tempfile.mkdtemp(prefix="cai-mcp-", dir="/tmp"))
+    # AF_UNIX paths are limited to 107 bytes, too short for pytest's tmp_path; and the stub refuses to
+    # start servers below a folder another user can write (/tmp is one), so not there either.
+    root = Path(tempfile.mkdtemp(prefix="cai-mcp-", dir=private_base()))
     root.chmod(0o711)
     clock = FakeClock()
     canary = f"sk-canary-{uuid.uuid4().hex}"
@@ -374,8 +384,18 @@ def test_a_command_server_gets_its_secret_and_the_agent_sees_only_its_hash(env: 
 
     assert initialized["result"]["serverInfo"] == {"name": "fake"}
     assert digest == sha256(env.canary)
-    # A minimal environment: the base, the proxy settings, the rendered env; nothing else of the stub's.
-    assert names == {"PATH", "HOME", "LANG", "HTTP_PROXY", "NO_PROXY", "GITHUB_TOKEN"}
+    # A minimal environment: the base, the proxy settings, the package managers' configuration pinned,
+    # the rendered env; nothing else of the stub's.
+    assert names == {
+        *("PATH", "HOME", "LANG", "HTTP_PROXY", "NO_PROXY", "GITHUB_TOKEN"),
+        *(
+            "NPM_CONFIG_USERCONFIG",
+            "NPM_CONFIG_GLOBALCONFIG",
+            "PIP_CONFIG_FILE",
+            "PYTHONNOUSERSITE",
+            "UV_NO_CONFIG",
+        ),
+    }
     # By default a server starts in the stub's private home, never in the agent's workspace.
     assert cwd == str(stub.state / "home")
     assert env.canary.encode() in server_environ  # delivered where it belongs, and only there:
@@ -385,6 +405,49 @@ def test_a_command_server_gets_its_secret_and_the_agent_sees_only_its_hash(env: 
     assert (code, stderr) == (0, "")
     assert "github: redeemed a capability for GITHUB_TOKEN" in stub.log
     assert "github: stored a fresh capability for the next start" in stub.log
+
+
+def test_servers_start_with_package_manager_configuration_pinned(env: Environment) -> None:
+    spec = env.command_server(env={})
+    stub = env.start(
+        {"plain": spec}, {}, environ=stub_environ(NODE_OPTIONS="--require=/x.js", PYTHONPATH="/x")
+    )
+    client = McpClient(stub.state, "plain")
+    client.initialize()
+    pairs = dict(item.split("=", 1) for item in client.tool("envpairs").split("\n") if "=" in item)
+    client.close()
+
+    home = stub.state / "home"
+    # npm's walk up for a package.json ends in the server's home, whose .npmrc is the stub's and empty.
+    assert json.loads((home / "package.json").read_text())["private"] is True
+    assert (home / ".npmrc").read_bytes() == b""
+    assert pairs["NPM_CONFIG_USERCONFIG"] == str(home / ".npmrc")
+    assert pairs["NPM_CONFIG_GLOBALCONFIG"] == pairs["PIP_CONFIG_FILE"] == "/dev/null"
+    assert pairs["UV_NO_CONFIG"] == pairs["PYTHONNOUSERSITE"] == "1"
+    # The stub's own environment is not inherited: not its PATH, nor NODE_OPTIONS or PYTHONPATH.
+    assert "NODE_OPTIONS" not in pairs and "PYTHONPATH" not in pairs
+    assert pairs["PATH"] == "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def test_the_stub_refuses_to_start_servers_below_a_folder_others_can_write(env: Environment) -> None:
+    shared = env.root / "shared"
+    shared.mkdir(mode=0o777)
+    shared.chmod(0o777)  # as a tmpfs the agent owned was: anyone could plant a package.json here
+    state = shared / "state"
+    state.mkdir()
+    install(state, {"config": env.config({"plain": env.command_server(env={})}), "caps": {}})
+    served = subprocess.run(
+        [sys.executable, "-I", str(STUB), "serve", "--state", str(state)],
+        env=stub_environ(),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+    assert served.returncode == 1
+    assert f"refusing to start MCP servers in {state / 'home'}" in served.stderr
+    assert f"{shared} (mode 0777)" in served.stderr
+    assert not (state / "front.sock").exists()
 
 
 def test_a_second_connection_redeems_the_refreshed_capability_never_one_twice(env: Environment) -> None:

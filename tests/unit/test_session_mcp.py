@@ -57,8 +57,9 @@ def test_the_container_gets_the_stubs_tmpfs_and_the_brokers_socket_read_only(tmp
     )
     assert spec.tmpfs["/run/containai/mcp"].endswith("uid=65531,gid=65531,mode=0711")
     assert "noexec" in spec.tmpfs["/run/containai/mcp"]
-    # Still the agent's; others may pass through to the stub's tmpfs and the broker's socket only.
-    assert spec.tmpfs["/run/containai"].endswith("uid=1000,gid=1000,mode=0711")
+    # Root's, so no ancestor of the stub's folders is the agent's to write (no uid= option: root owns it).
+    assert spec.tmpfs["/run/containai"].endswith("mode=0755")
+    assert "uid=" not in spec.tmpfs["/run/containai"]
     assert plan.broker.sockets.name == "s1"  # the session's own, in a short private directory
     assert len(str(plan.broker.admin_socket)) < 100
     (mount,) = spec.mounts

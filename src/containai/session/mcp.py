@@ -126,6 +126,16 @@ def start_stub(
         if runtime.exec(container, ["test", "-S", f"{STUB_STATE}/front.sock"], user=agent_user) == 0:
             return
         time.sleep(0.1)
+    # The stub's log is its own (0600): read its last line as the stub, for the reason it gave.
+    said: list[bytes] = []
+    runtime.exec(
+        container,
+        ["tail", "-n", "1", f"{STUB_STATE}/stub.log"],
+        user=STUB_USER,
+        on_output=lambda _stream, data: said.append(data),
+    )
+    reason = b"".join(said).decode("utf-8", "replace").strip().partition("not serving: ")[2]
     raise SessionError(
-        "the MCP stub did not start", hint=f"its log is {STUB_STATE}/stub.log in the container"
+        f"the MCP stub did not start{f': {reason}' if reason else ''}",
+        hint=f"its log is {STUB_STATE}/stub.log in the container",
     )

@@ -177,8 +177,10 @@ def hardened_spec(
         tmpfs={
             "/tmp": "rw,noexec,nosuid,nodev,size=1g",  # noqa: S108  # the container's own tmpfs
             HOME: f"rw,noexec,nosuid,nodev,size=512m,uid={uid},gid={gid},mode=0700",
-            # 0711: the MCP stub's uid passes through to its own tmpfs and the broker's socket below.
-            "/run/containai": f"rw,noexec,nosuid,nodev,size=16m,uid={uid},gid={gid},mode=0711",
+            # Root's, 0755: the agent cannot write it. It holds the MCP stub's tmpfs and the broker's
+            # socket, and an ancestor of the stub's folders that the agent could write would let it
+            # plant configuration (an .npmrc beside a package.json) that the servers' npm would read.
+            "/run/containai": "rw,noexec,nosuid,nodev,size=1m,mode=0755",
             **(extra_tmpfs or {}),
         },
         read_only=True,
