@@ -25,6 +25,9 @@ from containai.runtime.select import EngineChoice
 RUN_ID = uuid.uuid4().hex[:12]
 TEST_LABEL = "ai.containai.test"
 LABELS = {TEST_LABEL: RUN_ID}
+# Sessions the tests start carry this user label (CONTAINAI_LABELS); their teardown and gc are scoped
+# to it, so that a developer's own sessions on the same engine are never touched.
+SESSION_SCOPE = f"containai-test.run={RUN_ID}"
 DOCKER_SOCK = Path("/var/run/docker.sock")
 PODMAN_SOCK = Path("/run/podman/podman.sock")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
@@ -62,14 +65,14 @@ def ca_bundle() -> Path | None:
 
 
 def _cleanup(client: Any) -> None:
-    selector = {"label": f"{TEST_LABEL}={RUN_ID}"}
-    for container in client.containers.list(all=True, filters=selector):
-        container.remove(force=True, v=True)
-    for network in client.networks.list(filters=selector):
-        network.remove()
-    for volume in client.volumes.list(filters=selector):
-        volume.remove(force=True)
-    for image in client.images.list(filters=selector):
+    for selector in ({"label": f"{TEST_LABEL}={RUN_ID}"}, {"label": SESSION_SCOPE}):
+        for container in client.containers.list(all=True, filters=selector):
+            container.remove(force=True, v=True)
+        for network in client.networks.list(filters=selector):
+            network.remove()
+        for volume in client.volumes.list(filters=selector):
+            volume.remove(force=True)
+    for image in client.images.list(filters={"label": f"{TEST_LABEL}={RUN_ID}"}):
         client.images.remove(image.id, force=True)
 
 
@@ -103,6 +106,7 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env["CONTAINAI_HOME"] = str(tmp_path_factory.mktemp("containai-home"))
     # A developer's own Claude login in HOME must never be refreshed against the real endpoint.
     env["CONTAINAI_CLAUDE_TOKEN_URL"] = "http://127.0.0.1:9/no-refresh-in-tests"  # noqa: S105  # a URL
+    env["CONTAINAI_LABELS"] = SESSION_SCOPE
     if (ca := ca_bundle()) is not None:
         env["CONTAINAI_EXTRA_CA_CERT"] = str(ca)
     return env
@@ -119,8 +123,16 @@ def env(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
     os.environ["GIT_CONFIG_GLOBAL"] = environment["GIT_CONFIG_GLOBAL"]
     yield environment
     del os.environ["GIT_CONFIG_GLOBAL"]
+    remove_test_sessions(environment)
+
+
+def remove_test_sessions(environment: dict[str, str]) -> None:
+    """This test run's sessions only: never a developer's own on the same engine."""
     subprocess.run(
-        [str(BIN / "remove-agent"), "--all", "--no-push"], env=environment, capture_output=True, check=False
+        [str(BIN / "remove-agent"), "--all", "--no-push", "--label", SESSION_SCOPE],
+        env=environment,
+        capture_output=True,
+        check=False,
     )
 
 

@@ -21,7 +21,7 @@ from typing import Any
 import docker.errors
 import pytest
 
-from .conftest import CHANNEL
+from .conftest import CHANNEL, remove_test_sessions
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
@@ -40,9 +40,7 @@ def lab_env(cli_env: dict[str, str], tmp_path: Path, fake_internet: Any) -> Iter
         f"allow-range={fake_internet.subnet}",
     }
     yield env
-    subprocess.run(
-        [str(BIN / "remove-agent"), "--all", "--no-push"], env=env, capture_output=True, check=False
-    )
+    remove_test_sessions(env)
 
 
 def session(env: dict[str, str], repo: Path, script: str, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import BIN, CHANNEL
+from .conftest import BIN, CHANNEL, SESSION_SCOPE
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 
@@ -312,7 +312,7 @@ def test_sigkill_mid_launch_then_gc_leaves_nothing(
     process.send_signal(signal.SIGKILL)
     process.wait(timeout=30)
     assert session is not None, "the session container never appeared"
-    result = containai(env, "gc")
+    result = containai(env, "gc", "--label", SESSION_SCOPE)
     assert result.returncode == 0, result.stderr
     assert session_resources(docker_client, session) == [], result.stderr
     assert git(repo, "branch", "--list", "shell/*").strip() == ""
@@ -560,3 +560,51 @@ def test_sigterm_to_the_launcher_still_brings_the_work_home(
     assert "bringing the session's work home first" in stderr
     assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "before the signal"
     assert not docker_client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
+
+
+def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
+    env: dict[str, str], tmp_path: Path, docker_client: Any
+) -> None:
+    """A developer's own session (another label, or none) survives this run's --all and gc."""
+    repo = make_repo(tmp_path)
+    ours = launcher(
+        env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--network-proxy", "restricted"
+    )
+    assert ours.returncode == 0, ours.stderr
+    foreign_env = {k: v for k, v in env.items() if k != "CONTAINAI_LABELS"}
+    marker = f"containai-test.foreign={uuid.uuid4().hex[:8]}"
+    theirs = launcher(
+        foreign_env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--network-proxy", "restricted",
+        "--label", marker, "--name", "foreign",
+    )  # fmt: skip
+    assert theirs.returncode == 0, theirs.stderr
+    foreign = theirs.stdout.strip()
+    try:
+        container = docker_client.containers.get(foreign)
+        assert container.labels["containai-test.foreign"] == marker.split("=")[1]
+        assert "containai-test.run" not in container.labels
+        user = container.attrs["Config"]["User"]
+        work = "echo theirs > theirs.txt && git add theirs.txt && git commit -qm theirs"
+        assert container.exec_run(["bash", "-c", work], user=user, workdir="/workspace").exit_code == 0
+
+        listed = json.loads(launcher(env, "list-agents", "--json").stdout)["sessions"]
+        assert [s["name"] for s in listed] == [ours.stdout.strip()]
+        removed = launcher(env, "remove-agent", "--all", "--no-push", "--label", SESSION_SCOPE)
+        assert removed.returncode == 0, removed.stderr
+        assert containai(env, "gc", "--label", SESSION_SCOPE).returncode == 0
+        with pytest.raises(Exception, match=r"No such container|Not Found"):
+            docker_client.containers.get(ours.stdout.strip())
+        # The other session is untouched and still running, with its work.
+        assert docker_client.containers.get(foreign).status == "running"
+        assert (
+            container.exec_run(
+                ["git", "log", "-1", "--format=%s"], user=user, workdir="/workspace"
+            ).output.strip()
+            == b"theirs"
+        )
+        bad = launcher(env, "list-agents", "--label", "ai.containai.session=x")
+        assert bad.returncode == 125 and "ContainAI's own namespace" in bad.stderr
+    finally:
+        done = launcher(foreign_env, "remove-agent", foreign)
+        assert done.returncode == 0, done.stderr
+    assert git(repo, "show", "shell/session-2:theirs.txt") == "theirs\n"

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from rich.table import Table
@@ -32,10 +32,12 @@ from containai.secrets.value import Secret
 from containai.session import commands, manager
 from containai.session.extra_args import parse_extra_args
 from containai.session.manager import NetworkSettings, SessionRequest
+from containai.session.naming import parse_scope
 from containai.session.plan import Resources, parse_cpus, parse_memory
 from containai.workspace.gate import GatePolicy
 
 _CONTEXT = {"help_option_names": ["-h", "--help"]}
+FC = TypeVar("FC", bound=Callable[..., Any])
 pass_app = click.make_pass_decorator(AppContext)
 
 
@@ -48,6 +50,18 @@ class ConsoleReporter:
 
     def warn(self, text: str) -> None:
         self.app.err.print(Text(f"! {text}", style="yellow"))
+
+
+def label_option(help_text: str) -> Callable[[FC], FC]:
+    return click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help=help_text)
+
+
+def scope_labels(app: AppContext, flags: Sequence[str]) -> dict[str, str]:
+    """The user's labels: CONTAINAI_LABELS (space-separated KEY=VALUE), then each --label."""
+    return parse_scope([*app.environ.get("CONTAINAI_LABELS", "").split(), *flags])
+
+
+SCOPE_HELP = "Only sessions with label KEY=VALUE (repeatable; also: CONTAINAI_LABELS)."
 
 
 def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -86,6 +100,7 @@ def session_options(func: Callable[..., Any]) -> Callable[..., Any]:
             type=click.Choice(CHANNELS),
             help="Image channel (default: from the launcher's name).",
         ),
+        label_option("Add label KEY=VALUE to everything the session creates (also: CONTAINAI_LABELS)."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -122,6 +137,7 @@ def build_request(
         login=credential.login,
         gateway_upstream=app.environ.get("CONTAINAI_GATEWAY_UPSTREAM") or None,
         gate=GatePolicy.from_env(app.environ),
+        scope=scope_labels(app, opts["labels"]),
     )
 
 
@@ -247,15 +263,16 @@ def connect_agent_command(app: AppContext, name: str | None) -> int:
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("connect-agent needs a terminal", hint="run it from a terminal")
     runtime = app.runtime()
-    return commands.connect(runtime, commands.pick_session(runtime, name))
+    return commands.connect(runtime, commands.pick_session(runtime, name, scope_labels(app, ())))
 
 
 @click.command(context_settings=_CONTEXT)
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@label_option(SCOPE_HELP)
 @pass_app
-def list_agents_command(app: AppContext, as_json: bool) -> None:
+def list_agents_command(app: AppContext, as_json: bool, labels: tuple[str, ...]) -> None:
     """List sessions: name, agent, repo, branch, status and age."""
-    rows = manager.list_sessions(app.runtime())
+    rows = manager.list_sessions(app.runtime(), scope_labels(app, labels))
     now = commands.now_utc()
     if as_json:
         commands.print_json({"schema": 1, "sessions": commands.rows_as_json(rows, now)})
@@ -273,20 +290,29 @@ def list_agents_command(app: AppContext, as_json: bool) -> None:
 
 @click.command(context_settings=_CONTEXT)
 @click.argument("name", required=False)
-@click.option("--all", "remove_all", is_flag=True, help="Remove every session.")
+@click.option(
+    "--all", "remove_all", is_flag=True, help="Remove every session (with --label: every one with it)."
+)
 @click.option("--no-push", is_flag=True, help="Discard the session's work instead of bringing it back.")
 @click.option(
     "--keep-branch", is_flag=True, help="Keep the session's branch on the host even if it is empty."
 )
+@label_option(SCOPE_HELP)
 @pass_app
 def remove_agent_command(
-    app: AppContext, name: str | None, remove_all: bool, no_push: bool, keep_branch: bool
+    app: AppContext,
+    name: str | None,
+    remove_all: bool,
+    no_push: bool,
+    keep_branch: bool,
+    labels: tuple[str, ...],
 ) -> int:
     """Bring a session's work back to the host, then remove it and everything it created."""
     runtime = app.runtime()
     if remove_all == bool(name):
         raise UsageError("name one session, or pass --all", hint="see `list-agents`")
-    names = [row.name for row in manager.list_sessions(runtime)] if remove_all else [name or ""]
+    scope = scope_labels(app, labels)
+    names = [row.name for row in manager.list_sessions(runtime, scope)] if remove_all else [name or ""]
     status = 0
     reporter = ConsoleReporter(app)
     for each in names:

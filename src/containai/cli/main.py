@@ -13,7 +13,14 @@ import click
 from containai import __version__
 from containai.cli.app import AppContext, run_cli
 from containai.cli.building import build_images
-from containai.cli.launchers import ConsoleReporter, run_agent, session_options
+from containai.cli.launchers import (
+    SCOPE_HELP,
+    ConsoleReporter,
+    label_option,
+    run_agent,
+    scope_labels,
+    session_options,
+)
 from containai.cli.render import print_json, render_doctor
 from containai.doctor import run_doctor
 from containai.egress import approvals, sidecar
@@ -424,14 +431,16 @@ def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
 
 
 @cli.command()
+@label_option(SCOPE_HELP)
 @pass_app
-def gc(app: AppContext) -> None:
+def gc(app: AppContext, labels: tuple[str, ...]) -> None:
     """Remove what dead sessions left behind (containers, volumes, networks), bringing their work home first."""
     removed = manager.gc(
         app.runtime(),
         state_root=app.paths.sessions_dir,
         reporter=ConsoleReporter(app),
         policy=GatePolicy.from_env(app.environ),
+        scope=scope_labels(app, labels),
     )
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)
     for session in removed:

@@ -11,7 +11,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -236,8 +236,8 @@ def launch_persistent(
     return plan
 
 
-def pick_session(runtime: ContainerRuntime, name: str | None) -> str:
-    rows = manager.list_sessions(runtime)
+def pick_session(runtime: ContainerRuntime, name: str | None, scope: Mapping[str, str] | None = None) -> str:
+    rows = manager.list_sessions(runtime, scope)
     if name:
         if not any(row.name == name for row in rows):
             raise UsageError(f"no session named {name}", hint="see `list-agents`")

@@ -91,6 +91,7 @@ class SessionRequest:
     login: ClaudeLogin | None = None  # or the CLI's own login on the host, refreshed there by the broker
     gateway_upstream: str | None = None  # CONTAINAI_GATEWAY_UPSTREAM: another API endpoint
     gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
+    scope: Mapping[str, str] = field(default_factory=dict)  # --label / CONTAINAI_LABELS
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,7 @@ def plan(
         branch=branch.name if branch else "",
         base=branch.base if branch else "",
         branch_created=branch.created if branch else False,
+        scope=dict(request.scope),
         channel=request.channel,
         mode=request.mode,
         network_proxy=request.network_proxy,
@@ -667,9 +669,10 @@ class SessionRow:
         return f"{seconds}s"
 
 
-def list_sessions(runtime: ContainerRuntime) -> list[SessionRow]:
+def list_sessions(runtime: ContainerRuntime, scope: Mapping[str, str] | None = None) -> list[SessionRow]:
+    """Every session's agent container, or only those carrying all of ``scope``'s labels."""
     rows = []
-    for container in runtime.containers({naming.ROLE: "agent"}):
+    for container in runtime.containers({**(scope or {}), naming.ROLE: "agent"}):
         labels = SessionLabels.parse(container.labels)
         rows.append(
             SessionRow(
@@ -687,19 +690,28 @@ def list_sessions(runtime: ContainerRuntime) -> list[SessionRow]:
 
 
 def gc(
-    runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter, policy: GatePolicy = DEFAULT_GATE
+    runtime: ContainerRuntime,
+    *,
+    state_root: Path,
+    reporter: Reporter,
+    policy: GatePolicy = DEFAULT_GATE,
+    scope: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first."""
+    """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first.
+
+    With ``scope``, only sessions whose resources carry all of its labels are looked at.
+    """
     sessions: dict[str, list[Mapping[str, str]]] = {}
     agents: dict[str, ContainerInfo] = {}
-    for container in runtime.containers({naming.SESSION: ""}):
+    selector = {**(scope or {}), naming.SESSION: ""}
+    for container in runtime.containers(selector):
         sid = container.labels.get(naming.SESSION, "")
         sessions.setdefault(sid, []).append(container.labels)
         if container.labels.get(naming.ROLE) == "agent":
             agents[sid] = container
-    for volume in runtime.volumes({naming.SESSION: ""}):
+    for volume in runtime.volumes(selector):
         sessions.setdefault(volume.labels.get(naming.SESSION, ""), []).append(volume.labels)
-    for network in runtime.networks({naming.SESSION: ""}):
+    for network in runtime.networks(selector):
         sessions.setdefault(network.labels.get(naming.SESSION, ""), []).append(network.labels)
     removed = []
     for sid in sorted(s for s in sessions if s):

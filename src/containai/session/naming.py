@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 
+from containai.errors import UsageError
 from containai.images.catalog import LABEL_PREFIX, SCHEMA_VERSION
 
 MAX_NAME = 63  # a DNS label: the container name is also its host name on session networks
@@ -33,6 +34,26 @@ PUSH = f"{LABEL_PREFIX}.push"
 LAUNCHER = f"{LABEL_PREFIX}.launcher"  # "<boot id>:<pid>" of the process that launched an ephemeral session
 CREATED = f"{LABEL_PREFIX}.created"
 SCHEMA = f"{LABEL_PREFIX}.schema"
+
+
+_LABEL_KEY = re.compile(r"^[a-z0-9]([a-z0-9._/-]{0,126}[a-z0-9])?$")
+
+
+def parse_scope(items: Sequence[str]) -> dict[str, str]:
+    """``KEY=VALUE`` labels of the user's: never in ContainAI's own ``ai.containai.`` namespace."""
+    scope: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not _LABEL_KEY.match(key) or "\n" in value or len(value) > 256:
+            raise UsageError(
+                f"{item!r} is not a label", hint="use KEY=VALUE, e.g. team=web (lower-case key, no spaces)"
+            )
+        if key.startswith(f"{LABEL_PREFIX}."):
+            raise UsageError(
+                f"label {key!r} is in ContainAI's own namespace", hint=f"use a key outside {LABEL_PREFIX}."
+            )
+        scope[key] = value
+    return scope
 
 
 def sanitize(text: str) -> str:
@@ -75,10 +96,13 @@ class SessionLabels:
     launcher: str
     created: str
     branch_created: bool = False
+    # The user's own labels (--label, CONTAINAI_LABELS), on everything the session creates; they also
+    # scope list-agents, remove-agent --all and gc.
+    scope: Mapping[str, str] = field(default_factory=dict)
 
     def common(self) -> dict[str, str]:
         """The labels every resource of the session carries (containers, volumes, networks)."""
-        return {SESSION: self.session, SCHEMA: SCHEMA_VERSION, AGENT: self.agent}
+        return {**self.scope, SESSION: self.session, SCHEMA: SCHEMA_VERSION, AGENT: self.agent}
 
     def for_role(self, role: str) -> dict[str, str]:
         return {
