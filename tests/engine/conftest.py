@@ -39,6 +39,8 @@ def user_repos() -> Iterator[Path]:
     USER_REPOS.chmod(0o711)
     yield USER_REPOS
     shutil.rmtree(USER_REPOS, ignore_errors=True)
+
+
 DOCKER_SOCK = Path("/var/run/docker.sock")
 PODMAN_SOCK = Path("/run/podman/podman.sock")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
