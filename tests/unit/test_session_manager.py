@@ -387,3 +387,40 @@ def test_network_settings_reach_the_policy(ports: FakePorts) -> None:
     policy = plan.planned("egress").detail.policy  # type: ignore[union-attr]
     assert "example.org" in policy.allow and "pypi.org" in policy.allow
     assert "api.anthropic.com" not in policy.allow
+
+
+def test_text_from_the_session_reaches_the_terminal_without_control_sequences(ports: FakePorts) -> None:
+    plan = started(ports)
+    hostile = b"\x1b]52;c;cGF3bmVk\x07\x1b[2J\x1b[1;1HAll good, nothing to see\n"
+    ports.runtime.script_exec("containai export", code=4, stdout=hostile)
+    result = manager(ports).finish(plan.name, FinishOptions())
+    assert result.kept
+    assert "\x1b" not in result.message and "\x07" not in result.message
+    assert "\\x1b[2J" in result.message
+
+
+def test_a_part_that_fails_to_finish_does_not_wedge_the_end(ports: FakePorts) -> None:
+    plan = started(ports, request(network_proxy="squid"))
+    ports.runtime.script_exec("test -s /tmp/containai-session.bundle", code=1)
+    proxy = f"{plan.name}-proxy"
+    ports.runtime.files[(proxy, "/var/log/containai/egress.jsonl")] = b"x"
+    original = ports.runtime.read_file
+
+    def broken(ref: str, path: str, *, max_bytes: int = 0) -> bytes | None:
+        raise EngineAPIError("the audit is too large to read")
+
+    ports.runtime.read_file = broken  # type: ignore[method-assign]
+    result = manager(ports).finish(plan.name, FinishOptions())
+    ports.runtime.read_file = original  # type: ignore[method-assign]
+    assert not result.kept
+    assert any("egress could not finish: the audit is too large" in w for w in result.warnings)
+    assert owned_by(ports, plan.session_id) == []
+
+
+def test_an_unexpected_failure_of_the_workspace_keeps_the_session(ports: FakePorts) -> None:
+    plan = started(ports)
+    with_bundle(ports)
+    ports.git.imports.append(RuntimeError("disk full"))
+    result = manager(ports).finish(plan.name, FinishOptions())
+    assert result.kept and "RuntimeError: disk full" in result.message
+    assert plan.name in owned_by(ports, plan.session_id)

@@ -26,7 +26,7 @@ from typing import Any
 from containai.agents.definition import AgentDef
 from containai.broker.session import BrokerPaths
 from containai.egress.sidecar import Lab
-from containai.errors import ImageMissing, UsageError
+from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
 from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount
@@ -321,7 +321,24 @@ class SessionManager:
         record = self.record(name)
         results: dict[str, PartResult] = {}
         for part in self.parts:
-            result = part.finish(self.ports, record, options)
+            try:
+                result = part.finish(self.ports, record, options)
+            except Exception as exc:
+                # Never wedged by one part: a part that holds the work keeps the session; any other
+                # failure is reported and the session still ends.
+                log.warning("finish of %s (%s) failed", name, part.role, exc_info=True)
+                why = exc.message if isinstance(exc, ContainAIError) else f"{type(exc).__name__}: {exc}"
+                result = PartResult(
+                    part.role,
+                    keep=part.holds_work,
+                    message=f"{name} is kept: its {part.role} could not finish: {why}. Retry with "
+                    f"`remove-agent {name}`"
+                    if part.holds_work
+                    else None,
+                    warnings=()
+                    if part.holds_work
+                    else (f"the session's {part.role} could not finish: {why}",),
+                )
             if result is None:
                 continue
             results[part.role] = result

@@ -27,6 +27,7 @@ from containai.mcp.config import McpServer
 from containai.mcp.render import render_mcp_files
 from containai.runtime.base import ContainerRuntime, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PlanContext, SessionRecord
+from containai.text import last_line
 
 if TYPE_CHECKING:
     from containai.gateway.login import ClaudeLogin
@@ -122,7 +123,7 @@ def start_stub(
     )
     if code != 0:
         raise SessionError(
-            f"setting up the MCP stub failed: {output.decode('utf-8', 'replace').strip()[-300:]}",
+            f"setting up the MCP stub failed: {last_line(output)}",
             hint="is the image older than this ContainAI? rebuild it with `containai images build`",
         )
     proxy = {k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
@@ -143,7 +144,7 @@ def start_stub(
         user=STUB_USER,
         on_output=lambda _stream, data: said.append(data),
     )
-    reason = b"".join(said).decode("utf-8", "replace").strip().partition("not serving: ")[2]
+    reason = last_line(b"".join(said)).partition("not serving: ")[2]
     raise SessionError(
         f"the MCP stub did not start{f': {reason}' if reason else ''}",
         hint=f"its log is {STUB_STATE}/stub.log in the container",

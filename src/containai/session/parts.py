@@ -101,6 +101,7 @@ class PartResult:
 
 class SessionPart(Protocol[T]):
     role: str
+    holds_work: bool  # an unexpected failure of its finish keeps the session (the work is not home)
 
     def plan(self, ctx: PlanContext) -> PartPlan[T] | None:
         """Pure: None when the part has no place in this session."""
@@ -128,6 +129,7 @@ class BasePart(Generic[T]):
     """Parts override only the steps they have."""
 
     role = "part"
+    holds_work = False
 
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[T]) -> None:
         return None

@@ -18,6 +18,7 @@ from containai.errors import ContainAIError, SessionError
 from containai.runtime.base import Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
+from containai.text import last_line, printable
 from containai.workspace.gate import ImportResult, render_export_script
 
 if TYPE_CHECKING:
@@ -37,6 +38,7 @@ class WorkspacePlan:
 
 class WorkspacePart(BasePart[WorkspacePlan]):
     role = "workspace"
+    holds_work = True
 
     def plan(self, ctx: PlanContext) -> PartPlan[WorkspacePlan]:
         volume = f"{ctx.name}-workspace-{ctx.session_id}"
@@ -84,8 +86,9 @@ class WorkspacePart(BasePart[WorkspacePlan]):
                 line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()
             ]
             first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
+            shown = printable(first_error or (detail[-1] if detail else f"exit {code}"))
             raise SessionError(
-                f"setting up the workspace failed: {first_error or (detail[-1] if detail else f'exit {code}')}",
+                f"setting up the workspace failed: {shown}",
                 hint="see the log file for the full output; nothing was changed on the host",
             )
 
@@ -146,10 +149,9 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
     if code == 0 and runtime.exec(record.name, ["test", "-s", EXPORT_BUNDLE], user=user) != 0:
         return None  # no new commits: the export wrote no bundle
     if code != 0:
-        detail = b"".join(output).decode("utf-8", "replace").strip().splitlines()
-        raise SessionError(
-            f"exporting the work failed in {record.name}: {detail[-1] if detail else f'exit {code}'}"
-        )
+        # The export's output is the agent's to shape: only its last line, made printable, is shown.
+        shown = last_line(b"".join(output)) or f"exit {code}"
+        raise SessionError(f"exporting the work failed in {record.name}: {shown}")
     with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
         bundle = Path(work) / "session.bundle"
         size = 0
