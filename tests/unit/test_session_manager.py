@@ -19,6 +19,7 @@ from containai.session.plan import REPO_MOUNT, WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo
 from containai.session.testing import FakePorts, fake_ports
 from containai.workspace.gate import ImportResult
+from containai.workspace.part import unexported_work
 
 BASE = "a" * 40
 REPO = RepoInfo(root=Path("/home/user/proj"), name="proj", head=BASE, current_branch="main", dirty=())
@@ -424,3 +425,20 @@ def test_an_unexpected_failure_of_the_workspace_keeps_the_session(ports: FakePor
     result = manager(ports).finish(plan.name, FinishOptions())
     assert result.kept and "RuntimeError: disk full" in result.message
     assert plan.name in owned_by(ports, plan.session_id)
+
+
+def test_what_no_push_would_discard_is_read_from_the_workspace(ports: FakePorts) -> None:
+    plan = started(ports)
+    ports.runtime.script_exec("log --format=%h %s", stdout=b"abc1234 agent: add x\ndef5678 \x1b[2Jwip\n")
+    ports.runtime.script_exec("status --porcelain=v1", stdout=b"?? new.txt\0 M README.md\0")
+    found = unexported_work(ports, manager(ports).record(plan.name))
+    assert found.commits == ("abc1234 agent: add x", "def5678 \\x1b[2Jwip")
+    assert found.changed == ("new.txt", "README.md")
+    log = next(e for e in ports.runtime.execs if "log" in e.argv)
+    assert f"^{BASE}" in log.argv and "core.hooksPath=/dev/null" in log.argv and log.user == plan.user
+    ports.runtime.script_exec("log --format=%h %s", stdout=b"")
+    ports.runtime.script_exec("status --porcelain=v1", stdout=b"")
+    assert not unexported_work(ports, manager(ports).record(plan.name))
+    ports.runtime.script_exec("status --porcelain=v1", code=128)
+    with pytest.raises(SessionError, match="could not read the workspace"):
+        unexported_work(ports, manager(ports).record(plan.name))

@@ -126,6 +126,52 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             ports.git.delete_branch_if_at(repo, labels.branch, labels.base)
 
 
+@dataclass(frozen=True)
+class Unexported:
+    """What `--no-push` would discard: commits on the session branch since its base, changed files."""
+
+    commits: tuple[str, ...]  # "<short sha> <subject>", newest first, printable
+    changed: tuple[str, ...]  # paths with uncommitted changes (untracked included), printable
+
+    def __bool__(self) -> bool:
+        return bool(self.commits or self.changed)
+
+
+UNEXPORTED_LIMIT = 50
+
+
+def unexported_work(ports: Ports, record: SessionRecord) -> Unexported:
+    """Ask the session's workspace (read only, hooks off) what has not been brought home."""
+    labels = record.labels
+    if not labels.branch or record.container is None:
+        return Unexported((), ())
+    user = record.container.user or "1000:1000"
+    git = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+
+    def lines(argv: list[str]) -> tuple[str, ...]:
+        output: list[bytes] = []
+        code = ports.runtime.exec(
+            record.name,
+            argv,
+            user=user,
+            workdir=WORKSPACE,
+            on_output=lambda s, d: output.append(d) if s == "stdout" else None,
+        )
+        if code != 0:
+            raise SessionError(f"could not read the workspace of {record.name} (git exit {code})")
+        text = b"".join(output).decode("utf-8", "surrogateescape")
+        return tuple(printable(line) for line in text.split("\0" if "-z" in argv else "\n") if line.strip())
+
+    if not record.container.running:
+        ports.runtime.start(record.name)
+    since = (
+        [f"refs/heads/{labels.branch}", f"^{labels.base}"] if labels.base else [f"refs/heads/{labels.branch}"]
+    )
+    commits = lines([*git, "log", "--format=%h %s", f"--max-count={UNEXPORTED_LIMIT}", *since, "--"])
+    changed = lines([*git, "status", "--porcelain=v1", "-z", "--untracked-files=all"])
+    return Unexported(commits, tuple(entry[3:] if len(entry) > 3 else entry for entry in changed))
+
+
 def export_and_import(ports: Ports, record: SessionRecord, options: FinishOptions) -> ImportResult | None:
     """Commit what is uncommitted, bundle the session branch in the container, import it on the host.
 
