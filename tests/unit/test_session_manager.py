@@ -442,3 +442,48 @@ def test_what_no_push_would_discard_is_read_from_the_workspace(ports: FakePorts)
     ports.runtime.script_exec("status --porcelain=v1", code=128)
     with pytest.raises(SessionError, match="could not read the workspace"):
         unexported_work(ports, manager(ports).record(plan.name))
+
+
+class Killed(BaseException):
+    """The launcher dying (SIGKILL): no rollback, no finally that matters, the process is gone."""
+
+
+@pytest.mark.parametrize("dies_after", ["workspace", "egress", "agent-created", "agent-started", "started"])
+def test_a_launcher_killed_at_any_step_of_set_up_leaves_what_gc_removes(
+    ports: FakePorts, dies_after: str
+) -> None:
+    plan = planned(ports, request(network_proxy="squid"))
+    steps = manager(ports)
+    # What provision does, step by step, until the launcher dies (its rollback never runs).
+    for part, each in plan.parts:
+        part.provision(ports, plan, each)
+        if part.role == dies_after:
+            break
+    else:
+        ports.runtime.create_container(plan.container)
+        if dies_after != "agent-created":
+            ports.runtime.start(plan.name)
+        if dies_after == "started":
+            for part, each in plan.parts:
+                part.start(ports, plan, each)
+    assert owned_by(ports, plan.session_id)  # leftovers, labelled
+    ports.host.alive.clear()  # the launcher is gone
+    ports.runtime.script_exec("containai export", code=3)  # no branch yet: the set-up never ran
+    ports.runtime.script_exec("test -s /tmp/containai-session.bundle", code=1)
+    assert steps.gc() == [plan.session_id]
+    assert owned_by(ports, plan.session_id) == []
+    assert ports.git.branches == {}  # the reserved, empty branch is released too
+    assert plan.state_dir in ports.host.removed
+
+
+def test_a_launcher_killed_while_bringing_the_work_home_leaves_it_for_gc(ports: FakePorts) -> None:
+    plan = started(ports)
+    with_bundle(ports, b"bundle")
+    ports.git.imports.append(Killed())  # dies inside the import
+    with pytest.raises(Killed):
+        manager(ports).finish(plan.name, FinishOptions())
+    assert plan.name in owned_by(ports, plan.session_id)  # nothing was torn down
+    ports.git.imports.append(ImportResult("shell/session-1", "c" * 40, 1, False, False))
+    assert manager(ports).gc() == [plan.session_id]
+    assert ports.git.branches == {"shell/session-1": "c" * 40}
+    assert owned_by(ports, plan.session_id) == []

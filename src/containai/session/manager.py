@@ -29,7 +29,7 @@ from containai.egress.sidecar import Lab
 from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
 from containai.mcp.config import McpServer
-from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount
+from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount, NetworkInfo, VolumeInfo
 from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.naming import SessionLabels, container_name, new_session_id
@@ -421,17 +421,22 @@ class SessionManager:
         With ``scope``, only sessions whose resources carry all of its labels are looked at.
         """
         runtime = self.ports.runtime
-        sessions: set[str] = set()
+        # Every resource of a session carries all its labels: a session killed before its agent's
+        # container existed is still known (its repository, its reserved branch) from a volume.
+        sessions: dict[str, Mapping[str, str]] = {}
         agents: dict[str, ContainerInfo] = {}
         selector = {**(scope or {}), naming.SESSION: ""}
-        for container in runtime.containers(selector):
-            sessions.add(container.labels.get(naming.SESSION, ""))
-            if container.labels.get(naming.ROLE) == "agent":
-                agents[container.labels.get(naming.SESSION, "")] = container
-        for volume in runtime.volumes(selector):
-            sessions.add(volume.labels.get(naming.SESSION, ""))
-        for network in runtime.networks(selector):
-            sessions.add(network.labels.get(naming.SESSION, ""))
+        found: list[ContainerInfo | VolumeInfo | NetworkInfo] = [
+            *runtime.containers(selector),
+            *runtime.volumes(selector),
+            *runtime.networks(selector),
+        ]
+        for item in found:
+            sid = item.labels.get(naming.SESSION, "")
+            if len(item.labels) > len(sessions.get(sid, {})):
+                sessions[sid] = item.labels
+            if isinstance(item, ContainerInfo) and item.labels.get(naming.ROLE) == "agent":
+                agents[sid] = item
         removed = []
         for sid in sorted(s for s in sessions if s):
             agent = agents.get(sid)
@@ -445,7 +450,7 @@ class SessionManager:
                     continue
                 self.ports.reporter.note(f"{agent.name}: {result.message}")
             else:
-                labels = SessionLabels.parse({naming.SESSION: sid})
+                labels = SessionLabels.parse(sessions[sid])
                 self.teardown(SessionRecord(sid, labels, self.ports.host.root / sid), FinishOptions())
             removed.append(sid)
         return removed

@@ -44,7 +44,7 @@ class FakeRepository:
 
     branches: dict[str, str] = field(default_factory=dict)
     checked_out_branches: set[str] = field(default_factory=set)
-    imports: list[ImportResult | Exception] = field(default_factory=list)
+    imports: list[ImportResult | BaseException] = field(default_factory=list)
     imported: list[dict[str, Any]] = field(default_factory=list)
     deleted: list[str] = field(default_factory=list)
     name: tuple[str, str] = ("Host User", "host@example.test")
@@ -94,7 +94,7 @@ class FakeRepository:
             {"branch": branch, "base": base, "bundle": bundle.read_bytes(), "move_worktree": move_worktree}
         )
         answer = self.imports.pop(0) if self.imports else ImportResult(branch, "f" * 40, 1, False, False)
-        if isinstance(answer, Exception):
+        if isinstance(answer, BaseException):
             raise answer
         self.branches[answer.branch] = answer.tip
         return answer
