@@ -78,7 +78,7 @@ def version(run: BenchRun) -> list[Figure]:
             lambda: timed([sys.executable, "-c", "pass"], env=env),
             lambda: timed(run.cli("containai", "--version"), env=env),
         ],
-        max(run.repeat, 5),  # cheap: more samples for a steadier median
+        run.repeat if run.quick else max(run.repeat, 5),  # cheap: more samples for a steadier median
     )
     return [
         Figure(
