@@ -12,7 +12,8 @@ import subprocess
 from pathlib import Path
 
 PER_DIRECTORY = 500
-IDENTITY = ("-c", "user.name=ContainAI bench", "-c", "user.email=bench@containai.invalid")
+# gc.auto=0: no background `git gc` detaches from a commit and competes with the measurements.
+IDENTITY = ("-c", "user.name=ContainAI bench", "-c", "user.email=bench@containai.invalid", "-c", "gc.auto=0")
 
 
 def layout(files: int) -> list[str]:
@@ -47,6 +48,8 @@ def generate_repo(repo: Path, files: int, *, owner: int | None = None) -> Path:
         path.write_bytes(content(relative))
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", f"{files} generated files")
+    git(repo, "config", "gc.auto", "0")  # the sessions' commits brought home must not start one either
+    git(repo, "repack", "-a", "-d", "-q")  # packed, as a real repository is (and a clone reads)
     if owner is not None:
         subprocess.run(["chown", "-R", f"{owner}:{owner}", str(repo)], check=True)
     return repo
