@@ -117,13 +117,13 @@ class BenchRun:
         """The docker CLI against this run's engine (Podman's socket speaks the same API)."""
         return ["docker", "-H", self.base_url, *args]
 
-    def repo(self, files: int, path: str) -> Path:
-        """A generated repository of ``files`` files: "overlay" owned by a user, "clone" by root."""
-        key = (files, path)
+    def repo(self, files: int, owner: str) -> Path:
+        """A generated repository of ``files`` files owned by "user" (overlay path) or "root" (clone)."""
+        key = (files, owner)
         if key not in self._repos:
-            owner = USER_UID if path == "overlay" else None
-            repo = generate_repo(self.workdir / "repos" / f"{path}-{files}", files, owner=owner)
-            if owner is not None:
+            uid = USER_UID if owner == "user" else None
+            repo = generate_repo(self.workdir / "repos" / f"{owner}-{files}", files, owner=uid)
+            if uid is not None:
                 (self.workdir / "repos").chmod(0o711)
                 # Root's git (the host side here) must vouch for a repository it does not own.
                 subprocess.run(

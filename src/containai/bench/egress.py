@@ -50,7 +50,7 @@ def throughput(run: BenchRun) -> list[Figure]:
     size = 20_000_000 if run.quick else 200_000_000
     count = 100 if run.quick else 1000
     argv = ["python3", "-c", CLIENT, f"http://{HOST}", str(size), str(count)]
-    repo = run.repo(10, "clone")
+    repo = run.repo(10, "root")
     with FakeInternet(
         run.client, image=image_tag("base", CHANNEL), labels=run.labels, run_id=run.run_id
     ) as net:

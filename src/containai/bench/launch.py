@@ -32,7 +32,7 @@ def noop_session_argv(run: BenchRun, repo: object, mode: str, *command: str) -> 
 
 
 def launch(run: BenchRun) -> list[Figure]:
-    repo = run.repo(10, "clone")
+    repo = run.repo(10, "root")
     env = run.env
     floor, restricted, squid = alternate(
         [
@@ -119,7 +119,7 @@ def concurrency_levels(quick: bool) -> tuple[int, ...]:
 
 
 def concurrent(run: BenchRun) -> list[Figure]:
-    repo = run.repo(10, "clone")
+    repo = run.repo(10, "root")
     levels = concurrency_levels(run.quick)
     samples = alternate([functools.partial(launch_at_once, run, n, repo) for n in levels], run.repeat)
     one = Summary.of(samples[0])

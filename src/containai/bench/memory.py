@@ -28,7 +28,7 @@ def used_mib(container: Any) -> float:
 
 
 def footprint(run: BenchRun) -> list[Figure]:
-    repo = run.repo(10, "clone")
+    repo = run.repo(10, "root")
     env = run.env
     by_role: dict[str, list[float]] = defaultdict(list)
     sidecars: list[float] = []

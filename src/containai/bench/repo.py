@@ -52,6 +52,10 @@ def generate_repo(repo: Path, files: int, *, owner: int | None = None) -> Path:
     git(repo, "repack", "-a", "-d", "-q")  # packed, as a real repository is (and a clone reads)
     if owner is not None:
         subprocess.run(["chown", "-R", f"{owner}:{owner}", str(repo)], check=True)
+        # chown changed every file's ctime: refresh the index, as the owner's own git would have it,
+        # or each overlay session would re-hash every file (seconds at 100,000 files).
+        git(repo, "-c", "safe.directory=*", "update-index", "-q", "--refresh")
+        os.chown(repo / ".git" / "index", owner, owner)
     return repo
 
 

@@ -50,7 +50,7 @@ class HostTmux:
 
 
 def connect(run: BenchRun) -> list[Figure]:
-    repo = run.repo(10, "clone")
+    repo = run.repo(10, "root")
     env = run.env
     result = run_checked(
         run.cli(
