@@ -23,6 +23,11 @@ class HostTmux:
     def __init__(self, name: str) -> None:
         self.name = name
         self._count = 0
+        # A session that lives as long as the server: without it the server exits with each measured
+        # pane, and the next one can race its shutdown ("server exited unexpectedly").
+        held = self.tmux("new-session", "-d", "-s", "hold", "sleep 86400")
+        if held.returncode != 0:
+            raise BenchError(f"tmux -L {name} could not start: {held.stderr}")
 
     def tmux(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["tmux", "-L", self.name, *args], capture_output=True, text=True, check=False)
