@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from containai.bench.fakenet_server import bulk_size
-from containai.bench.figures import Figure, Machine, Results, Rule, Target
+from containai.bench.figures import Figure, Machine, Results, Rule, Target, parse_results
 from containai.bench.repo import PER_DIRECTORY, count_files, generate_repo, layout
 from containai.bench.report import render_json, render_results, render_table, series, write_plots
 from containai.bench.stats import Summary, alternate, percentile
@@ -130,6 +130,13 @@ def test_the_json_has_every_figure_with_its_verdict() -> None:
     assert launch["value"] == {"median": 0.9, "min": 0.8, "max": 1.2, "n": 3}
     assert launch["ratio"] == pytest.approx(3.0)
     assert launch["met"] is False
+
+
+def test_results_come_back_from_their_json() -> None:
+    original = results(LAUNCH, COMMIT, failures=("x: y",))
+    again = parse_results(json.loads(render_json(original)))
+    assert again == original
+    assert render_results(again) == render_results(original)
 
 
 def point(name: str, files: int, seconds: float) -> Figure:

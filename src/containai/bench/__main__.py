@@ -11,6 +11,7 @@ Progress goes to stderr, the table to stdout. Everything the run creates carries
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import shlex
@@ -25,7 +26,7 @@ from types import FrameType
 
 from containai.bench import broker, egress, launch, memory, terminal, workspace
 from containai.bench.context import BenchRun
-from containai.bench.figures import Figure, Machine, Results
+from containai.bench.figures import Figure, Machine, Results, parse_results
 from containai.bench.report import render_json, render_results, write_plots
 
 Measure = Callable[[BenchRun], list[Figure]]
@@ -57,6 +58,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, metavar="PATH", help="write the results as JSON")
     parser.add_argument("--markdown", type=Path, metavar="PATH", help="write the results as Markdown")
     parser.add_argument("--plots", type=Path, metavar="DIR", help="write PNG plots (needs containai[bench])")
+    parser.add_argument(
+        "--from-json", type=Path, metavar="PATH", help="measure nothing: render the results of a past run"
+    )
     args = parser.parse_args(argv)
     if args.only:
         unknown = set(args.only.split(",")) - set(FAMILIES)
@@ -81,12 +85,32 @@ def machine(run: BenchRun) -> Machine:
     )
 
 
+def publish(args: argparse.Namespace, results: Results) -> int:
+    """The table on stdout; the JSON, Markdown and plots where asked. 1 when anything failed."""
+    text = render_results(results)
+    sys.stdout.write(text)
+    if args.json:
+        args.json.write_text(render_json(results), encoding="utf-8")
+    if args.markdown:
+        args.markdown.write_text(text, encoding="utf-8")
+    if args.plots:
+        try:
+            for path in write_plots(results, args.plots):
+                print(f"containai-bench: wrote {path}", file=sys.stderr)
+        except ImportError:
+            print("containai-bench: no plots: pip install 'containai[bench]' (matplotlib)", file=sys.stderr)
+            return 1
+    return 1 if results.failures else 0
+
+
 def _interrupt(signum: int, _frame: FrameType | None) -> None:
     raise KeyboardInterrupt(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.from_json:
+        return publish(args, parse_results(json.loads(args.from_json.read_text(encoding="utf-8"))))
     repeat = args.repeat or (1 if args.quick else 3)
     families = args.only.split(",") if args.only else list(FAMILIES)
     command = shlex.join(["python", "-m", "containai.bench", *(sys.argv[1:] if argv is None else argv)])
@@ -129,20 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures=tuple(figures),
         failures=tuple(failures),
     )
-    text = render_results(results)
-    sys.stdout.write(text)
-    if args.json:
-        args.json.write_text(render_json(results), encoding="utf-8")
-    if args.markdown:
-        args.markdown.write_text(text, encoding="utf-8")
-    if args.plots:
-        try:
-            for path in write_plots(results, args.plots):
-                print(f"containai-bench: wrote {path}", file=sys.stderr)
-        except ImportError:
-            print("containai-bench: no plots: pip install 'containai[bench]' (matplotlib)", file=sys.stderr)
-            return 1
-    return 1 if failures else 0
+    return publish(args, results)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ class Target:
     limit: float
     text: str  # how the issue states it: "<= 1.5x the floor"
 
+    def as_json(self) -> dict[str, Any]:
+        return {"rule": self.rule.value, "limit": self.limit, "text": self.text}
+
     def met(self, value: Summary, baseline: Summary | None) -> bool | None:
         """Whether the medians meet the target; None when the baseline it needs was not measured."""
         if self.rule is Rule.AT_MOST:
@@ -75,7 +78,7 @@ class Figure:
             "baseline": None if self.baseline is None else self.baseline.as_json(),
             "baseline_title": self.baseline_title,
             "ratio": self.ratio,
-            "target": None if self.target is None else self.target.text,
+            "target": None if self.target is None else self.target.as_json(),
             "met": self.met,
             "params": dict(self.params),
             "note": self.note,
@@ -125,3 +128,44 @@ class Results:
             "figures": {f.name: f.as_json() for f in self.figures},
             "failures": list(self.failures),
         }
+
+
+def parse_summary(data: dict[str, Any] | None) -> Summary | None:
+    if data is None:
+        return None
+    return Summary(float(data["median"]), float(data["min"]), float(data["max"]), int(data["n"]))
+
+
+def parse_target(data: dict[str, Any] | None) -> Target | None:
+    if data is None:
+        return None
+    return Target(Rule(data["rule"]), float(data["limit"]), data["text"])
+
+
+def parse_results(data: dict[str, Any]) -> Results:
+    """Results back from the JSON file (to re-render the report or the plots of a past run)."""
+    figures = tuple(
+        Figure(
+            name=f["name"],
+            title=f["title"],
+            unit=f["unit"],
+            value=parse_summary(f["value"]) or Summary.single(0.0),
+            baseline=parse_summary(f["baseline"]),
+            baseline_title=f["baseline_title"],
+            target=parse_target(f["target"]),
+            params=dict(f["params"]),
+            note=f["note"],
+        )
+        for f in data["figures"].values()
+    )
+    return Results(
+        run_id=data["run_id"],
+        started=data["started"],
+        seconds=float(data["seconds"]),
+        machine=Machine(**data["machine"]),
+        command=data["command"],
+        repeat=int(data["repeat"]),
+        quick=bool(data["quick"]),
+        figures=figures,
+        failures=tuple(data["failures"]),
+    )

@@ -119,8 +119,8 @@ def write_plots(results: Results, directory: Path) -> list[Path]:
             "Workspace set-up (no-op session) against repository size",
             "files in the repository",
             [
-                ("overlay (repo owned by a user)", "workspace.overlay.", "files"),
-                ("shared clone (repo owned by root)", "workspace.clone.", "files"),
+                ("overlay (a repository of the user's)", "workspace.overlay.", "files"),
+                ("shared clone (what a root-owned repository gets)", "workspace.clone.", "files"),
             ],
             True,
         ),
@@ -148,11 +148,16 @@ def write_plots(results: Results, directory: Path) -> list[Path]:
         if not plotted:
             plt.close(fig)
             continue
-        if logx:
+        if logx:  # sizes and times both span decades: log on both axes
             ax.set_xscale("log")
+            ax.set_yscale("log")
         else:
-            ax.set_xticks([x for x, _ in series(results.figures, lines[0][1], lines[0][2])])
-        ax.set_ylim(bottom=0)
+            points = series(results.figures, lines[0][1], lines[0][2])
+            ax.set_xticks([x for x, _ in points])
+            one = points[0][1].median
+            ax.plot([x for x, _ in points], [one * x for x, _ in points], ":", color="grey", label="n x one")
+            ax.axhline(4 * one, linestyle="--", color="tab:red", linewidth=1, label="target at 8: 4x one")
+            ax.set_ylim(bottom=0, top=max(s.max for _, s in points) * 1.15)
         ax.set_title(title)
         ax.set_xlabel(xlabel)
         ax.set_ylabel("seconds: median, bars min-max")
