@@ -98,11 +98,16 @@ class SessionRequest:
 
 @dataclass(frozen=True)
 class FinishResult:
-    imported: ImportResult | None
     kept: bool  # the container and workspace were kept because bringing the work home failed
     message: str
     warnings: tuple[str, ...] = ()  # what else the user must know: a proxy that died, what it blocked
     parts: Mapping[str, PartResult] = field(default_factory=dict)  # each part's own result, by role
+
+    @property
+    def imported(self) -> ImportResult | None:
+        """What the git gate brought home (the workspace part's result)."""
+        found = self.parts.get("workspace")
+        return found.detail if found is not None and isinstance(found.detail, ImportResult) else None
 
     @property
     def egress(self) -> str | None:
@@ -297,7 +302,7 @@ class SessionManager:
         self.ports.reporter.note(
             f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}"
         )
-        if plan.planned("egress") is None:
+        if plan.labels.network_proxy == "restricted":
             self.ports.reporter.note("restricted: this session is offline (no network at all)")
 
     def rollback(self, plan: SessionPlan) -> None:
@@ -344,15 +349,11 @@ class SessionManager:
             results[part.role] = result
             if result.keep:
                 log.warning("%s: kept: %s", name, result.message)
-                return FinishResult(None, kept=True, message=result.message or "kept", parts=results)
+                return FinishResult(kept=True, message=result.message or "kept", parts=results)
         self.teardown(record, options)
-        workspace = results.get("workspace")
-        imported = (
-            workspace.detail if workspace is not None and isinstance(workspace.detail, ImportResult) else None
-        )
         messages = [r.message for r in results.values() if r.message]
         warnings = tuple(w for r in results.values() for w in r.warnings)
-        return FinishResult(imported, False, "; ".join(messages) or "done", warnings, results)
+        return FinishResult(False, "; ".join(messages) or "done", warnings, results)
 
     # -- teardown
 
