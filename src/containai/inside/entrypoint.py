@@ -96,3 +96,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
     except PermissionError:
         sys.stderr.write(f"containai-entrypoint: {command[0]}: permission denied\n")
         return 126
+    except OSError as exc:  # not an executable format, among others: what a shell says 126 for too
+        sys.stderr.write(f"containai-entrypoint: {command[0]}: {exc.strerror or 'cannot execute'}\n")
+        return 126
