@@ -131,7 +131,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
         for image in (
             f"containai-claude:{CHANNEL}",
             f"containai-proxy:{CHANNEL}",
-            f"containai-logfwd:{CHANNEL}",
+            f"containai-gateway:{CHANNEL}",
         )
     ]
     for text in [audit, *histories]:

@@ -145,10 +145,10 @@ def test_doctor_against_each_engine(engine: tuple[EngineRuntime, Any], cli_env: 
 
 
 def test_doctor_names_stale_and_missing_images(docker_client: Any, cli_env: dict[str, str]) -> None:
-    """Dev images re-tagged as nightly: base, proxy and logfwd match, agents were built on another base."""
+    """Dev images re-tagged as nightly: base, proxy, gateway and logfwd match, agents were built on another base."""
     tagged = []
     try:
-        for part in ("base", "claude", "proxy", "logfwd"):
+        for part in ("base", "claude", "proxy", "gateway", "logfwd"):
             docker_client.images.get(f"containai-{part}:dev").tag(f"containai-{part}", "nightly")
             tagged.append(f"containai-{part}:nightly")
         result = containai("doctor", "--json", "--channel", "nightly", env=cli_env, check=False)

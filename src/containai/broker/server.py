@@ -57,14 +57,17 @@ from containai.errors import (
     SecretUnavailable,
     WrongSession,
 )
+from containai.inside import protocol
 from containai.secrets.store import host_lookup
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 CONNECTION_TIMEOUT = 30.0
-STUB_OPS = frozenset({"redeem"})
-SESSION_STUB_OPS = frozenset({"redeem", "refresh"})  # a session's stub renews its own capabilities
+STUB_OPS = frozenset({protocol.OP_REDEEM})
+SESSION_STUB_OPS = frozenset(
+    {protocol.OP_REDEEM, protocol.OP_REFRESH}
+)  # a session's stub renews its own capabilities
 ADMIN_OPS = frozenset({"issue", "refresh", "revoke", "ping"})
 
 
@@ -258,17 +261,17 @@ def _failure(exc: ContainAIError) -> dict[str, Any]:
     if isinstance(exc, CapabilityRefused):
         reason = exc.reason
     elif isinstance(exc, PeerRefused):
-        reason = "peer-refused"
+        reason = protocol.PEER_REFUSED
     elif isinstance(exc, AuditUnavailable):
-        reason = "audit-unavailable"
+        reason = protocol.AUDIT_UNAVAILABLE
     elif isinstance(exc, BundleRefused):
-        reason = "bundle-refused"
+        reason = protocol.BUNDLE_REFUSED
     elif isinstance(exc, SecretUnavailable):
-        reason = "secret-unavailable"
+        reason = protocol.SECRET_UNAVAILABLE
     elif isinstance(exc, BadRequest):
-        reason = "bad-request"
+        reason = protocol.BAD_REQUEST
     else:
-        reason = "refused"
+        reason = protocol.REFUSED
     return {"ok": False, "error": reason, "message": exc.message}
 
 

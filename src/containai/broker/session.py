@@ -43,6 +43,7 @@ from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, h
 from containai.config import Paths
 from containai.errors import BrokerError, ContainAIError
 from containai.gateway.login import ClaudeLogin
+from containai.inside import protocol
 from containai.runtime.base import StdinFeed
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice
@@ -50,10 +51,6 @@ from containai.secrets.store import host_lookup
 
 log = logging.getLogger(__name__)
 
-STUB_UID = 65531
-"""The MCP stub's uid in session containers: not the agent's, not root, not the relays' (65532/65533)."""
-STUB_SOCKET = "broker.sock"
-CONTAINER_DIR = "/run/containai/broker"
 PID_FILE = "broker.pid"
 SOCKETS_FILE = "broker.sockets"
 WATCH_INTERVAL = 2.0
@@ -288,7 +285,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-socket", type=Path, required=True)
     parser.add_argument("--audit", type=Path, required=True)
     parser.add_argument("--engine-url", required=True)
-    parser.add_argument("--stub-uid", type=int, default=STUB_UID)
+    parser.add_argument("--stub-uid", type=int, default=protocol.STUB_UID)
     parser.add_argument("--max-ttl", type=int, default=300)
     parser.add_argument("--gateway", help="the gateway container to start, fed the login's access token")
     parser.add_argument("--claude-login", type=Path, help="the host's Claude Code login file")
@@ -309,7 +306,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         servers = [
             BrokerServer(
-                args.socket_dir / STUB_SOCKET,
+                args.socket_dir / protocol.BROKER_SOCKET_NAME,
                 broker,
                 allowed_uids=[args.stub_uid],
                 ops=SESSION_STUB_OPS,

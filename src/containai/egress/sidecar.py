@@ -21,12 +21,15 @@ from containai.egress.policy import EgressPolicy
 from containai.egress.squid import DEFAULT_PRIVATE_RANGES, AuditRecord, parse_audit_line, render_squid_conf
 from containai.errors import ConfigError, SessionError
 from containai.images.catalog import image_tag
+from containai.inside import protocol
 from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
 
-SOCKET_DIR = "/run/containai-egress"
-SOCKET = f"{SOCKET_DIR}/proxy.sock"
+SOCKET_DIR = protocol.EGRESS_DIR
+SOCKET = protocol.PROXY_SOCKET
 RELAY_PORT = 3128
-RELAY_USER = "65533:65533"  # not the agent's uid: the agent can neither kill nor trace the relay
+RELAY_USER = protocol.user(
+    protocol.RELAY_UID
+)  # not the agent's uid: the agent can neither kill nor trace the relay
 PROXY_USER = "13:13"  # Debian's proxy user, who owns squid's folders in the image
 AUDIT_LOG = "/var/log/containai/egress.jsonl"
 SQUID_CONF = "/etc/containai/squid.conf"

@@ -17,13 +17,14 @@ from containai.agents.definition import GatewayDef
 from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
+from containai.inside import protocol
 from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
 from containai.secrets.value import Secret
 
 PORT = 8787
-SOCKET_FOLDER = "/run/containai-gateway"
-GATEWAY_SOCKET = f"{SOCKET_FOLDER}/gateway.sock"
-USER = "65532:65532"  # the gateway image's own user: not the agent's, not root
+SOCKET_FOLDER = protocol.GATEWAY_DIR
+GATEWAY_SOCKET = protocol.GATEWAY_SOCKET
+USER = protocol.user(protocol.GATEWAY_UID)  # the gateway image's own user: not the agent's, not root
 PLACEHOLDER = "containai-placeholder-not-a-real-key"
 
 
@@ -41,7 +42,7 @@ def plan_gateway(
     """The gateway container, and the volume its socket lives on (shared read-only with the agent)."""
     volume = f"{session_name}-gateway-sock-{session_id}"
     command = (
-        "/usr/local/bin/containai-gateway",
+        protocol.GATEWAY_PROGRAM,
         "--listen",
         GATEWAY_SOCKET,
         "--proxy",
@@ -55,7 +56,7 @@ def plan_gateway(
         *(("--follow",) if follow else ()),
     )
     spec = ContainerSpec(
-        image=image_tag("logfwd", channel),
+        image=image_tag("gateway", channel),
         name=f"{session_name}-gateway",
         command=command,
         entrypoint=(),
