@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Protocol
 
+from containai import trust
 from containai.agents.definition import AgentDef
 from containai.broker import session as session_broker
 from containai.broker.session import BrokerPaths
-from containai.egress import approvals, sidecar
+from containai.egress import sidecar
 from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import Lab, plan_egress
 from containai.egress.squid import summarize_denials
@@ -189,8 +190,8 @@ def plan(
     session_id = new_session_id()
     policy = None
     if request.network_proxy == "squid":
-        requested = approvals.repo_requests(repo.root) if repo else ()
-        ok = approvals.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
+        requested = trust.repo_requests(repo.root) if repo else ()
+        ok = trust.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
         waiting = [d for d in requested if d not in ok]
         if waiting and repo is not None:
             reporter.warn(
