@@ -25,12 +25,12 @@ from containai.cli.render import print_json, render_doctor
 from containai.doctor import run_doctor
 from containai.egress import sidecar
 from containai.errors import UsageError
+from containai.hostgit import HostGit
 from containai.images.build import FROM_LABEL
 from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
 from containai.mcp.config import SERVER_NAME, McpResolution, render_definition, resolve_mcp_servers
 from containai.secrets import store as secret_store
 from containai.session import commands, manager
-from containai.session.repo import run_git
 from containai.workspace.gate import GatePolicy
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -242,9 +242,9 @@ def _find_repo_root(repo: Path | None) -> Path | None:
     start = (repo or Path.cwd()).resolve()
     if repo is not None and not start.is_dir():
         raise UsageError(f"{repo} is not a directory", hint="pass the path of a git repository")
-    result = run_git(start, "rev-parse", "--show-toplevel")
-    if result.returncode == 0:
-        return Path(result.stdout.strip())
+    top = HostGit(start).toplevel()
+    if top is not None:
+        return top
     if repo is None:
         return None
     raise UsageError(f"{start} is not inside a git repository", hint="pass a repository's path")

@@ -28,6 +28,7 @@ from containai.egress.squid import summarize_denials
 from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
 from containai.gateway import sidecar as gateway_sidecar
 from containai.gateway.login import ClaudeLogin
+from containai.hostgit import HostGit
 from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, Mount
 from containai.secrets.value import Secret
@@ -48,13 +49,12 @@ from containai.session.plan import (
     hardened_spec,
     render_setup_script,
 )
-from containai.session.repo import BranchChoice, RepoInfo, branch_sha, choose_branch, delete_branch_if_at, git
+from containai.session.repo import BranchChoice, RepoInfo, choose_branch
 from containai.workspace.gate import (
     GatePolicy,
     ImportResult,
     import_bundle,
     render_export_script,
-    worktrees_with,
 )
 
 log = logging.getLogger("containai.session")
@@ -138,8 +138,9 @@ def git_identity(repo: RepoInfo | None) -> tuple[str, str]:
     """The host user's name and e-mail for the agent's commits (values only; no config file goes in)."""
     if repo is None:
         return "ContainAI agent", "agent@containai.invalid"
-    name = git(repo.root, "config", "user.name", check=False).strip() or "ContainAI agent"
-    email = git(repo.root, "config", "user.email", check=False).strip() or "agent@containai.invalid"
+    git = HostGit(repo.root)
+    name = git.user_config("user.name") or "ContainAI agent"
+    email = git.user_config("user.email") or "agent@containai.invalid"
     return name, email
 
 
@@ -452,7 +453,7 @@ def provision(
 def release_branch(plan: SessionPlan) -> None:
     """Drop the branch we reserved, if it still points where we created it (no work on it)."""
     if plan.repo is not None and plan.branch is not None and plan.branch.created:
-        delete_branch_if_at(plan.repo.root, plan.branch.name, plan.branch.base)
+        HostGit(plan.repo.root).delete_branch_if_at(plan.branch.name, plan.branch.base)
 
 
 def agent_environment(plan: SessionPlan) -> dict[str, str]:
@@ -576,13 +577,13 @@ def finish(
     egress, proxy_failure = _egress_record(runtime, name, labels, state_root)
     teardown(runtime, labels.session, state_root=state_root)
     if labels.repo and labels.branch and labels.branch_created and not keep_branch:
-        repo = Path(labels.repo)
-        if branch_sha(repo, labels.branch) == labels.base and not worktrees_with(
-            repo, f"refs/heads/{labels.branch}"
+        git = HostGit(Path(labels.repo))
+        if git.branch_sha(labels.branch) == labels.base and not git.worktrees_with(
+            f"refs/heads/{labels.branch}"
         ):
             # Nothing was done on the branch we reserved: do not leave an empty branch behind. Only a
             # branch ContainAI created goes, and never one checked out in a work tree.
-            delete_branch_if_at(repo, labels.branch, labels.base)
+            git.delete_branch_if_at(labels.branch, labels.base)
     return FinishResult(imported, kept=False, message=message, egress=egress, proxy_failure=proxy_failure)
 
 
