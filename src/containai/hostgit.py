@@ -314,11 +314,15 @@ class HostGit:
         """Create ``refs/heads/branch`` at ``sha`` only if it does not exist (atomic); False if it did."""
         return self.ok("update-ref", "-m", message, f"refs/heads/{branch}", sha, self.zero_id)
 
-    def move_branch(self, branch: str, sha: str, *, old: str, message: str) -> bool:
-        """Point ``branch`` at ``sha`` only if it is still at ``old``."""
-        return self.ok("update-ref", "-m", message, f"refs/heads/{branch}", sha, old)
+    def is_object_id(self, text: str) -> bool:
+        """Whether ``text`` is a full object id of this repository's format (the zero id included)."""
+        return len(text) == HEX_LENGTH[self.object_format] and all(c in "0123456789abcdef" for c in text)
 
     def delete_branch_if_at(self, branch: str, sha: str) -> bool:
+        """Delete ``branch`` only if it points at ``sha``."""
+        # `update-ref -d` takes an empty or all-zero old value as "whatever it points at": never pass one.
+        if not self.is_object_id(sha) or sha == self.zero_id:
+            return False
         return self.ok("update-ref", "-d", f"refs/heads/{branch}", sha)
 
     def worktrees_with(self, ref: str) -> list[Path]:
