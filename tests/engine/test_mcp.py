@@ -22,12 +22,10 @@ from typing import Any
 
 import pytest
 
-from containai.session.repo import git
-
 from .conftest import CHANNEL, LABELS, RUN_ID
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_gateway import egress_audit, forms, store_secret
-from .test_sessions import BIN, SESSION_LABEL, containai, make_repo
+from .test_sessions import BIN, SESSION_LABEL, containai, git, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 

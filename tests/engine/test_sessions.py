@@ -36,7 +36,7 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def make_repo(root: Path, owner: int | None = None) -> Path:
+def make_repo(root: Path, owner: int | None = None, object_format: str = "sha1") -> Path:
     if owner is not None:
         # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo:
         # not under pytest's base folder, which every pytest run (another developer's too) makes 0700.
@@ -44,7 +44,7 @@ def make_repo(root: Path, owner: int | None = None) -> Path:
         root.chmod(0o711)
     repo = root / f"repo-{uuid.uuid4().hex[:6]}"
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main", f"--object-format={object_format}")
     git(repo, "config", "user.name", "Host User")
     git(repo, "config", "user.email", "host@example.test")
     (repo / "README.md").write_text("hello\n")
@@ -125,6 +125,30 @@ def test_prompt_session_brings_commits_home_and_leaves_the_host_untouched(
     second = prompt(env, repo, AGENT_WORK, "--json")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout[second.stdout.index("{") :])["branch"] == "shell/session-2"
+
+
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+def test_a_sha256_repository_works_end_to_end(env: dict[str, str], tmp_path: Path, owner: int | None) -> None:
+    repo = make_repo(tmp_path, owner, object_format="sha256")
+    before = snapshot(repo)
+    result = prompt(env, repo, AGENT_WORK, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert (summary["branch"], summary["commits"]) == ("shell/session-1", 1)
+    assert len(git(repo, "rev-parse", "shell/session-1").strip()) == 64
+    assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
+    assert git(repo, "rev-parse", "shell/session-1~1") == git(repo, "rev-parse", "main")
+    assert snapshot(repo) == before
+
+    # The user's own branch takes the work, and its work tree moves with it.
+    work = "echo on-main > main.txt && git add main.txt && git commit -qm 'agent: on main'"
+    current = prompt(env, repo, work, "--use-current-branch", "--json")
+    assert current.returncode == 0, current.stderr
+    summary = json.loads(current.stdout[current.stdout.index("{") :])
+    assert (summary["branch"], summary["commits"]) == ("main", 1)
+    assert git(repo, "log", "-1", "--format=%s", "main").strip() == "agent: on main"
+    assert (repo / "main.txt").read_text() == "on-main\n"
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_uncommitted_work_is_committed_at_session_end(env: dict[str, str], tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from containai import __version__
+from containai import __version__, trust
 from containai.cli.app import AppContext, run_cli
 from containai.cli.building import build_images
 from containai.cli.launchers import (
@@ -23,14 +23,14 @@ from containai.cli.launchers import (
 )
 from containai.cli.render import print_json, render_doctor
 from containai.doctor import run_doctor
-from containai.egress import approvals, sidecar
+from containai.egress import sidecar
 from containai.errors import UsageError
+from containai.hostgit import HostGit
 from containai.images.build import FROM_LABEL
 from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
 from containai.mcp.config import SERVER_NAME, McpResolution, render_definition, resolve_mcp_servers
 from containai.secrets import store as secret_store
 from containai.session import commands, manager
-from containai.session.repo import run_git
 from containai.workspace.gate import GatePolicy
 
 pass_app = click.make_pass_decorator(AppContext)
@@ -209,16 +209,14 @@ def network() -> None:
 def network_approve(app: AppContext, repo: Path, domains: tuple[str, ...]) -> None:
     """Allow sessions on REPO to reach DOMAINS it asks for (all it asks for, when none are named)."""
     root = repo.resolve()
-    requested = approvals.repo_requests(root)
+    requested = trust.repo_requests(root)
     chosen = domains or requested
     if not chosen:
-        raise UsageError(
-            f"{root} asks for no domains", hint=f"its requests go in {root / approvals.REPO_CONFIG}"
-        )
+        raise UsageError(f"{root} asks for no domains", hint=f"its requests go in {root / trust.REPO_CONFIG}")
     unasked = [d for d in chosen if d not in requested]
     if unasked:
         ConsoleReporter(app).warn(f"{root} did not ask for {', '.join(unasked)}; approving anyway")
-    approved_now = approvals.approve(app.paths.approvals_file, root, chosen)
+    approved_now = trust.approve(app.paths.approvals_file, root, chosen)
     app.out.print(f"approved for {root}: {', '.join(approved_now)}", highlight=False)
 
 
@@ -228,8 +226,8 @@ def network_approve(app: AppContext, repo: Path, domains: tuple[str, ...]) -> No
 def network_show(app: AppContext, repo: Path | None) -> None:
     """What REPO asks to reach, and which of those you approved."""
     root = (repo or Path.cwd()).resolve()
-    requested = approvals.repo_requests(root)
-    ok = set(approvals.approved(app.paths.approvals_file, root))
+    requested = trust.repo_requests(root)
+    ok = set(trust.approved(app.paths.approvals_file, root))
     if not requested:
         app.out.print(f"{root} asks for no domains", highlight=False)
     for domain in requested:
@@ -244,9 +242,9 @@ def _find_repo_root(repo: Path | None) -> Path | None:
     start = (repo or Path.cwd()).resolve()
     if repo is not None and not start.is_dir():
         raise UsageError(f"{repo} is not a directory", hint="pass the path of a git repository")
-    result = run_git(start, "rev-parse", "--show-toplevel")
-    if result.returncode == 0:
-        return Path(result.stdout.strip())
+    top = HostGit(start).toplevel()
+    if top is not None:
+        return top
     if repo is None:
         return None
     raise UsageError(f"{start} is not inside a git repository", hint="pass a repository's path")
@@ -313,7 +311,7 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
     if not statuses:
         app.err.print(
             f"no MCP servers: declare them as [mcp_servers.NAME] in {app.paths.config_file}"
-            + (f" or {root / approvals.REPO_CONFIG}" if root else ""),
+            + (f" or {root / trust.REPO_CONFIG}" if root else ""),
             markup=False,
         )
         return
@@ -374,7 +372,7 @@ def mcp_approve(app: AppContext, words: tuple[str, ...], yes: bool) -> int:
     if not (waiting or approved_already or shadowed):
         raise UsageError(
             f"{root} declares no MCP servers",
-            hint=f"a repository's servers go in {root / approvals.REPO_CONFIG} as [mcp_servers.NAME]",
+            hint=f"a repository's servers go in {root / trust.REPO_CONFIG} as [mcp_servers.NAME]",
         )
     unknown = [n for n in names if n not in waiting and n not in approved_already and n not in shadowed]
     if unknown:
@@ -407,7 +405,7 @@ def mcp_approve(app: AppContext, words: tuple[str, ...], yes: bool) -> int:
         if not click.confirm(f"Let sessions on {root} run these servers?", default=False, err=True):
             app.err.print("nothing approved", markup=False)
             return 1
-    approvals.approve_mcp(app.paths.approvals_file, root, [entry.server for entry in chosen])
+    trust.approve_mcp(app.paths.approvals_file, root, [entry.server for entry in chosen])
     app.out.print(f"approved for {root}: {', '.join(e.server.name for e in chosen)}", markup=False)
     return 0
 
@@ -419,14 +417,14 @@ def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
     """Withdraw the approval of REPO's MCP servers NAME (all of them, when none are named)."""
     repo, names = _repo_and_names(words)
     root = _repo_root(repo)
-    pinned = approvals.approved_mcp(app.paths.approvals_file, root)
+    pinned = trust.approved_mcp(app.paths.approvals_file, root)
     unknown = [n for n in names if n not in pinned]
     if unknown:
         raise UsageError(
             f"no approval of {', '.join(unknown)} for {root}",
             hint=f"approved: {', '.join(sorted(pinned))}" if pinned else "nothing is approved for it",
         )
-    dropped = approvals.revoke_mcp(app.paths.approvals_file, root, names)
+    dropped = trust.revoke_mcp(app.paths.approvals_file, root, names)
     app.out.print(f"revoked for {root}: {', '.join(dropped) or 'nothing'}", markup=False)
 
 

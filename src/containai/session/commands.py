@@ -22,13 +22,14 @@ from typing import Any
 from containai.config import Paths
 from containai.egress import sidecar
 from containai.errors import EXIT_CONTAINAI, UsageError
+from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime
 from containai.secrets.store import default_sources, resolve_secret
 from containai.session import manager
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
-from containai.session.repo import RepoInfo, discover_repo, git
+from containai.session.repo import RepoInfo, discover_repo
 from containai.session.vscode import write_attach_config
 
 TMUX_SESSION = "agent"
@@ -69,9 +70,15 @@ class PromptResult:
 def _diffstat(plan: SessionPlan, branch: str | None) -> str:
     if plan.repo is None or branch is None or plan.branch is None:
         return ""
-    return git(
-        plan.repo.root, "diff", "--shortstat", plan.branch.base, f"refs/heads/{branch}", check=False
-    ).strip()
+    return HostGit(plan.repo.root).text(
+        "diff",
+        "--shortstat",
+        "--no-ext-diff",
+        "--no-textconv",
+        plan.branch.base,
+        f"refs/heads/{branch}",
+        check=False,
+    )
 
 
 def report_finish(result: manager.FinishResult, reporter: Reporter, prefix: str = "") -> None:
