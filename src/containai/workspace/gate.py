@@ -24,7 +24,6 @@ import shlex
 import stat
 import subprocess
 import tempfile
-import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -33,6 +32,7 @@ from typing import BinaryIO
 
 from containai.errors import GateRefused, HostToolError, UsageError
 from containai.hostgit import FSCK_ERRORS, HEX_LENGTH, PACK_TIMEOUT, HostGit
+from containai.text import printable
 
 __all__ = [
     "GatePolicy",
@@ -241,19 +241,8 @@ def check_symlink(path: bytes, target: bytes) -> str | None:
 
 
 def _show(value: bytes | str) -> str:
-    """A path or name made safe for a terminal: control and format characters escaped."""
-    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif unicodedata.category(ch) in ("Cc", "Cf"):
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "'" + "".join(out) + "'"
+    """A path or name made safe for a terminal (control and format characters escaped), quoted."""
+    return "'" + printable(value, limit=4096) + "'"
 
 
 # ---------------------------------------------------------------------------------------------------------
