@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 CONNECTION_TIMEOUT = 30.0
+DRAIN_TIMEOUT = 1.0
 STUB_OPS = frozenset({protocol.OP_REDEEM})
 SESSION_STUB_OPS = frozenset(
     {protocol.OP_REDEEM, protocol.OP_REFRESH}
@@ -149,6 +150,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if peer.uid not in self.server.allowed_uids:
             # Refused before reading anything: a disallowed peer gets no parser to attack.
             self._reply(_failure(self._audit_peer(peer, op="connect")))
+            self._drain()
             return
         while True:
             try:
@@ -163,6 +165,16 @@ class _Handler(socketserver.StreamRequestHandler):
                 )
                 return
             self._reply(self._answer(line, peer))
+
+    def _drain(self) -> None:
+        """Close a refused connection cleanly: unread bytes at close would reset it, and the peer could
+        lose the refusal it was sent. What it sent is read (bounded) and thrown away, never parsed."""
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_WR)
+            self.request.settimeout(DRAIN_TIMEOUT)
+            left = MAX_REQUEST_BYTES
+            while left > 0 and (chunk := self.request.recv(min(left, 4096))):
+                left -= len(chunk)
 
     def _audit_peer(self, peer: Peer, *, op: str) -> BrokerError:
         try:
