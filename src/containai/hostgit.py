@@ -302,13 +302,14 @@ class HostGit:
         return self.ok("merge-base", "--is-ancestor", older, newer)
 
     def valid_branch_name(self, name: str) -> bool:
+        """Whether ``name`` may name a branch; a git that cannot run at all raises instead."""
+        if name.startswith("-") or name in ("@", "HEAD") or "@{" in name:
+            return False
         # Checked as a full ref, not with --branch, which would expand "@" or "@{-1}" to other branches.
-        return (
-            not name.startswith("-")
-            and name not in ("@", "HEAD")
-            and "@{" not in name
-            and self.ok("check-ref-format", f"refs/heads/{name}")
-        )
+        result = self.run("check-ref-format", f"refs/heads/{name}", check=False)
+        if result.returncode not in (0, 1):  # 1 is "not a valid name"; anything else is git failing
+            raise HostToolError(f"git check-ref-format failed in {self.repo}: {_last_line(result.stderr)}")
+        return result.returncode == 0
 
     def create_branch(self, branch: str, sha: str, *, message: str) -> bool:
         """Create ``refs/heads/branch`` at ``sha`` only if it does not exist (atomic); False if it did."""

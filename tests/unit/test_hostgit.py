@@ -162,6 +162,17 @@ def test_toplevel_of_a_folder_in_no_repository_is_none(tmp_path: Path) -> None:
     assert HostGit(tmp_path).toplevel() is None
 
 
+def test_branch_names_are_checked_and_a_git_that_cannot_run_is_not_taken_for_a_bad_name(
+    tmp_path: Path,
+) -> None:
+    host = HostGit(make_repo(tmp_path / "repo"))
+    assert host.valid_branch_name("claude/fix-login")
+    for bad in ("bad..name", "-x", "@", "HEAD", "a@{1}", "end.lock", "sp ace"):
+        assert not host.valid_branch_name(bad), bad
+    with pytest.raises(HostToolError, match="git check-ref-format could not run"):
+        HostGit(tmp_path / "gone").valid_branch_name("claude/fix-login")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Object formats
 

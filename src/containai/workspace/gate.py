@@ -450,10 +450,7 @@ def import_bundle(
     """
     git = git or HostGit(repo)
     ref = f"refs/heads/{branch}"
-    checked = git.run("check-ref-format", ref, check=False)
-    if checked.stderr.strip():  # git could not run there at all (no such directory, no access)
-        raise HostToolError(f"git cannot work in {repo}: {_last_line(checked.stderr)}")
-    if checked.returncode != 0 or branch.startswith("-"):
+    if not git.valid_branch_name(branch):
         raise UsageError(
             f"{branch!r} is not a valid branch name",
             hint="pass the session's branch, e.g. claude/session-3",
