@@ -15,7 +15,7 @@ import docker
 import docker.errors
 import docker.types
 import requests.exceptions
-from docker.utils.socket import frames_iter
+from docker.utils.socket import STDERR, frames_iter
 
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
 from containai.runtime.base import (
@@ -254,12 +254,17 @@ class _EngineContainers:
         api = self.client.api
         try:
             exec_id = self._exec_create(ref, argv, user=user, environment=environment, workdir=workdir)
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if on_output is not None:
-                    if stdout:
-                        on_output("stdout", stdout)
-                    if stderr:
-                        on_output("stderr", stderr)
+            # The socket itself, as exec_with_input does: the SDK's stream closes the socket but not its
+            # file wrapper, so the descriptor stayed open until the garbage collector found it.
+            attached = api.exec_start(exec_id, socket=True)
+            raw = getattr(attached, "_sock", attached)
+            try:
+                for kind, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
+                    if on_output is not None and chunk:
+                        on_output("stderr" if kind == STDERR else "stdout", chunk)
+            finally:
+                attached.close()
+                raw.close()
             return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
         except Exception as exc:
             raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
@@ -409,6 +414,7 @@ class _EngineContainers:
                 raw.sendall(data)
             finally:
                 attached.close()
+                raw.close()  # closing the wrapper alone leaves the container's stdin open
         except Exception as exc:
             raise translate(exc, self.choice, f"start {ref}") from exc
 
