@@ -64,9 +64,21 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
     components = [str(c.get("Name", "")) for c in version.get("Components") or []]
     runc: Mapping[str, Any] = next(
-        (c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {}
+        (
+            c
+            for c in version.get("Components") or []
+            if str(c.get("Name", "")).lower() in ("runc", "oci runtime (runc)")
+        ),
+        {},
     )
-    runc_details = runc.get("Details") or {}
+    runc_version, runc_commit = (
+        str(runc.get("Version", "")),
+        str((runc.get("Details") or {}).get("GitCommit", "")),
+    )
+    if runc_version.startswith("runc version "):  # Podman: "runc version 1.1.5\ncommit: ...\nspec: ..."
+        lines = runc_version.splitlines()
+        runc_version = lines[0].removeprefix("runc version ").strip()
+        runc_commit = next((x.removeprefix("commit:").strip() for x in lines if x.startswith("commit:")), "")
     kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
     rootless = any("rootless" in s for s in security)
@@ -80,8 +92,8 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
         security_options=security,
         storage_driver=str(info.get("Driver", "")),
         root_dir=str(info.get("DockerRootDir", "")),
-        runc_version=str(runc.get("Version", "")),
-        runc_commit=str(runc_details.get("GitCommit", "")),
+        runc_version=runc_version,
+        runc_commit=runc_commit,
     )
 
 
