@@ -10,6 +10,7 @@ import io
 import json
 import os
 import pty
+import re
 import sys
 import tarfile
 import tempfile
@@ -356,7 +357,9 @@ def test_create_container_sends_the_hardening(api: FakeEngineAPI, runtime: Engin
     assert body["Tty"] is False
     assert body["OpenStdin"] is False
     host = body["HostConfig"]
-    assert host["Tmpfs"] == {"/tmp": "rw,nosuid,nodev,size=512m", "/run": "rw,noexec"}
+    # Every option asked for; an engine's dialect may add its own (Podman's notmpcopyup) and paths.
+    for path, options in {"/tmp": "rw,nosuid,nodev,size=512m", "/run": "rw,noexec"}.items():
+        assert set(options.split(",")) <= set(host["Tmpfs"][path].split(","))
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["CapAdd"] == ["CHOWN"]
@@ -474,7 +477,7 @@ def test_container_info_carries_the_inspect(api: FakeEngineAPI, runtime: EngineR
         (lambda rt: rt.container("c"), "inspect c"),
         (lambda rt: rt.containers({"a": "b"}), "list containers"),
         (lambda rt: rt.stop("c"), "stop c"),
-        (lambda rt: rt.remove_container("c"), "remove c"),
+        (lambda rt: rt.remove_container("c"), "(remove|inspect) c"),  # a dialect may look first
         (lambda rt: rt.create_container(spec()), "create container containai-s1-agent"),
         (lambda rt: rt.exec("c", ["true"]), "run true in c"),
         (lambda rt: rt.exec_with_input("c", ["cat"], b"x"), "run cat in c"),
@@ -500,7 +503,7 @@ def test_every_refusal_maps_to_an_api_error(
     with pytest.raises(EngineAPIError) as caught:
         operation(runtime)
     # What was being done, and the engine's own words: the message says both.
-    assert f"refused to {doing}: " in caught.value.message
+    assert re.search(f"refused to {doing}: ", caught.value.message)
     assert refusal.body["message"] in caught.value.message
 
 
