@@ -15,7 +15,7 @@ import docker
 import docker.errors
 import docker.types
 import requests.exceptions
-from docker.utils.socket import frames_iter
+from docker.utils.socket import STDERR, frames_iter
 
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
 from containai.runtime.base import (
@@ -64,9 +64,21 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
     components = [str(c.get("Name", "")) for c in version.get("Components") or []]
     runc: Mapping[str, Any] = next(
-        (c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {}
+        (
+            c
+            for c in version.get("Components") or []
+            if str(c.get("Name", "")).lower() in ("runc", "oci runtime (runc)")
+        ),
+        {},
     )
-    runc_details = runc.get("Details") or {}
+    runc_version, runc_commit = (
+        str(runc.get("Version", "")),
+        str((runc.get("Details") or {}).get("GitCommit", "")),
+    )
+    if runc_version.startswith("runc version "):  # Podman: "runc version 1.1.5\ncommit: ...\nspec: ..."
+        lines = runc_version.splitlines()
+        runc_version = lines[0].removeprefix("runc version ").strip()
+        runc_commit = next((x.removeprefix("commit:").strip() for x in lines if x.startswith("commit:")), "")
     kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
     rootless = any("rootless" in s for s in security)
@@ -80,8 +92,8 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
         security_options=security,
         storage_driver=str(info.get("Driver", "")),
         root_dir=str(info.get("DockerRootDir", "")),
-        runc_version=str(runc.get("Version", "")),
-        runc_commit=str(runc_details.get("GitCommit", "")),
+        runc_version=runc_version,
+        runc_commit=runc_commit,
     )
 
 
@@ -254,12 +266,17 @@ class _EngineContainers:
         api = self.client.api
         try:
             exec_id = self._exec_create(ref, argv, user=user, environment=environment, workdir=workdir)
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if on_output is not None:
-                    if stdout:
-                        on_output("stdout", stdout)
-                    if stderr:
-                        on_output("stderr", stderr)
+            # The socket itself, as exec_with_input does: the SDK's stream closes the socket but not its
+            # file wrapper, so the descriptor stayed open until the garbage collector found it.
+            attached = api.exec_start(exec_id, socket=True)
+            raw = getattr(attached, "_sock", attached)
+            try:
+                for kind, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
+                    if on_output is not None and chunk:
+                        on_output("stderr" if kind == STDERR else "stdout", chunk)
+            finally:
+                attached.close()
+                raw.close()
             return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
         except Exception as exc:
             raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
@@ -409,6 +426,7 @@ class _EngineContainers:
                 raw.sendall(data)
             finally:
                 attached.close()
+                raw.close()  # closing the wrapper alone leaves the container's stdin open
         except Exception as exc:
             raise translate(exc, self.choice, f"start {ref}") from exc
 
