@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import pytest
 
-from containai.cli import launchers
 from containai.cli.app import AppContext, run_cli
+from containai.cli.launchers import run_launcher
 from containai.cli.main import cli
 from containai.images.build import HASH_LABEL, SLIM_IMAGE
 from containai.images.catalog import PARTS
@@ -41,13 +41,7 @@ def _fresh_help_options() -> Iterator[None]:
     # click (8.2+) caches each command's help option with the names of the first context that asked,
     # so a bare click.Context elsewhere in the run (docs/cli-reference.md's renderer) would take -h
     # away from these tests, and these tests would put -h into that rendering. Start and end clean.
-    shared = [
-        *_commands(cli),
-        launchers.launch_agent_command,
-        launchers.connect_agent_command,
-        launchers.list_agents_command,
-        launchers.remove_agent_command,
-    ]
+    shared = list(_commands(cli))  # the launchers are these commands (or copies made per run)
 
     def reset() -> None:
         for command in shared:
@@ -84,6 +78,26 @@ def invoke(
     )
 
 
+def launch(
+    prog: str,
+    *args: str,
+    home: Path,
+    runtime: FakeRuntime | None = None,
+    environ: dict[str, str] | None = None,
+) -> int:
+    """Run a launcher (run-claude, remove-agent-dev, ...) as if started under that name."""
+
+    def use_fake(app: AppContext) -> None:
+        app._runtime = runtime
+
+    return run_launcher(
+        prog,
+        list(args),
+        environ={"CONTAINAI_HOME": str(home), **(environ or {})},
+        extra=use_fake if runtime is not None else None,
+    )
+
+
 def assert_one_error(err: str, *message: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 2, err
@@ -115,31 +129,27 @@ def test_help(capsys: pytest.CaptureFixture[str], home: Path, args: Sequence[str
 
 
 @pytest.mark.parametrize(
-    ("command", "prog", "shown"),
+    ("prog", "shown"),
     [
-        (
-            launchers.run_agent_command("claude"),
-            "run-claude",
-            ["Run claude in an ephemeral", "--prompt TEXT", "--branch B"],
-        ),
-        (
-            launchers.launch_agent_command,
-            "launch-agent",
-            ["AGENT [REPO]", "--use-current-branch", "--memory SIZE"],
-        ),
-        (launchers.connect_agent_command, "connect-agent", ["-n, --name NAME"]),
-        (launchers.list_agents_command, "list-agents", ["--json"]),
-        (launchers.remove_agent_command, "remove-agent", ["[NAME]", "--all", "--no-push", "--keep-branch"]),
+        ("run-claude", ["Run claude in an ephemeral", "--prompt TEXT", "--branch B"]),
+        ("run-codex-dev", ["Run codex in an ephemeral", "[OPTIONS] [REPO]"]),
+        ("launch-agent", ["AGENT [REPO]", "--use-current-branch", "--memory SIZE"]),
+        ("connect-agent-nightly", ["-n, --name NAME"]),
+        ("list-agents", ["--json"]),
+        ("remove-agent", ["[NAME]", "--all", "--no-push", "--keep-branch"]),
     ],
 )
-def test_launcher_help(
-    capsys: pytest.CaptureFixture[str], home: Path, command: click.Command, prog: str, shown: list[str]
-) -> None:
-    assert invoke(command, "--help", home=home, prog=prog) == 0
+def test_launcher_help(capsys: pytest.CaptureFixture[str], home: Path, prog: str, shown: list[str]) -> None:
+    assert launch(prog, "--help", home=home) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Usage: {prog} ")
     for text in shown:
         assert text in out
+
+
+def test_an_unknown_launcher_name_is_an_error(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    assert launch("run-bogus", "--help", home=home) == 125
+    assert_one_error(capsys.readouterr().err, "run-bogus is not a ContainAI launcher")
 
 
 def test_version(capsys: pytest.CaptureFixture[str], home: Path) -> None:
@@ -255,10 +265,7 @@ def test_images_list_json(capsys: pytest.CaptureFixture[str], home: Path) -> Non
 
 def test_run_json_needs_a_prompt(capsys: pytest.CaptureFixture[str], home: Path) -> None:
     runtime = FakeRuntime()
-    assert (
-        invoke(launchers.run_agent_command("claude"), "--json", home=home, prog="run-claude", runtime=runtime)
-        == 125
-    )
+    assert launch("run-claude", "--json", home=home, runtime=runtime) == 125
     assert_one_error(capsys.readouterr().err, "--json goes with --prompt")
     assert runtime.containers_by_id == {}
 
@@ -274,9 +281,7 @@ def test_run_prompt_and_command_do_not_mix(capsys: pytest.CaptureFixture[str], h
 
 def test_connect_agent_needs_a_terminal(capsys: pytest.CaptureFixture[str], home: Path) -> None:
     # pytest's captured stdin and stdout are not terminals
-    assert (
-        invoke(launchers.connect_agent_command, home=home, prog="connect-agent", runtime=FakeRuntime()) == 125
-    )
+    assert launch("connect-agent", home=home, runtime=FakeRuntime()) == 125
     assert_one_error(capsys.readouterr().err, "connect-agent needs a terminal")
 
 
@@ -284,10 +289,7 @@ def test_connect_agent_needs_a_terminal(capsys: pytest.CaptureFixture[str], home
 def test_remove_agent_needs_one_name_or_all(
     capsys: pytest.CaptureFixture[str], home: Path, args: list[str]
 ) -> None:
-    assert (
-        invoke(launchers.remove_agent_command, *args, home=home, prog="remove-agent", runtime=FakeRuntime())
-        == 125
-    )
+    assert launch("remove-agent", *args, home=home, runtime=FakeRuntime()) == 125
     assert_one_error(capsys.readouterr().err, "name one session, or pass --all")
 
 

@@ -20,6 +20,7 @@ from typing import Protocol
 from containai.agents.definition import AgentDef
 from containai.broker import session as session_broker
 from containai.broker.session import BrokerPaths
+from containai.config import NetworkSettings
 from containai.egress import approvals, sidecar
 from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import Lab, plan_egress
@@ -44,6 +45,7 @@ from containai.session.plan import (
     Resources,
     SessionPlan,
     choose_workspace,
+    default_resources,
     hardened_spec,
     render_setup_script,
 )
@@ -81,11 +83,11 @@ class SessionRequest:
     push: bool = True
     force: bool = False
     name: str | None = None
-    resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
+    resources: Resources = field(default_factory=default_resources)
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
     allow_domains: tuple[str, ...] = ()  # --allow-domain
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
-    lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
+    lab: Lab | None = None  # tests only: a fake internet for the proxy (never from the environment)
     approvals_file: Path | None = None  # domains the user approved for repositories
     credential: Secret | None = None  # the agent's model API key, for its gateway (never in its container)
     login: ClaudeLogin | None = None  # or the CLI's own login on the host, refreshed there by the broker
@@ -95,21 +97,13 @@ class SessionRequest:
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
-    """The user's ``[network]`` settings (config.toml)."""
-
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    presets: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class FinishResult:
     imported: ImportResult | None
     kept: bool  # the container and workspace were kept because bringing the work home failed
     message: str
     egress: str | None = None  # what the proxy blocked, and how to allow it
     proxy_failure: str | None = None  # the proxy stopped during the session
+    kept_reason: str | None = None  # with kept: the error that stopped the work coming home
 
 
 def boot_id() -> str:
@@ -570,6 +564,7 @@ def finish(
                 kept=True,
                 message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
                 f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
+                kept_reason=exc.message,
             )
         message = describe_import(imported, labels.base) if imported else f"no new commits on {labels.branch}"
     egress, proxy_failure = _egress_record(runtime, name, labels, state_root)

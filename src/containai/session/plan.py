@@ -16,6 +16,7 @@ from typing import Literal
 
 from containai.agents.definition import AgentDef
 from containai.broker.session import BrokerPaths
+from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS
 from containai.egress.sidecar import EgressPlan
 from containai.errors import UsageError
 from containai.gateway.login import ClaudeLogin
@@ -32,9 +33,6 @@ HOME = "/home/agent"
 VSCODE_SERVER = f"{HOME}/.vscode-server"
 CACHE = f"{HOME}/.cache"
 EXPORT_BUNDLE = "/tmp/containai-session.bundle"  # noqa: S108  # a path inside the container's own tmpfs
-
-DEFAULT_MEMORY = "8g"
-DEFAULT_PIDS = 1024
 
 
 @dataclass(frozen=True)
@@ -100,7 +98,7 @@ def parse_memory(text: str) -> int:
 
 def parse_cpus(text: str | None, available: int) -> int:
     if text is None:
-        return min(4, max(1, available)) * 10**9
+        return min(DEFAULT_MAX_CPUS, max(1, available)) * 10**9
     try:
         value = float(text)
     except ValueError:
@@ -115,6 +113,13 @@ class Resources:
     memory_bytes: int
     nano_cpus: int
     pids: int = DEFAULT_PIDS
+
+
+def default_resources(available: int | None = None) -> Resources:
+    """The defaults of containai/config.py; the CLI passes the resolved settings instead."""
+    import os
+
+    return Resources(parse_memory(DEFAULT_MEMORY), parse_cpus(None, available or os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)
