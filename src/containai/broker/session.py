@@ -40,6 +40,7 @@ from typing import Any
 
 from containai.broker.broker import Broker
 from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, harden_process
+from containai.cli.app import ArgumentParser, run_program
 from containai.config import Paths
 from containai.errors import BrokerError, ContainAIError
 from containai.gateway.login import ClaudeLogin
@@ -281,7 +282,7 @@ def _keep_fresh(login: ClaudeLogin, feed: StdinFeed, last: str, done: threading.
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="containai-session-broker", description=__doc__)
+    parser = ArgumentParser(prog="containai-session-broker", description=__doc__)
     parser.add_argument("--session", required=True)
     parser.add_argument("--container", required=True)
     parser.add_argument("--socket-dir", type=Path, required=True)
@@ -296,33 +297,34 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The session broker, behind the same error boundary as every ContainAI program."""
+    return run_program(lambda: _serve(argv))
+
+
+def _serve(argv: Sequence[str] | None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s session-broker: %(message)s", stream=sys.stderr
     )
     args = _parse_args(argv)
-    try:
-        harden_process()
-        broker = Broker(
-            lookup=host_lookup(Paths.from_env(os.environ), os.environ),
-            audit_path=args.audit,
-            max_ttl=args.max_ttl,
-        )
-        servers = [
-            BrokerServer(
-                args.socket_dir / STUB_SOCKET,
-                broker,
-                allowed_uids=[args.stub_uid],
-                ops=SESSION_STUB_OPS,
-                reachable=True,
-                bound=(args.session, args.container),
-            ),
-            BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
-        ]
-        runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
-        feed = _start_gateway(args, runtime) if args.gateway and args.claude_login else None
-    except ContainAIError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+    harden_process()
+    broker = Broker(
+        lookup=host_lookup(Paths.from_env(os.environ), os.environ),
+        audit_path=args.audit,
+        max_ttl=args.max_ttl,
+    )
+    servers = [
+        BrokerServer(
+            args.socket_dir / STUB_SOCKET,
+            broker,
+            allowed_uids=[args.stub_uid],
+            ops=SESSION_STUB_OPS,
+            reachable=True,
+            bound=(args.session, args.container),
+        ),
+        BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
+    ]
+    runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
+    feed = _start_gateway(args, runtime) if args.gateway and args.claude_login else None
 
     done = threading.Event()
     if feed is not None:
