@@ -187,6 +187,23 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class Hooks:
+    """What only the engine tests set, by injecting it (tests/engine/lab_cli.py).
+
+    ContainAI reads none of it from the environment or a file: each would let whoever sets it weaken
+    a session (lift the private-range deny list) or send a secret elsewhere (the login's refresh).
+    """
+
+    lab: Lab | None = None  # the proxy on a fake internet, whose range is then not private
+    claude_token_url: str | None = None  # a stand-in for the Claude login's refresh endpoint
+    login_check_seconds: float | None = None  # how often the session's broker checks that login
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        found = [(name, str(value)) for name, value in vars(self).items() if value is not None]
+        return [(name, value, "injected by the test harness") for name, value in found]
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything a ContainAI command may be configured by, resolved once; frozen."""
 
@@ -204,9 +221,7 @@ class Settings:
     npm_registry: Resolved[str]
     extra_ca_cert: Resolved[Path | None]
     network: Resolved[NetworkSettings]
-    # Test-only: a fake internet for the egress proxy. Never read from the environment or a file; the
-    # engine tests inject it (tests/engine/lab_cli.py).
-    lab: Lab | None = None
+    hooks: Hooks = Hooks()  # the engine tests' only
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(name, value, source) for each setting, as `containai doctor --settings` shows them."""
@@ -214,9 +229,7 @@ class Settings:
         for name in SETTING_NAMES:
             resolved: Resolved[Any] = getattr(self, name)
             shown.append((name, _display(name, resolved.value), resolved.source))
-        if self.lab is not None:
-            shown.append(("lab", self.lab.network, "injected by the test harness"))
-        return shown
+        return shown + self.hooks.rows()
 
     def to_json(self) -> dict[str, Any]:
         return {name: {"value": value, "source": source} for name, value, source in self.rows()}
@@ -299,7 +312,7 @@ def _settings_table(data: Mapping[str, Any], where: Path, *, repo: bool) -> dict
         if not isinstance(value, _FILE_KEYS[key]) or isinstance(value, bool):
             raise ConfigError(
                 f"{where}: [{SETTINGS_TABLE}] {key} = {value!r} has the wrong type",
-                hint="see docs/configuration.md",
+                hint="see docs/configuration.md for the settings and their types",
             )
     return {key: str(value) if not isinstance(value, str) else value for key, value in table.items()}
 
@@ -326,7 +339,7 @@ def resolve_settings(
     repo: Path | None = None,
     paths: Paths | None = None,
     cpu_count: Callable[[], int | None] = os.cpu_count,
-    lab: Lab | None = None,
+    hooks: Hooks | None = None,
 ) -> Settings:
     """Flags > environment > the repository's file > the user's file > defaults, each with its source."""
     from containai.egress.policy import parse_network_config
@@ -436,7 +449,7 @@ def resolve_settings(
             NetworkSettings(allow=allow, deny=deny, presets=presets),
             f"{where} [network]" if "network" in user_data else "default",
         ),
-        lab=lab,
+        hooks=hooks or Hooks(),
     )
 
 

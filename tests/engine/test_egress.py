@@ -21,10 +21,10 @@ from typing import Any
 import docker.errors
 import pytest
 
-from containai.egress.sidecar import Lab
+from containai.config import Hooks
 
 from .conftest import CHANNEL, remove_test_sessions
-from .lab_cli import install_lab_programs
+from .lab_cli import install_lab_programs, lab_of
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
@@ -36,8 +36,7 @@ def lab_env(cli_env: dict[str, str], tmp_path: Path, fake_internet: Any) -> Iter
     home.mkdir()
     # The programs on this PATH run ContainAI with the lab in its settings; nothing in the
     # environment can ask for it.
-    lab = Lab(fake_internet.network, (fake_internet.dns_ip,), (str(fake_internet.subnet),))
-    lab_bin = install_lab_programs(tmp_path / "lab-bin", lab)
+    lab_bin = install_lab_programs(tmp_path / "lab-bin", Hooks(lab=lab_of(fake_internet)))
     env = {
         **cli_env,
         "HOME": str(home),

@@ -14,8 +14,11 @@ from typing import Any
 
 import pytest
 
+from containai.config import Hooks
+
 from ..token_endpoint import TokenEndpoint
 from .conftest import CHANNEL
+from .lab_cli import install_lab_programs, lab_of
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_sessions import SESSION_LABEL, make_repo, program
 
@@ -246,11 +249,14 @@ def test_claude_uses_the_hosts_own_login_refreshed_on_the_host_during_the_sessio
     oauth = {"accessToken": f"{prefix}expired", "refreshToken": f"{prefix}refresh-0", "expiresAt": 1000}
     login_file.write_text(json.dumps({"claudeAiOauth": oauth}))
     login_file.chmod(0o600)
+    # The refresh endpoint and a quicker check are injected, like the lab (ContainAI reads neither
+    # from the environment): programs that run with all three go first on PATH.
+    hooks = Hooks(lab=lab_of(fake_internet), claude_token_url=endpoint.url, login_check_seconds=1.0)
+    login_bin = install_lab_programs(tmp_path / "login-bin", hooks)
     env = {
         **lab_env,
         "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test",
-        "CONTAINAI_CLAUDE_TOKEN_URL": endpoint.url,
-        "CONTAINAI_LOGIN_CHECK_SECONDS": "1",
+        "PATH": f"{login_bin}:{lab_env['PATH']}",
     }
     script = (
         'claude -p "Return the words: first answer."; sleep 3; claude -p "Return the words: second answer."'

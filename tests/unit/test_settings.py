@@ -18,6 +18,7 @@ from containai.config import (
     DEFAULT_MAX_CPUS,
     DEFAULT_PIDS,
     Flags,
+    Hooks,
     Paths,
     Settings,
     resolve_settings,
@@ -59,10 +60,10 @@ def resolve(
     environ: dict[str, str] | None = None,
     *,
     repo: Path | None = None,
-    lab: Lab | None = None,
+    hooks: Hooks | None = None,
 ) -> Settings:
     return resolve_settings(
-        flags or Flags(), environ or {}, paths=paths, cpu_count=lambda: 16, repo=repo, lab=lab
+        flags or Flags(), environ or {}, paths=paths, cpu_count=lambda: 16, repo=repo, hooks=hooks
     )
 
 
@@ -72,7 +73,7 @@ def test_defaults_are_one_set(paths: Paths) -> None:
     assert settings.cpus.value == DEFAULT_MAX_CPUS * 10**9
     assert settings.pids.value == DEFAULT_PIDS == 1024
     assert settings.channel.value == "dev"
-    assert settings.lab is None
+    assert settings.hooks == Hooks()
     # the session core's own defaults are the same ones
     resources = default_resources(16)
     assert (resources.memory_bytes, resources.nano_cpus, resources.pids) == (
@@ -148,13 +149,21 @@ def test_labels_merge_environment_and_flags(paths: Paths) -> None:
     assert settings.labels.source == "environment CONTAINAI_LABELS and flag --label"
 
 
-def test_the_egress_lab_is_never_read_from_the_environment(paths: Paths) -> None:
-    env = {"CONTAINAI_EGRESS_LAB": "network=x,allow-range=10.0.0.0/8"}
-    assert resolve(paths, environ=env).lab is None
+def test_test_hooks_are_never_read_from_the_environment_or_a_file(paths: Paths) -> None:
+    env = {
+        "CONTAINAI_EGRESS_LAB": "network=x,allow-range=10.0.0.0/8",
+        "CONTAINAI_CLAUDE_TOKEN_URL": "http://evil.test/token",
+        "CONTAINAI_LOGIN_CHECK_SECONDS": "1",
+    }
+    user_file(paths, "[settings]\nlab = 'x'\n")
+    with pytest.raises(ConfigError, match="lab is not a setting"):
+        resolve(paths, environ=env)
+    paths.config_file.unlink()
+    assert resolve(paths, environ=env).hooks == Hooks()
     lab = Lab("fakenet", ("198.18.0.53",), ("198.18.0.0/24",))
-    settings = resolve(paths, lab=lab)
-    assert settings.lab == lab
-    assert ("lab", "fakenet", "injected by the test harness") in settings.rows()
+    settings = resolve(paths, hooks=Hooks(lab=lab, login_check_seconds=1.0))
+    assert settings.hooks.lab == lab
+    assert ("login_check_seconds", "1.0", "injected by the test harness") in settings.rows()
 
 
 def test_settings_are_frozen(paths: Paths) -> None:

@@ -43,7 +43,7 @@ from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, h
 from containai.cli.app import ArgumentParser, run_program
 from containai.config import Paths
 from containai.errors import BrokerError, ContainAIError
-from containai.gateway.login import ClaudeLogin
+from containai.gateway.login import CHECK_SECONDS, CLAUDE_TOKEN_URL, ClaudeLogin
 from containai.runtime.base import StdinFeed
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice
@@ -58,7 +58,6 @@ CONTAINER_DIR = "/run/containai/broker"
 PID_FILE = "broker.pid"
 SOCKETS_FILE = "broker.sockets"
 WATCH_INTERVAL = 2.0
-LOGIN_CHECK_SECONDS = 60.0
 _started: dict[int, subprocess.Popen[bytes]] = {}  # brokers this process started, reaped by stop()
 START_GRACE = 120.0
 STOPPED = frozenset(
@@ -126,7 +125,7 @@ def start(
     container: str,
     engine_url: str,
     gateway: str | None = None,
-    login: Path | None = None,
+    login: ClaudeLogin | None = None,
     timeout: float = 60.0,
 ) -> int:
     """Start the session's broker and wait until its admin socket answers; its pid.
@@ -155,7 +154,7 @@ def start(
         str(where.audit),
         "--engine-url",
         engine_url,
-        *(("--gateway", gateway, "--claude-login", str(login)) if gateway and login else ()),
+        *(_login_args(gateway, login) if gateway and login else ()),
     ]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # our own module, by absolute interpreter path
@@ -176,6 +175,13 @@ def start(
         time.sleep(0.05)
     process.terminate()
     raise BrokerError("the session's secret broker did not start in time", hint=f"see {log_path}")
+
+
+def _login_args(gateway: str, login: ClaudeLogin) -> tuple[str, ...]:
+    return (
+        *("--gateway", gateway, "--claude-login", str(login.path)),
+        *("--token-url", login.token_url, "--login-check-seconds", str(login.check_seconds)),
+    )
 
 
 def admin(path: Path, request: Mapping[str, object], *, timeout: float = 10.0) -> dict[str, Any]:
@@ -254,7 +260,7 @@ def _watch(broker: Broker, container: str, runtime: EngineRuntime, done: threadi
 
 def _start_gateway(args: argparse.Namespace, runtime: EngineRuntime) -> tuple[ClaudeLogin, StdinFeed, str]:
     """Start the gateway with the login's current access token (refreshed here first if need be)."""
-    login = ClaudeLogin.at(args.claude_login, os.environ)
+    login = ClaudeLogin(args.claude_login, token_url=args.token_url, check_seconds=args.login_check_seconds)
     tokens = login.current()
     feed = runtime.start_with_feed(args.gateway)
     feed.send(tokens.access.encode() + b"\n")
@@ -264,8 +270,7 @@ def _start_gateway(args: argparse.Namespace, runtime: EngineRuntime) -> tuple[Cl
 
 def _keep_fresh(login: ClaudeLogin, feed: StdinFeed, last: str, done: threading.Event) -> None:
     """Renew the access token on the host before it expires, and hand each new one to the gateway."""
-    interval = float(os.environ.get("CONTAINAI_LOGIN_CHECK_SECONDS") or LOGIN_CHECK_SECONDS)
-    while not done.wait(interval):
+    while not done.wait(login.check_seconds):
         try:
             access = login.current().access
         except ContainAIError as exc:
@@ -293,6 +298,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-ttl", type=int, default=300)
     parser.add_argument("--gateway", help="the gateway container to start, fed the login's access token")
     parser.add_argument("--claude-login", type=Path, help="the host's Claude Code login file")
+    parser.add_argument("--token-url", default=CLAUDE_TOKEN_URL, help="where the login is refreshed")
+    parser.add_argument("--login-check-seconds", type=float, default=CHECK_SECONDS)
     return parser.parse_args(argv)
 
 

@@ -19,13 +19,12 @@ from typing import TYPE_CHECKING, NoReturn
 
 import click
 
-from containai.config import Flags, Paths, Settings, resolve_settings
+from containai.config import Flags, Hooks, Paths, Settings, resolve_settings
 from containai.errors import EXIT_CONTAINAI, EXIT_INTERRUPTED, ContainAIError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from containai.egress.sidecar import Lab
     from containai.runtime.base import ContainerRuntime
 
 log = logging.getLogger("containai")
@@ -45,7 +44,7 @@ class AppContext:
     paths: Paths
     flags: Flags = field(default_factory=Flags)  # the global flags (--runtime, --debug) and the program
     debug: bool = False
-    lab: Lab | None = None  # injected by the engine tests only (tests/engine/lab_cli.py)
+    hooks: Hooks | None = None  # injected by the engine tests only (tests/engine/lab_cli.py)
     _settings: Settings | None = None
     _runtime: ContainerRuntime | None = None
     _out: Console | None = None
@@ -69,7 +68,9 @@ class AppContext:
         if self._settings is None:
             given = {name: value for name, value in command_flags.items() if value is not None}
             flags = replace(self.flags, **given) if given else self.flags  # type: ignore[arg-type]
-            self._settings = resolve_settings(flags, self.environ, repo=repo, paths=self.paths, lab=self.lab)
+            self._settings = resolve_settings(
+                flags, self.environ, repo=repo, paths=self.paths, hooks=self.hooks
+            )
         return self._settings
 
     def runtime(self) -> ContainerRuntime:

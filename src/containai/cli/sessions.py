@@ -67,7 +67,7 @@ def build_request(
 
     settings = session_settings(app, repo, options)
     credential = model_credential(
-        app, get_agent(agent_name, settings.paths.value.agents_dir), options.network_proxy
+        app, settings, get_agent(agent_name, settings.paths.value.agents_dir), options.network_proxy
     )
     return SessionRequest(
         agent=credential.agent,
@@ -85,7 +85,7 @@ def build_request(
         workspace_mode=settings.workspace.value,
         allow_domains=options.allow_domains,
         network=settings.network.value,
-        lab=settings.lab,
+        lab=settings.hooks.lab,
         approvals_file=settings.paths.value.approvals_file,
         credential=credential.secret,
         login=credential.login,
@@ -115,10 +115,12 @@ class ModelCredential:
     login: ClaudeLogin | None = None
 
 
-def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> ModelCredential:
+def model_credential(
+    app: AppContext, settings: Settings, agent: AgentDef, network_proxy: str
+) -> ModelCredential:
     """The agent's model credential from the host, in order: an API key, a subscription token, the
     CLI's own login on the host; a warning, saying what to store, when there is none."""
-    from containai.gateway.login import ClaudeLogin
+    from containai.gateway.login import CHECK_SECONDS, CLAUDE_TOKEN_URL, ClaudeLogin
     from containai.secrets.store import default_sources, resolve_secret
 
     if agent.gateway is None or network_proxy != "squid":
@@ -128,8 +130,16 @@ def model_credential(app: AppContext, agent: AgentDef, network_proxy: str) -> Mo
         found = resolve_secret(choice.secret, sources)
         if found is not None:
             return ModelCredential(replace(agent, gateway=choice), secret=found[0])
+    hooks = settings.hooks
     for choice in agent.gateway.choices():
-        if choice.login == "claude" and (login := ClaudeLogin.from_env(app.environ)) is not None:
+        if choice.login != "claude":
+            continue
+        login = ClaudeLogin.from_env(
+            app.environ,
+            token_url=hooks.claude_token_url or CLAUDE_TOKEN_URL,
+            check_seconds=hooks.login_check_seconds or CHECK_SECONDS,
+        )
+        if login is not None:
             reporter(app).note(f"using the host's Claude login ({login.path}), refreshed on the host")
             return ModelCredential(replace(agent, gateway=choice), login=login)
     names = " or ".join(choice.secret for choice in agent.gateway.choices())

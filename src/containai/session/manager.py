@@ -393,7 +393,7 @@ def provision(
                 container=plan.name,
                 engine_url=runtime.choice.base_url,
                 gateway=plan.gateway.name if plan.gateway is not None and plan.login is not None else None,
-                login=plan.login.path if plan.login is not None else None,
+                login=plan.login,
             )
         runtime.create_container(plan.container)
         runtime.start(plan.name)
