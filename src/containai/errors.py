@@ -58,8 +58,8 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
     (
         str(EXIT_WORK_KEPT),
         "The agent finished but its work was NOT brought home: the session is kept, and "
-        "`remove-agent NAME` retries (sysexits' EX_TEMPFAIL). Also remove-agent's and gc's code "
-        "when they keep a session for that reason. If the agent itself failed, its code wins; "
+        "`remove-agent NAME` retries (sysexits' EX_TEMPFAIL). Also remove-agent's code when it keeps "
+        "a session for that reason. If the agent itself failed, its code wins; "
         "`--json`'s `kept` says it either way.",
     ),
     (

@@ -297,3 +297,76 @@ def test_the_runtime_is_closed_after_the_command(capsys: pytest.CaptureFixture[s
     runtime = FakeRuntime(unavailable=True)
     invoke(cli, "doctor", home=home, runtime=runtime)
     assert runtime.closed
+
+
+def test_a_launcher_is_its_subcommand(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    # launch-agent is `containai launch`: the same options, word for word.
+    assert launch("launch-agent", "--help", home=home) == 0
+    alias = capsys.readouterr().out
+    assert invoke(cli, "launch", "--help", home=home) == 0
+    direct = capsys.readouterr().out
+    assert alias.replace("Usage: launch-agent", "Usage: containai launch") == direct
+    # run-claude is `containai run claude`: AGENT is fixed, every other option is the same.
+    assert launch("run-claude", "--help", home=home) == 0
+    bound = capsys.readouterr().out
+    assert invoke(cli, "run", "--help", home=home) == 0
+    run = capsys.readouterr().out
+    assert bound.split("Options:")[1] == run.split("Options:")[1]
+    assert "Usage: run-claude [OPTIONS] [REPO]" in bound
+
+
+def test_list_json_is_values_only(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    from containai.runtime.base import ContainerSpec
+
+    runtime = FakeRuntime()
+    labels = {
+        "ai.containai.session": "abc123",
+        "ai.containai.role": "agent",
+        "ai.containai.agent": "shell",
+        "ai.containai.mode": "persistent",
+        "ai.containai.created": "2026-01-01T00:00:00+00:00",
+    }
+    runtime.create_container(ContainerSpec(image="img", name="shell-s1", command=(), labels=labels))
+    assert launch("list-agents", "--json", home=home, runtime=runtime) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == 2
+    (row,) = data["sessions"]
+    assert row["name"] == "shell-s1" and row["agent"] == "shell" and row["repo"] is None
+    assert isinstance(row["age_seconds"], int) and row["age_seconds"] > 0
+    assert "age" not in row
+
+
+def test_the_run_result_is_values_only() -> None:
+    from containai.cli.render import prompt_result_json
+    from containai.session.commands import PromptResult
+
+    result = PromptResult(
+        exit_status=0,
+        session="shell-s1",
+        session_id="abc",
+        workspace="overlay",
+        branch=None,
+        commits=0,
+        diffstat=" 2 files changed, 3 insertions(+), 1 deletion(-)",
+        duration_seconds=1.5,
+        kept=True,
+        message="the work was NOT brought back, so ... Fix the cause, then retry with `remove-agent`",
+        egress="blocked 3 requests to evil.test: allow it with --allow-domain evil.test",
+        kept_reason="refused to import: big.bin is larger than 1k",
+    )
+    data = prompt_result_json(result)
+    assert data["schema"] == 2
+    assert "message" not in data and "egress" not in data
+    assert data["changes"] == {"files_changed": 2, "insertions": 3, "deletions": 1}
+    assert data["kept"] is True and data["kept_reason"] == result.kept_reason
+
+
+def test_exit_codes_are_distinct_and_clear_of_the_shells() -> None:
+    from containai import errors
+
+    codes = [errors.EXIT_OK, errors.EXIT_NOT_READY, errors.EXIT_WORK_KEPT, errors.EXIT_CONTAINAI]
+    assert len(set(codes)) == len(codes)
+    assert errors.EXIT_WORK_KEPT not in (1, 2, 126, 127) and errors.EXIT_WORK_KEPT < 128
+    assert errors.EXIT_CONTAINAI == 125 and errors.EXIT_INTERRUPTED == 130
+    documented = {code for code, _ in errors.EXIT_CODES}
+    assert {str(code) for code in [*codes, errors.EXIT_INTERRUPTED]} <= documented
