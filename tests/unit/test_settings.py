@@ -169,7 +169,7 @@ def test_test_hooks_are_never_read_from_the_environment_or_a_file(paths: Paths) 
 def test_settings_are_frozen(paths: Paths) -> None:
     settings = resolve(paths)
     with pytest.raises(AttributeError):
-        settings.channel = settings.channel  # type: ignore[misc]
+        settings.channel = settings.channel  # type: ignore[misc]  # the point: it is frozen
 
 
 def test_doctor_shows_the_settings_and_their_sources(

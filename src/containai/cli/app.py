@@ -67,7 +67,7 @@ class AppContext:
         (``channel=``, ``memory=``, ... as in ``Flags``; None means not given)."""
         if self._settings is None:
             given = {name: value for name, value in command_flags.items() if value is not None}
-            flags = replace(self.flags, **given) if given else self.flags  # type: ignore[arg-type]
+            flags = replace(self.flags, **given) if given else self.flags  # type: ignore[arg-type]  # names checked by replace()
             self._settings = resolve_settings(
                 flags, self.environ, repo=repo, paths=self.paths, hooks=self.hooks
             )
