@@ -1,6 +1,6 @@
 """Egress from a real session, against a fake internet of local canaries (threat catalogue §D).
 
-The session's proxy joins the fake internet (CONTAINAI_EGRESS_LAB); the agent container itself has no
+The session's proxy joins the fake internet (a lab the tests inject: lab_cli.py); the agent container itself has no
 network. Every bypass is tried from inside the agent container, and must leave nothing at any canary.
 Each test also shows its probe is able to see a leak: the same probe from a client on the fake
 internet does arrive.
@@ -21,7 +21,10 @@ from typing import Any
 import docker.errors
 import pytest
 
+from containai.config import Hooks
+
 from .conftest import CHANNEL, remove_test_sessions
+from .lab_cli import install_lab_programs, lab_of
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
@@ -31,13 +34,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 def lab_env(cli_env: dict[str, str], tmp_path: Path, fake_internet: Any) -> Iterator[dict[str, str]]:
     home = tmp_path / "home"
     home.mkdir()
+    # The programs on this PATH run ContainAI with the lab in its settings; nothing in the
+    # environment can ask for it.
+    lab_bin = install_lab_programs(tmp_path / "lab-bin", Hooks(lab=lab_of(fake_internet)))
     env = {
         **cli_env,
         "HOME": str(home),
         "CONTAINAI_HOME": str(tmp_path / "containai"),
-        "PATH": f"{BIN}:{cli_env.get('PATH', '')}",
-        "CONTAINAI_EGRESS_LAB": f"network={fake_internet.network},dns={fake_internet.dns_ip},"
-        f"allow-range={fake_internet.subnet}",
+        "PATH": f"{lab_bin}:{BIN}:{cli_env.get('PATH', '')}",
     }
     yield env
     remove_test_sessions(env)

@@ -20,6 +20,8 @@ from typing import Any
 
 import pytest
 
+from containai.errors import EXIT_WORK_KEPT
+
 from .conftest import BIN, CHANNEL, SESSION_SCOPE, USER_REPOS
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
@@ -70,9 +72,20 @@ def snapshot(repo: Path) -> tuple[str, str, str, str]:
     return git(repo, "rev-parse", "HEAD"), index, tree, git(repo, "status", "--porcelain")
 
 
+def program(env: dict[str, str], name: str) -> str:
+    """ContainAI's program ``name`` as ``env`` finds it: on its PATH (the egress tests put wrappers that
+    inject their lab first, see lab_cli.py), else the installed one."""
+    return shutil.which(name, path=env.get("PATH", "")) or str(BIN / name)
+
+
 def containai(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "containai"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [program(env, "containai"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -80,7 +93,7 @@ def launcher(
     env: dict[str, str], name: str, *args: str, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [program(env, name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -297,7 +310,7 @@ def test_hostile_history_is_refused_and_the_work_is_kept(
 ) -> None:
     repo = make_repo(tmp_path)
     result = prompt(env, repo, "ln -s /etc/passwd leak && git add leak && git commit -qm leak", "--json")
-    assert result.returncode == 125
+    assert result.returncode == EXIT_WORK_KEPT  # 75: the agent succeeded, its work stayed behind
     assert "leak" in result.stderr and "kept" in result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["kept"] is True
@@ -545,9 +558,9 @@ def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None
     limited = {**env, "CONTAINAI_GATE_MAX_BLOB": "1k"}
     big = "head -c 4096 /dev/zero > big.bin && git add big.bin && git commit -qm big"
     result = prompt(limited, repo, big, "--json")
-    assert result.returncode == 125
+    assert result.returncode == EXIT_WORK_KEPT
     summary = json.loads(result.stdout[result.stdout.index("{") :])
-    assert summary["kept"] is True and "big.bin" in summary["message"]
+    assert summary["kept"] is True and "big.bin" in summary["kept_reason"]
     assert launcher(limited, "remove-agent", summary["session"], "--no-push").returncode == 0
     allowed = prompt(env, repo, big)
     assert allowed.returncode == 0, allowed.stderr

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from containai.broker.broker import Broker, Peer
+from containai.cli.app import ArgumentParser, run_program
 from containai.config import Paths
 from containai.errors import (
     AuditUnavailable,
@@ -317,7 +318,7 @@ def harden_process() -> None:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="secret-broker",
         description="ContainAI's host-side secret broker: capabilities and sealed bundles over Unix sockets.",
     )
@@ -333,21 +334,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`secret-broker`, behind the same error boundary as every ContainAI program."""
+    return run_program(lambda: _serve(argv))
+
+
+def _serve(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="secret-broker: %(message)s", stream=sys.stderr)
     args = _parse_args(argv)
-    try:
-        harden_process()
-        # The host's secret stores, as `containai secrets` sees them (CONTAINAI_HOME, keyring, env).
-        lookup = host_lookup(Paths.from_env(os.environ), os.environ)
-        broker = Broker(lookup=lookup, audit_path=args.audit, max_ttl=args.max_ttl)
-        servers = [BrokerServer(args.socket, broker, allowed_uids=args.allow_uid, group=args.socket_group)]
-        if args.admin_socket is not None:
-            servers.append(BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS))
-    except ContainAIError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+    harden_process()
+    # The host's secret stores, as `containai secrets` sees them (CONTAINAI_HOME, keyring, env).
+    lookup = host_lookup(Paths.from_env(os.environ), os.environ)
+    broker = Broker(lookup=lookup, audit_path=args.audit, max_ttl=args.max_ttl)
+    servers = [BrokerServer(args.socket, broker, allowed_uids=args.allow_uid, group=args.socket_group)]
+    if args.admin_socket is not None:
+        servers.append(BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS))
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever() to return, so it cannot run in the thread serving.

@@ -21,7 +21,7 @@ from typing import Any
 
 from containai.config import Paths
 from containai.egress import sidecar
-from containai.errors import EXIT_CONTAINAI, UsageError
+from containai.errors import EXIT_CONTAINAI, EXIT_WORK_KEPT, UsageError
 from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime
@@ -65,6 +65,7 @@ class PromptResult:
     kept: bool
     message: str
     egress: str | None
+    kept_reason: str | None = None
 
 
 def _diffstat(plan: SessionPlan, branch: str | None) -> str:
@@ -188,9 +189,10 @@ def run_ephemeral(
         kept=result.kept,
         message=result.message,
         egress=result.egress,
+        kept_reason=result.kept_reason,
     )
     if result.kept and code == 0:
-        code = EXIT_CONTAINAI
+        code = EXIT_WORK_KEPT
     return code, summary
 
 

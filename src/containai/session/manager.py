@@ -25,6 +25,7 @@ from typing import Any
 
 from containai.agents.definition import AgentDef
 from containai.broker.session import BrokerPaths
+from containai.config import NetworkSettings
 from containai.egress.sidecar import Lab
 from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
@@ -47,6 +48,7 @@ from containai.session.plan import (
     Resources,
     SessionPlan,
     choose_workspace,
+    default_resources,
     hardened_spec,
     render_setup_script,
 )
@@ -62,15 +64,6 @@ __all__ = ["FinishResult", "NetworkSettings", "Reporter", "SessionManager", "Ses
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
-    """The user's ``[network]`` settings (config.toml)."""
-
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    presets: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class SessionRequest:
     agent: AgentDef
     repo_path: Path | None
@@ -83,11 +76,11 @@ class SessionRequest:
     push: bool = True
     force: bool = False
     name: str | None = None
-    resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
+    resources: Resources = field(default_factory=default_resources)
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
     allow_domains: tuple[str, ...] = ()  # --allow-domain
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
-    lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
+    lab: Lab | None = None  # tests only: a fake internet for the proxy (never from the environment)
     approvals_file: Path | None = None  # domains the user approved for repositories
     credential: Secret | None = None  # the agent's model API key, for its gateway (never in its container)
     login: ClaudeLogin | None = None  # or the CLI's own login on the host, refreshed there by the broker
@@ -108,6 +101,14 @@ class FinishResult:
         """What the git gate brought home (the workspace part's result)."""
         found = self.parts.get("workspace")
         return found.detail if found is not None and isinstance(found.detail, ImportResult) else None
+
+    @property
+    def kept_reason(self) -> str | None:
+        """With ``kept``: the error that kept the work in the session (its message), when one did."""
+        for found in self.parts.values():
+            if found.keep and isinstance(found.detail, ContainAIError):
+                return found.detail.message
+        return None
 
     @property
     def egress(self) -> str | None:
@@ -343,6 +344,7 @@ class SessionManager:
                     warnings=()
                     if part.holds_work
                     else (f"the session's {part.role} could not finish: {why}",),
+                    detail=exc if isinstance(exc, ContainAIError) else None,
                 )
             if result is None:
                 continue

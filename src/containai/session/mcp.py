@@ -219,7 +219,7 @@ class BrokerPart(BasePart[BrokerPlan]):
             container=session.name,
             engine_url=ports.runtime.choice.base_url,
             gateway=plan.gateway,
-            login=plan.login.path if plan.login is not None else None,
+            login=plan.login,
         )
 
     def teardown(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> None:

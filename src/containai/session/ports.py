@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from containai.broker.session import BrokerPaths
+from containai.gateway.login import ClaudeLogin
 from containai.hostgit import HostGit
 from containai.runtime.base import ContainerRuntime
 from containai.session.repo import BranchChoice, RepoInfo, choose_branch
@@ -75,7 +76,7 @@ class BrokerLauncher(Protocol):
         container: str,
         engine_url: str,
         gateway: str | None,
-        login: Path | None,
+        login: ClaudeLogin | None,
     ) -> None: ...
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]: ...
@@ -188,7 +189,7 @@ class ProcessBroker:
         container: str,
         engine_url: str,
         gateway: str | None,
-        login: Path | None,
+        login: ClaudeLogin | None,
     ) -> None:
         from containai.broker import session as session_broker
 

@@ -109,6 +109,7 @@ class WorkspacePart(BasePart[WorkspacePlan]):
                 keep=True,
                 message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
                 f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
+                detail=exc,  # the reason, for `--json`
             )
         message = describe_import(imported) if imported else f"no new commits on {labels.branch}"
         return PartResult(self.role, message=message, detail=imported)
