@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +29,18 @@ LABELS = {TEST_LABEL: RUN_ID}
 # Sessions the tests start carry this user label (CONTAINAI_LABELS); their teardown and gc are scoped
 # to it, so that a developer's own sessions on the same engine are never touched.
 SESSION_SCOPE = f"containai-test.run={RUN_ID}"
+# Repositories owned by another user than the tests' live here, reachable by that user; removed at the end.
+USER_REPOS = Path(tempfile.gettempdir()) / f"containai-test-repos-{RUN_ID}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_repos() -> Iterator[Path]:
+    USER_REPOS.mkdir(mode=0o711)
+    USER_REPOS.chmod(0o711)
+    yield USER_REPOS
+    shutil.rmtree(USER_REPOS, ignore_errors=True)
+
+
 DOCKER_SOCK = Path("/var/run/docker.sock")
 PODMAN_SOCK = Path("/run/podman/podman.sock")
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")

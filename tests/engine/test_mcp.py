@@ -27,7 +27,7 @@ from containai.session.repo import git
 from .conftest import CHANNEL, LABELS, RUN_ID
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_gateway import egress_audit, forms, store_secret
-from .test_sessions import BIN, SESSION_LABEL, make_repo
+from .test_sessions import BIN, SESSION_LABEL, containai, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 
@@ -485,16 +485,8 @@ def test_a_server_started_through_npx_reads_no_configuration_the_agent_planted(
     )
     repo = make_repo(tmp_path)
     script = f"TOOL_CALL={shlex.quote(TOOL_CALL)}\n{PLANT}"
-    result = subprocess.run(
-        [
-            *(str(BIN / "containai"), "run", "npxprobe", str(repo), "--no-push"),
-            *("--network-proxy", "restricted", "--prompt", script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = containai(
+        env, "run", "npxprobe", str(repo), "--no-push", "--network-proxy", "restricted", "--prompt", script
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = results(result.stdout)

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import BIN, CHANNEL, SESSION_SCOPE
+from .conftest import BIN, CHANNEL, SESSION_SCOPE, USER_REPOS
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
 
@@ -38,11 +38,10 @@ def git(repo: Path, *args: str) -> str:
 
 def make_repo(root: Path, owner: int | None = None) -> Path:
     if owner is not None:
-        # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo.
-        root = Path(tempfile.mkdtemp(prefix="containai-test-repos-", dir=root))
-        for folder in (root, *root.parents):
-            if folder.stat().st_uid == 0 and folder != Path("/"):
-                folder.chmod(folder.stat().st_mode | 0o011)
+        # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo:
+        # not under pytest's base folder, which every pytest run (another developer's too) makes 0700.
+        root = Path(tempfile.mkdtemp(prefix="repos-", dir=USER_REPOS))
+        root.chmod(0o711)
     repo = root / f"repo-{uuid.uuid4().hex[:6]}"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -251,10 +250,17 @@ def test_bad_input_gets_one_line_errors(env: dict[str, str], tmp_path: Path) -> 
     assert "dirty.txt" in dirty.stderr and "--force" in dirty.stderr
     unknown = containai(env, "run", "nosuchagent", str(repo), "--prompt", "x")
     assert unknown.returncode == 125 and "unknown agent 'nosuchagent'" in unknown.stderr
-    missing = containai(env, "run", "shell", str(repo), "--force", "--channel", "nightly", "--prompt", "x")
+    # An image no engine has (the channels' images may all be built on a developer's machine).
+    agents = Path(env["CONTAINAI_HOME"]) / "config" / "agents"
+    agents.mkdir(parents=True)
+    ghost = f"containai-test-ghost:{uuid.uuid4().hex[:8]}"
+    (agents / "ghost.toml").write_text(
+        f'name = "ghost"\nimage = "{ghost}"\ncommand = ["sh"]\nprompt_command = ["sh", "-c", "{{prompt}}"]\n'
+    )
+    missing = containai(env, "run", "ghost", str(repo), "--force", "--prompt", "x")
     assert missing.returncode == 125
-    assert "containai-base:nightly is not built" in missing.stderr
-    assert "containai images build --channel nightly" in missing.stderr
+    assert f"{ghost} is not built" in missing.stderr
+    assert f"pull or build {ghost}" in missing.stderr
     not_repo = containai(env, "run", "shell", str(tmp_path), "--prompt", "x")
     assert not_repo.returncode == 125 and "not inside a git repository" in not_repo.stderr
     for result in (dirty, unknown, missing, not_repo):

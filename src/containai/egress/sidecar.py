@@ -179,10 +179,7 @@ def wait_ready(predicate: Callable[[], bool], seconds: float, what: str) -> None
 
 
 def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str, str]) -> None:
-    """Network, volumes, the rendered squid.conf, then the proxy; ready when its socket exists."""
-    plan.conf_file.parent.mkdir(parents=True, exist_ok=True)
-    plan.conf_file.write_text(plan.squid_conf, encoding="utf-8")
-    plan.conf_file.chmod(0o644)
+    """Network, volumes, then the proxy (its squid.conf already written); ready when its socket exists."""
     if plan.create_network:
         runtime.create_network(plan.network, labels=labels)
     runtime.create_volume(plan.socket_volume, labels=labels)

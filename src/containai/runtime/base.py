@@ -200,6 +200,16 @@ class ContainerInfo:
     def running(self) -> bool:
         return self.status == "running"
 
+    @property
+    def user(self) -> str:
+        """The user the container runs as (``uid:gid``), as created."""
+        return str((self.raw.get("Config") or {}).get("User") or "")
+
+    @property
+    def exit_code(self) -> int | None:
+        code = (self.raw.get("State") or {}).get("ExitCode")
+        return code if isinstance(code, int) else None
+
 
 @dataclass(frozen=True)
 class VolumeInfo:

@@ -87,11 +87,30 @@ class _FakeFeed:
         self.closed = True
 
 
+@dataclass
+class ScriptedExec:
+    """An answer for the execs whose command line contains ``match``: output, exit code, or a failure."""
+
+    match: str
+    code: int = 0
+    stdout: bytes = b""
+    stderr: bytes = b""
+    error: Exception | None = None
+    times: int | None = None  # None: every time
+
+    def applies(self, argv: Sequence[str]) -> bool:
+        return (self.times is None or self.times > 0) and self.match in " ".join(argv)
+
+
 class FakeRuntime:
     """An engine in memory. ``unavailable=True`` makes ``info()`` fail as a stopped engine would.
 
     A build whose tag already holds an image with the same labels reports every step as cached,
     as the engine's layer cache would; any other build reports its steps as run.
+
+    Tests script it: ``script_exec(match, code=..., stdout=..., error=...)`` answers the execs whose
+    command line contains ``match`` (the latest script first); ``fail(method, error)`` makes the next
+    call of that method raise, as an engine that refuses would.
     """
 
     def __init__(
@@ -110,6 +129,8 @@ class FakeRuntime:
         self.pullable = set(pullable)
         self.unavailable = unavailable
         self.exec_exit_code = exec_exit_code
+        self.scripts: list[ScriptedExec] = []
+        self.failures: dict[str, list[Exception]] = {}
         self.builds: list[BuildCall] = []
         self.imports: list[ImportCall] = []
         self.pulls: list[str] = []
@@ -178,6 +199,34 @@ class FakeRuntime:
     def close(self) -> None:
         self.closed = True
 
+    def script_exec(self, match: str, **answer: object) -> ScriptedExec:
+        scripted = ScriptedExec(match, **answer)  # type: ignore[arg-type]  # the dataclass checks the names
+        self.scripts.insert(0, scripted)
+        return scripted
+
+    def fail(self, method: str, error: Exception) -> None:
+        """The next call of ``method`` raises ``error``."""
+        self.failures.setdefault(method, []).append(error)
+
+    def _maybe_fail(self, method: str) -> None:
+        if pending := self.failures.get(method):
+            raise pending.pop(0)
+
+    def _answer(self, argv: Sequence[str], on_output: Callable[[str, bytes], None] | None) -> int:
+        for scripted in self.scripts:
+            if scripted.applies(argv):
+                if scripted.times is not None:
+                    scripted.times -= 1
+                if scripted.error is not None:
+                    raise scripted.error
+                if on_output is not None:
+                    if scripted.stdout:
+                        on_output("stdout", scripted.stdout)
+                    if scripted.stderr:
+                        on_output("stderr", scripted.stderr)
+                return scripted.code
+        return self.exec_exit_code
+
     # Containers, volumes and networks.
 
     def _find(self, ref: str) -> ContainerInfo | None:
@@ -190,20 +239,27 @@ class FakeRuntime:
         if found is None:
             raise EngineAPIError(f"the engine refused to change {ref}: no such container")
         self.containers_by_id[found.id] = ContainerInfo(
-            found.id, found.name, found.image, status, found.labels, found.created
+            found.id, found.name, found.image, status, found.labels, found.created, found.raw
         )
 
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
+        self._maybe_fail("create_container")
         if self._find(spec.name) is not None:
             raise EngineAPIError(f"the engine refused to create container {spec.name}: the name is in use")
         info = ContainerInfo(
-            _image_id("container", spec.name), spec.name, spec.image, "created", dict(spec.labels)
+            _image_id("container", spec.name),
+            spec.name,
+            spec.image,
+            "created",
+            dict(spec.labels),
+            raw={"Config": {"User": spec.user}, "State": {"ExitCode": 0}},
         )
         self.containers_by_id[info.id] = info
         self.specs[info.id] = spec
         return info
 
     def start(self, ref: str) -> None:
+        self._maybe_fail("start")
         self._set_status(ref, "running")
 
     def stop(self, ref: str, *, timeout: int = 10) -> None:
@@ -217,6 +273,7 @@ class FakeRuntime:
         return [c for c in self.containers_by_id.values() if _matches(c.labels, labels)]
 
     def remove_container(self, ref: str) -> None:
+        self._maybe_fail("remove_container")
         if (found := self._find(ref)) is not None:
             del self.containers_by_id[found.id]
             self.specs.pop(found.id, None)
@@ -232,7 +289,8 @@ class FakeRuntime:
         on_output: Callable[[str, bytes], None] | None = None,
     ) -> int:
         self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
-        return self.exec_exit_code
+        self._maybe_fail("exec")
+        return self._answer(argv, on_output)
 
     def exec_tty(
         self,
@@ -249,6 +307,7 @@ class FakeRuntime:
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
     ) -> VolumeInfo:
+        self._maybe_fail("create_volume")
         volume = VolumeInfo(name, dict(labels), "local", dict(driver_opts or {}))
         self.volumes_by_name[name] = volume
         return volume
@@ -257,6 +316,7 @@ class FakeRuntime:
         return [v for v in self.volumes_by_name.values() if _matches(v.labels, labels)]
 
     def remove_volume(self, name: str) -> None:
+        self._maybe_fail("remove_volume")
         self.volumes_by_name.pop(name, None)
 
     def add_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
@@ -271,6 +331,7 @@ class FakeRuntime:
         self.networks_by_name.pop(name, None)
 
     def create_network(self, name: str, *, labels: Mapping[str, str], internal: bool = False) -> NetworkInfo:
+        self._maybe_fail("create_network")
         network = NetworkInfo(name, dict(labels))
         self.networks_by_name[name] = network
         return network
@@ -284,7 +345,9 @@ class FakeRuntime:
         self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
     ) -> tuple[int, bytes]:
         self.inputs.append((ref, data))
-        return self.exec(ref, argv, user=user), b""
+        output: list[bytes] = []
+        code = self.exec(ref, argv, user=user, on_output=lambda _s, d: output.append(d))
+        return code, b"".join(output)
 
     def start_with_feed(self, ref: str) -> _FakeFeed:
         self.start(ref)

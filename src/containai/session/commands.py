@@ -76,10 +76,8 @@ def _diffstat(plan: SessionPlan, branch: str | None) -> str:
 
 def report_finish(result: manager.FinishResult, reporter: Reporter, prefix: str = "") -> None:
     (reporter.warn if result.kept else reporter.note)(f"{prefix}{result.message}")
-    if result.proxy_failure:
-        reporter.warn(f"{prefix}{result.proxy_failure}")
-    if result.egress:
-        reporter.warn(f"{prefix}{result.egress}")
+    for warning in result.warnings:
+        reporter.warn(f"{prefix}{warning}")
 
 
 def start_session(
@@ -96,9 +94,7 @@ def start_session(
         reporter=reporter,
         mcp_servers=usable_mcp_servers(paths, repo, request, reporter),
     )
-    manager.provision(runtime, plan, reporter, credential=request.credential)
-    if plan.gateway is not None:
-        reporter.note(f"the model credential stays in {plan.gateway.name}; the agent has a placeholder")
+    manager.provision(runtime, plan, reporter)
     try:
         write_attach_config(plan, home=Path(os.environ.get("HOME", "~")).expanduser())
     except OSError as exc:  # a convenience: never a reason to fail the session
@@ -227,8 +223,7 @@ def launch_persistent(
         on_output=lambda _s, d: output.append(d),
     )
     if code != 0:
-        manager.teardown(runtime, plan.session_id, state_root=paths.sessions_dir)
-        manager.release_branch(plan)
+        manager.rollback(runtime, plan)
         raise UsageError(
             f"could not start {plan.agent.name} in tmux: {b''.join(output).decode(errors='replace').strip()}",
             hint="check the agent's command in its definition",

@@ -12,16 +12,13 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from containai.agents.definition import AgentDef
-from containai.broker.session import BrokerPaths
-from containai.egress.sidecar import EgressPlan
 from containai.errors import UsageError
-from containai.gateway.login import ClaudeLogin
 from containai.runtime.base import ContainerSpec, Mount
-from containai.session.mcp import McpPlan
 from containai.session.naming import SessionLabels
+from containai.session.parts import PartPlan, SessionPart
 from containai.session.repo import BranchChoice, RepoInfo
 
 WorkspaceMode = Literal["overlay", "clone", "empty"]
@@ -119,6 +116,8 @@ class Resources:
 
 @dataclass(frozen=True)
 class SessionPlan:
+    """Everything a session will be, decided before anything is created (``session.manager.plan``)."""
+
     session_id: str
     name: str
     agent: AgentDef
@@ -127,22 +126,19 @@ class SessionPlan:
     branch: BranchChoice | None
     workspace: WorkspaceChoice
     labels: SessionLabels
-    container: ContainerSpec
-    volume_name: str
-    volume_opts: Mapping[str, str]
+    container: ContainerSpec  # the agent's own container
     state_dir: Path
     setup_script: str
     environment: Mapping[str, str] = field(default_factory=dict)
-    egress: EgressPlan | None = None
-    gateway: ContainerSpec | None = None  # the model-credential gateway, when the agent has one
-    gateway_volume: str = ""
-    mcp: McpPlan | None = None  # the session's MCP servers, their broker and stub
-    broker: BrokerPaths | None = None  # the session's broker on the host (MCP servers, a host login)
-    login: ClaudeLogin | None = None  # the host login the broker feeds to the gateway
+    # Each part of the session with its plan, in the order the parts run.
+    parts: tuple[tuple[SessionPart[Any], PartPlan[Any]], ...] = ()
 
     @property
     def user(self) -> str:
         return f"{self.workspace.uid}:{self.workspace.gid}"
+
+    def planned(self, role: str) -> PartPlan[Any] | None:
+        return next((planned for _, planned in self.parts if planned.role == role), None)
 
 
 def hardened_spec(

@@ -559,7 +559,10 @@ def import_bundle(
     token = _RUN_AS.set(identity)
     try:
         ref = f"refs/heads/{branch}"
-        if run_git("check-ref-format", ref, cwd=repo, check=False).returncode != 0 or branch.startswith("-"):
+        checked = run_git("check-ref-format", ref, cwd=repo, check=False)
+        if checked.stderr.strip():  # git could not run there at all (no such directory, no access)
+            raise HostToolError(f"git cannot work in {repo}: {_last_line(checked.stderr)}")
+        if checked.returncode != 0 or branch.startswith("-"):
             raise UsageError(
                 f"{branch!r} is not a valid branch name",
                 hint="pass the session's branch, e.g. claude/session-3",
