@@ -19,6 +19,7 @@ from containai.inside import protocol, stub
 from containai.mcp import config as mcp_config
 from containai.mcp import render as mcp_render
 from containai.session import mcp as session_mcp
+from containai.session import plan as session_plan
 
 
 def context(part: str, name: str) -> str:
@@ -77,6 +78,7 @@ def test_the_host_addresses_the_programs_where_the_images_put_them() -> None:
     assert f"{protocol.RELAY_UID}:{protocol.RELAY_UID}" == egress_sidecar.RELAY_USER
     assert gateway_sidecar.GATEWAY_SOCKET == protocol.GATEWAY_SOCKET
     assert f"{protocol.GATEWAY_UID}:{protocol.GATEWAY_UID}" == gateway_sidecar.USER
+    assert session_plan.AGENT_UID == protocol.AGENT_UID and session_plan.WORKSPACE == protocol.WORKSPACE
 
 
 def test_each_role_has_a_uid_of_its_own() -> None:
@@ -93,6 +95,7 @@ def test_each_role_has_a_uid_of_its_own() -> None:
 @pytest.mark.parametrize(
     ("part", "user", "uid"),
     [
+        ("base", "agent", protocol.AGENT_UID),
         ("base", "containai-mcp", protocol.STUB_UID),
         ("gateway", "gateway", protocol.GATEWAY_UID),
         ("logfwd", "logfwd", protocol.LOGFWD_UID),

@@ -47,7 +47,8 @@ Each capability is used once: its file is removed when it is taken, and after ev
 redemption the stub asks for a fresh one for the next start. Secret values go into the child's
 environment or the HTTP headers and nowhere else: never argv, a log, a file or an error message.
 
-Standard library only: this runs in the agent image, which has python3 and nothing else of ours.
+Standard library only (and ``containai.inside.protocol``): this runs in the agent image, which has
+python3 and nothing else of ours but this package.
 """
 
 from __future__ import annotations

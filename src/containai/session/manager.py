@@ -29,6 +29,7 @@ from containai.config import NetworkSettings
 from containai.egress.sidecar import Lab
 from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
+from containai.inside import protocol
 from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount, NetworkInfo, VolumeInfo
 from containai.secrets.value import Secret
@@ -258,7 +259,7 @@ class SessionManager:
             container=hardened_spec(
                 image=image,
                 name=name,
-                command=["/usr/local/bin/containai-entrypoint", "--hold"],
+                command=[protocol.ENTRYPOINT_PROGRAM, "--hold"],
                 labels=labels.for_role("agent"),
                 uid=workspace.uid,
                 gid=workspace.gid,

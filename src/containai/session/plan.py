@@ -17,14 +17,15 @@ from typing import Any, Literal
 from containai.agents.definition import AgentDef
 from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS
 from containai.errors import UsageError
+from containai.inside import protocol
 from containai.runtime.base import ContainerSpec, Mount
 from containai.session.naming import SessionLabels
 from containai.session.parts import PartPlan, SessionPart
 from containai.session.repo import BranchChoice, RepoInfo
 
 WorkspaceMode = Literal["overlay", "clone", "empty"]
-AGENT_UID = 1000
-WORKSPACE = "/workspace"
+AGENT_UID = protocol.AGENT_UID
+WORKSPACE = protocol.WORKSPACE
 REPO_MOUNT = "/repo"
 HOME = "/home/agent"
 VSCODE_SERVER = f"{HOME}/.vscode-server"
