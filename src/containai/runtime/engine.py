@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -60,14 +62,19 @@ def _image_info(image: Any) -> ImageInfo:
     )
 
 
+def engine_kind(version: Mapping[str, Any]) -> EngineKind:
+    """Docker or Podman, from the engine's /version JSON (Podman names itself among the components)."""
+    components = [str(c.get("Name", "")) for c in version.get("Components") or []]
+    return "podman" if any("podman" in c.lower() for c in components) else "docker"
+
+
 def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
-    components = [str(c.get("Name", "")) for c in version.get("Components") or []]
     runc: Mapping[str, Any] = next(
         (c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {}
     )
     runc_details = runc.get("Details") or {}
-    kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
+    kind = engine_kind(version)
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
     rootless = any("rootless" in s for s in security)
     return EngineInfo(
@@ -100,27 +107,147 @@ def _imported_id(answer: object) -> str | None:
     return found
 
 
-def _container_info(container: Any) -> ContainerInfo:
-    attrs = container.attrs
+def parse_container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
+    """Build ``ContainerInfo`` from the engine's inspect JSON (Docker's or Podman's), once."""
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
+    status = str(state.get("Status", ""))
+    code = state.get("ExitCode")
+    exit_code = code if status in ("exited", "dead", "stopped") and isinstance(code, int) else None
     return ContainerInfo(
-        id=container.id,
-        name=str(attrs.get("Name", container.name)).lstrip("/"),
+        id=str(attrs.get("Id", "")),
+        name=str(attrs.get("Name", "")).lstrip("/"),
         image=str(config.get("Image", "")),
-        status=str(state.get("Status", container.status)),
+        # Podman says "stopped" where Docker says "exited"; the rest of ContainAI hears Docker's word.
+        status="exited" if status == "stopped" else status,
         labels=dict(config.get("Labels") or {}),
         created=str(attrs.get("Created", "")),
+        user=str(config.get("User") or ""),
+        exit_code=exit_code,
         raw=attrs,
     )
+
+
+def _container_info(container: Any) -> ContainerInfo:
+    return parse_container_info(container.attrs)
 
 
 def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
 
 
+# Podman (4.3) refuses tmpfs options it does not know, uid= and gid= among them, sets no nproc limit
+# of its own, and mounts writable tmpfs (exec allowed) on /run, /tmp and /var/tmp of a read-only
+# container, where Docker leaves the image's read-only folders. The Podman dialect says the same as
+# the spec in words Podman accepts, and closes those folders again.
+TMPFS_OF = "ai.containai.tmpfs-of"  # on a tmpfs volume: the container it belongs to
+PODMAN_ULIMITS = (("nofile", 4096, 8192), ("nproc", 4096, 4096))
+PODMAN_READ_ONLY_TMPFS = {
+    # Root's and 0755, as the image's /run: no session user can write it; the runtime can still
+    # make the mount points of the spec's own tmpfs inside it (/run/containai, /var/run/squid).
+    "/run": "rw,noexec,nosuid,nodev,size=1m,mode=0755",
+    "/tmp": "ro,noexec,nosuid,nodev,size=1m",  # noqa: S108  # paths in the container, closed
+    "/var/tmp": "ro,noexec,nosuid,nodev,size=1m",  # noqa: S108  # paths in the container, closed
+}
+_PAGE = 4096  # tmpfs's nr_blocks counts pages
+
+
+@dataclass(frozen=True)
+class TmpfsVolume:
+    """A tmpfs owned by another uid than the container's user, as Podman can mount one: a volume
+    of the local driver with ``type=tmpfs``, created with the container and removed with it."""
+
+    name: str
+    target: str
+    driver_opts: Mapping[str, str]
+    mode: str  # the bind's options, for HostConfig.Binds (``name:target:mode``)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What to ask the engine for one container: the SDK's arguments, and any volumes to make first."""
+
+    kwargs: Mapping[str, Any]
+    volumes: tuple[TmpfsVolume, ...] = ()
+
+
+def _numeric_owner(user: str) -> tuple[str, str] | None:
+    uid, _, gid = user.partition(":")
+    return (uid, gid) if uid.isdigit() and gid.isdigit() else None
+
+
+def _size_bytes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([kmg]?)", text.strip().lower())
+    if match is None:
+        raise EngineError(f"tmpfs size {text!r} is not a size like 512m")
+    return int(match.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
+
+
+def _tmpfs_volume(spec: ContainerSpec, target: str, options: list[str]) -> TmpfsVolume:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", target).strip("-")
+    name = f"{spec.name}-tmpfs-{slug}"
+    mount: list[str] = []
+    for option in options:
+        key, _, value = option.partition("=")
+        if key in ("ro", "rw"):
+            continue
+        # Podman reads size= in a volume's options as an XFS quota; nr_blocks is the tmpfs's own limit.
+        mount.append(f"nr_blocks={-(-_size_bytes(value) // _PAGE)}" if key == "size" else option)
+    # The flags again on the bind into the container: a remount there would otherwise drop them.
+    flags = [o for o in options if o in ("ro", "rw", "noexec", "nosuid", "nodev")]
+    return TmpfsVolume(
+        name=name,
+        target=target,
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": ",".join(mount)},
+        mode=",".join(flags or ["rw"]),
+    )
+
+
+def _podman_tmpfs(spec: ContainerSpec) -> tuple[dict[str, str], tuple[TmpfsVolume, ...]]:
+    """Each tmpfs in words Podman accepts; those owned by another uid become tmpfs volumes.
+
+    Owned by the container's own user: Podman's ``U`` option mounts it with that uid and gid.
+    ``notmpcopyup``: like Docker's, the tmpfs starts empty (Podman would copy the image's files in).
+    """
+    wanted = dict(spec.tmpfs)
+    if spec.read_only:
+        for target, closed in PODMAN_READ_ONLY_TMPFS.items():
+            wanted.setdefault(target, closed)
+    tmpfs: dict[str, str] = {}
+    volumes: list[TmpfsVolume] = []
+    for target, text in wanted.items():
+        options = [o for o in text.split(",") if o]
+        values = dict(o.split("=", 1) for o in options if "=" in o)
+        if "uid" not in values and "gid" not in values:
+            tmpfs[target] = ",".join([*options, "notmpcopyup"])
+        elif (values.get("uid"), values.get("gid")) == _numeric_owner(spec.user):
+            plain = [o for o in options if o.partition("=")[0] not in ("uid", "gid")]
+            tmpfs[target] = ",".join([*plain, "U", "notmpcopyup"])
+        else:
+            volumes.append(_tmpfs_volume(spec, target, options))
+    return tmpfs, tuple(volumes)
+
+
+def _podman_ulimits(spec: ContainerSpec) -> tuple[tuple[str, int, int], ...]:
+    named = {name for name, _, _ in spec.ulimits}
+    return (*spec.ulimits, *(limit for limit in PODMAN_ULIMITS if limit[0] not in named))
+
+
+def create_request(spec: ContainerSpec, kind: EngineKind = "docker") -> CreateRequest:
+    """What to ask the engine (Docker's or Podman's dialect) for a spec (pure; shown in tests)."""
+    kwargs = create_kwargs(spec)
+    if kind != "podman":
+        return CreateRequest(kwargs)
+    tmpfs, volumes = _podman_tmpfs(spec)
+    kwargs["tmpfs"] = tmpfs
+    kwargs["ulimits"] = [docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in _podman_ulimits(spec)]
+    if volumes:
+        kwargs["volumes"] = {v.name: {"bind": v.target, "mode": v.mode} for v in volumes}
+    return CreateRequest(kwargs, volumes)
+
+
 def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """The SDK's ``containers.create`` arguments for a spec (pure; shown in tests)."""
+    """The SDK's ``containers.create`` arguments for a spec, in Docker's dialect (pure)."""
     mounts = [
         docker.types.Mount(
             target=m.target,
@@ -174,10 +301,26 @@ class _EngineContainers:
     def client(self) -> Any:
         raise NotImplementedError
 
+    @property
+    def kind(self) -> EngineKind:
+        raise NotImplementedError
+
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
+        request = create_request(spec, self.kind)
+        made: list[str] = []
         try:
-            return _container_info(self.client.containers.create(**create_kwargs(spec)))
+            for volume in request.volumes:
+                self.create_volume(
+                    volume.name, labels={**spec.labels, TMPFS_OF: spec.name}, driver_opts=volume.driver_opts
+                )
+                made.append(volume.name)
+            return _container_info(self.client.containers.create(**request.kwargs))
         except Exception as exc:
+            for name in made:
+                with contextlib.suppress(EngineError):
+                    self.remove_volume(name)
+            if isinstance(exc, EngineError):
+                raise
             raise translate(exc, self.choice, f"create container {spec.name}") from exc
 
     def start(self, ref: str) -> None:
@@ -210,12 +353,16 @@ class _EngineContainers:
             raise translate(exc, self.choice, "list containers") from exc
 
     def remove_container(self, ref: str) -> None:
+        found = self.container(ref) if self.kind == "podman" else None
         try:
             self.client.api.remove_container(ref, force=True, v=True)
         except docker.errors.NotFound:
-            return
+            pass
         except Exception as exc:
             raise translate(exc, self.choice, f"remove {ref}") from exc
+        if found is not None:  # its tmpfs volumes (see TmpfsVolume) go with it
+            for volume in self.volumes({TMPFS_OF: found.name}):
+                self.remove_volume(volume.name)
 
     def _exec_create(
         self,
@@ -451,6 +598,19 @@ class EngineRuntime(_EngineContainers):
     def __init__(self, choice: EngineChoice) -> None:
         self.choice = choice
         self._client: Any = None
+        self._kind: EngineKind | None = None
+
+    @property
+    def kind(self) -> EngineKind:
+        """Which dialect the engine speaks, as it says itself (a URL may point at either)."""
+        if self._kind is None:
+            try:
+                self._kind = engine_kind(self.client.version())
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise translate(exc, self.choice, "report its version") from exc
+        return self._kind
 
     @property
     def client(self) -> Any:

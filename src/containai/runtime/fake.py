@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -185,19 +185,26 @@ class FakeRuntime:
             (c for c in self.containers_by_id.values() if c.name == ref), None
         )
 
-    def _set_status(self, ref: str, status: str) -> None:
+    def _set_status(self, ref: str, status: str, exit_code: int | None = None) -> None:
         found = self._find(ref)
         if found is None:
             raise EngineAPIError(f"the engine refused to change {ref}: no such container")
-        self.containers_by_id[found.id] = ContainerInfo(
-            found.id, found.name, found.image, status, found.labels, found.created
-        )
+        self.containers_by_id[found.id] = replace(found, status=status, exit_code=exit_code)
+
+    def exited(self, ref: str, code: int) -> None:
+        """The container's main process ended with ``code`` (as a crash or a finished agent would)."""
+        self._set_status(ref, "exited", code)
 
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
         if self._find(spec.name) is not None:
             raise EngineAPIError(f"the engine refused to create container {spec.name}: the name is in use")
         info = ContainerInfo(
-            _image_id("container", spec.name), spec.name, spec.image, "created", dict(spec.labels)
+            _image_id("container", spec.name),
+            spec.name,
+            spec.image,
+            "created",
+            dict(spec.labels),
+            user=spec.user,
         )
         self.containers_by_id[info.id] = info
         self.specs[info.id] = spec
@@ -207,8 +214,9 @@ class FakeRuntime:
         self._set_status(ref, "running")
 
     def stop(self, ref: str, *, timeout: int = 10) -> None:
-        if self._find(ref) is not None:
-            self._set_status(ref, "exited")
+        found = self._find(ref)
+        if found is not None and found.status == "running":
+            self._set_status(ref, "exited", 137)  # killed, as a sleeping PID 1 is after the timeout
 
     def container(self, ref: str) -> ContainerInfo | None:
         return self._find(ref)

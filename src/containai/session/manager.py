@@ -493,7 +493,7 @@ def export_and_import(
     workspace was ready (so no agent ever ran in it).
     """
     labels = SessionLabels.parse(container.labels)
-    user = str((container.raw.get("Config") or {}).get("User") or "1000:1000")
+    user = container.user or "1000:1000"
     output: list[bytes] = []
     script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
     code = runtime.exec(
@@ -604,7 +604,7 @@ def _egress_record(
         return None, None
     failure = None
     if not proxy.running:
-        code = (proxy.raw.get("State") or {}).get("ExitCode")
+        code = proxy.exit_code
         failure = (
             f"the egress proxy {proxy.name} stopped during the session (exit {code}): "
             "from then on the agent had no network at all"
