@@ -401,12 +401,16 @@ class _EngineContainers:
         api = self.client.api
         try:
             exec_id = self._exec_create(ref, argv, user=user, environment=environment, workdir=workdir)
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if on_output is not None:
-                    if stdout:
-                        on_output("stdout", stdout)
-                    if stderr:
-                        on_output("stderr", stderr)
+            # The attached socket, read and closed here: the SDK's stream leaves it open on Podman.
+            attached = api.exec_start(exec_id, socket=True)
+            raw = getattr(attached, "_sock", attached)
+            try:
+                for stream, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
+                    if on_output is not None and chunk:
+                        on_output("stderr" if stream == 2 else "stdout", chunk)
+            finally:
+                attached.close()
+                raw.close()
             return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
         except Exception as exc:
             raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
@@ -641,7 +645,8 @@ class EngineRuntime(_EngineContainers):
             raise translate(exc, self.choice, f"inspect image {ref}") from exc
 
     def pull(self, ref: str) -> ImageInfo:
-        repository, _, tag = ref.partition(":")
+        # The tag follows the last colon after the last slash: a registry's port is no tag.
+        repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
         try:
             return _image_info(self.client.images.pull(repository, tag=tag or "latest"))
         except Exception as exc:

@@ -119,6 +119,8 @@ class FakeRuntime:
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
         self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
+        # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
+        self.exec_results: dict[tuple[str, ...], tuple[int, bytes]] = {}
         self.inputs: list[tuple[str, bytes]] = []  # what start_with_input and exec_with_input handed over
         self.closed = False
 
@@ -239,8 +241,14 @@ class FakeRuntime:
         workdir: str = "",
         on_output: Callable[[str, bytes], None] | None = None,
     ) -> int:
+        found = self._find(ref)
+        if found is None or not found.running:
+            raise EngineAPIError(f"the engine refused to run {argv[0]} in {ref}: it is not running")
         self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
-        return self.exec_exit_code
+        code, stdout = self.exec_results.get(tuple(argv), (self.exec_exit_code, b""))
+        if stdout and on_output is not None:
+            on_output("stdout", stdout)
+        return code
 
     def exec_tty(
         self,
@@ -292,7 +300,9 @@ class FakeRuntime:
         self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
     ) -> tuple[int, bytes]:
         self.inputs.append((ref, data))
-        return self.exec(ref, argv, user=user), b""
+        output: list[bytes] = []
+        code = self.exec(ref, argv, user=user, on_output=lambda _stream, chunk: output.append(chunk))
+        return code, b"".join(output)
 
     def start_with_feed(self, ref: str) -> _FakeFeed:
         self.start(ref)

@@ -514,19 +514,7 @@ def export_and_import(
         )
     with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
         bundle = Path(work) / "session.bundle"
-        size = 0
-        with bundle.open("wb") as handle:
-
-            def save(stream: str, data: bytes) -> None:
-                nonlocal size
-                if stream == "stdout":
-                    size += len(data)
-                    if size <= MAX_BUNDLE_BYTES:
-                        handle.write(data)
-
-            code = runtime.exec(container.name, ["cat", EXPORT_BUNDLE], user=user, on_output=save)
-        if code != 0 or size > MAX_BUNDLE_BYTES:
-            raise SessionError(f"copying the work out of {container.name} failed (exit {code}, {size} bytes)")
+        _copy_out(runtime, container.name, EXPORT_BUNDLE, user=user, target=bundle)
         return import_bundle(
             Path(labels.repo),
             bundle,
@@ -536,6 +524,36 @@ def export_and_import(
             # The user's own branch (--use-current-branch): its work tree may move with it, when safe.
             move_worktree=not labels.branch_created,
         )
+
+
+def _copy_out(runtime: ContainerRuntime, container: str, path: str, *, user: str, target: Path) -> None:
+    """Copy a file out of the container through ``cat`` (streamed to disk, as the agent's user), and
+    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried."""
+    code, size, expected, stat = 0, 0, b"", bytearray()
+    for _ in range(3):
+        stat.clear()
+        runtime.exec(container, ["stat", "-c", "%s", path], user=user, on_output=lambda _s, d: stat.extend(d))
+        expected = bytes(stat).strip()
+        if not expected.isdigit():
+            continue
+        size = 0
+        with target.open("wb") as handle:
+
+            def save(stream: str, data: bytes) -> None:
+                nonlocal size
+                if stream == "stdout":
+                    size += len(data)
+                    if size <= MAX_BUNDLE_BYTES:
+                        handle.write(data)
+
+            code = runtime.exec(container, ["cat", path], user=user, on_output=save)
+        if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
+            return
+        if code != 0 or size > MAX_BUNDLE_BYTES:
+            break
+    raise SessionError(
+        f"copying the work out of {container} failed (exit {code}, {size} of {expected.decode() or '?'} bytes)"
+    )
 
 
 def finish(
