@@ -56,8 +56,11 @@ def given_file(rt: ContainerRuntime, ref: str, path: str, data: bytes) -> None:
     if isinstance(rt, FakeRuntime):
         rt.files[(ref, path)] = data
     else:
-        code, output = rt.exec_with_input(ref, ["sh", "-c", f"cat > {path}"], data, user="0:0")
-        assert code == 0, output
+        # A new volume is root's on Docker and the container user's on Podman: whoever can, writes.
+        answers = [
+            rt.exec_with_input(ref, ["sh", "-c", f"cat > {path}"], data, user=u) for u in ("0:0", "1000:1000")
+        ]
+        assert any(code == 0 for code, _ in answers), answers
 
 
 def spec(name: str, **overrides: Any) -> ContainerSpec:

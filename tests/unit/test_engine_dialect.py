@@ -7,6 +7,7 @@ from containai.runtime.engine import (
     TMPFS_OF,
     create_request,
     engine_kind,
+    has_labels,
     parse_container_info,
 )
 
@@ -127,3 +128,11 @@ def test_container_info_is_parsed_once_with_user_and_exit_code() -> None:
     assert (stopped.status, stopped.exit_code, stopped.user) == ("exited", 137, "")
     bare = parse_container_info({})
     assert (bare.status, bare.exit_code, bare.labels) == ("", None, {})
+
+
+def test_label_scopes_hold_every_label_as_docker_does() -> None:
+    have = {"ai.containai.session": "s1", "containai-test.run": "r1"}
+    assert has_labels(have, {"ai.containai.session": "", "containai-test.run": "r1"})
+    assert not has_labels(have, {"ai.containai.session": "", "containai-test.run": "r2"})
+    assert not has_labels(have, {"other": ""})
+    assert has_labels(have, {})

@@ -136,6 +136,15 @@ def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
 
 
+def has_labels(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    """Docker's label filter: every ``key=value`` (or just ``key`` when the value is empty) holds.
+
+    Checked again on what the engine lists: Podman 4.3 matches *any* of several label filters, and a
+    scope (``--label``) that matched any label would let gc remove another's session.
+    """
+    return all(key in have and (not value or have[key] == value) for key, value in want.items())
+
+
 # Podman (4.3) refuses tmpfs options it does not know, uid= and gid= among them, sets no nproc limit
 # of its own, and mounts writable tmpfs (exec allowed) on /run, /tmp and /var/tmp of a read-only
 # container, where Docker leaves the image's read-only folders. The Podman dialect says the same as
@@ -150,6 +159,10 @@ PODMAN_READ_ONLY_TMPFS = {
     "/var/tmp": "ro,noexec,nosuid,nodev,size=1m",  # noqa: S108  # paths in the container, closed
 }
 _PAGE = 4096  # tmpfs's nr_blocks counts pages
+# Podman's exec can lose all the output of a command that ends before the client has attached
+# (measured: about 1 in 150 short cats on 4.3). Through this gate the command starts only once the
+# client, attached, sends a newline on its stdin (then EOF, as Docker gives an exec without stdin).
+PODMAN_EXEC_GATE = ("sh", "-c", 'read -r _ || :; exec "$@"', "sh")
 
 
 @dataclass(frozen=True)
@@ -348,9 +361,10 @@ class _EngineContainers:
     def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         try:
             found = self.client.containers.list(all=True, filters=_label_filter(labels))
-            return [_container_info(c) for c in found]
+            listed = [_container_info(c) for c in found]
         except Exception as exc:
             raise translate(exc, self.choice, "list containers") from exc
+        return [c for c in listed if has_labels(c.labels, labels)]
 
     def remove_container(self, ref: str) -> None:
         found = self.container(ref) if self.kind == "podman" else None
@@ -399,12 +413,20 @@ class _EngineContainers:
     ) -> int:
         """Run ``argv`` in the container; stream stdout/stderr chunks to ``on_output`` as they come."""
         api = self.client.api
+        gated = self.kind == "podman"
+        command = [*PODMAN_EXEC_GATE, *argv] if gated else list(argv)
         try:
-            exec_id = self._exec_create(ref, argv, user=user, environment=environment, workdir=workdir)
+            exec_id = self._exec_create(
+                ref, command, user=user, environment=environment, workdir=workdir, stdin=gated
+            )
             # The attached socket, read and closed here: the SDK's stream leaves it open on Podman.
             attached = api.exec_start(exec_id, socket=True)
             raw = getattr(attached, "_sock", attached)
             try:
+                if gated:  # attached now: let the command run
+                    with contextlib.suppress(BrokenPipeError):
+                        raw.sendall(b"\n")
+                    raw.shutdown(socket.SHUT_WR)
                 for stream, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
                     if on_output is not None and chunk:
                         on_output("stderr" if stream == 2 else "stdout", chunk)
@@ -425,7 +447,8 @@ class _EngineContainers:
             attached = api.exec_start(exec_id, socket=True)
             raw = getattr(attached, "_sock", attached)
             try:
-                raw.sendall(data)
+                with contextlib.suppress(BrokenPipeError):  # a command that reads no input is no error
+                    raw.sendall(data)
                 raw.shutdown(socket.SHUT_WR)
                 frames = frames_iter(attached, tty=False)  # type: ignore[no-untyped-call]
                 output = b"".join(chunk for _, chunk in frames)
@@ -488,6 +511,7 @@ class _EngineContainers:
                 dict(v.attrs.get("Options") or {}),
             )
             for v in found
+            if has_labels(v.attrs.get("Labels") or {}, labels)
         ]
 
     def remove_volume(self, name: str) -> None:
@@ -501,9 +525,10 @@ class _EngineContainers:
     def networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         try:
             found = self.client.networks.list(filters=_label_filter(labels))
-            return [NetworkInfo(n.name, dict(n.attrs.get("Labels") or {})) for n in found]
+            listed = [NetworkInfo(n.name, dict(n.attrs.get("Labels") or {})) for n in found]
         except Exception as exc:
             raise translate(exc, self.choice, "list networks") from exc
+        return [n for n in listed if has_labels(n.labels, labels)]
 
     def create_network(self, name: str, *, labels: Mapping[str, str], internal: bool = False) -> NetworkInfo:
         try:
@@ -560,6 +585,7 @@ class _EngineContainers:
                 raw.sendall(data)
             finally:
                 attached.close()
+                raw.close()
         except Exception as exc:
             raise translate(exc, self.choice, f"start {ref}") from exc
 
