@@ -57,6 +57,12 @@ DEFAULT_ZONE = {
     "metadata.test": "169.254.169.254",
 }
 READY_TIMEOUT = 30.0
+# Explicit limits within the host's: Podman's defaults (nofile 1048576) can exceed them, and then the
+# container does not start. Docker takes them as well.
+ULIMITS = [
+    docker.types.Ulimit(name="nofile", soft=4096, hard=4096),
+    docker.types.Ulimit(name="nproc", soft=4096, hard=4096),
+]
 _instances = itertools.count(1)
 T = TypeVar("T")
 
@@ -169,6 +175,7 @@ class FakeInternet:
         endpoint = self.client.api.create_endpoint_config(ipv4_address=address)
         kwargs.setdefault("entrypoint", [])
         kwargs.setdefault("dns", [self.dns_ip])
+        kwargs.setdefault("ulimits", ULIMITS)
         container = self.client.containers.create(
             self.image,
             command,
@@ -202,7 +209,12 @@ class FakeInternet:
                 name=f"{self.prefix}-log",
                 labels=self.labels,
                 # tmpfs, owned by the image user: the servers write without root and nothing lands on disk
-                driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=32m,uid=1000,gid=1000,mode=0755"},
+                # (nr_blocks, in 4 KiB pages: Podman would read size= as an XFS quota)
+                driver_opts={
+                    "type": "tmpfs",
+                    "device": "tmpfs",
+                    "o": "nr_blocks=8192,uid=1000,gid=1000,mode=0755",
+                },
             )
             for name, command in self._commands().items():
                 self._start_server(name, command)
@@ -286,6 +298,7 @@ class FakeInternet:
             read_only=True,
             mem_limit="128m",
             pids_limit=256,
+            ulimits=ULIMITS,
             volumes={
                 str(SERVER_SCRIPT): {"bind": SCRIPT_IN_CONTAINER, "mode": "ro"},
                 self._volume.name: {"bind": "/log", "mode": "rw"},

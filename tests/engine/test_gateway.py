@@ -17,12 +17,12 @@ import pytest
 from containai.config import Hooks
 
 from ..token_endpoint import TokenEndpoint
-from .conftest import CHANNEL
+from .conftest import CHANNEL, Engine
 from .lab_cli import install_lab_programs, lab_of
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_sessions import SESSION_LABEL, make_repo, program
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 
 def forms(value: str) -> list[str]:
@@ -60,7 +60,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
     fake_internet: Any,
-    docker_client: Any,
+    engine: Engine,
 ) -> None:
     canary = f"sk-ant-canary-{uuid.uuid4().hex}"
     env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
@@ -96,7 +96,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     inspected: list[str] = []
     filters = {"label": [f"ai.containai.repo={repo}"]}
     for _ in range(200):
-        found = docker_client.containers.list(filters=filters)
+        found = engine.client.containers.list(filters=filters)
         if len(found) >= 3:  # agent, proxy, gateway
             inspected = [json.dumps(c.attrs) for c in found]
             inspected += [c.logs().decode(errors="replace") for c in found]
@@ -120,7 +120,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
         for form in forms(canary):
             assert form not in text
     summary = json.loads(stdout[stdout.index("\n{\n") :])  # the result object ends the output
-    assert not docker_client.containers.list(
+    assert not engine.client.containers.list(
         all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
     )
     # The upstream got the real key (the gateway swapped out the placeholder), exactly once.
@@ -130,7 +130,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
     audit = egress_audit(env, summary["session"])
     assert "api.mock.test" in audit
     histories = [
-        json.dumps(docker_client.api.history(image))
+        json.dumps(engine.client.api.history(image))
         for image in (
             f"containai-claude:{CHANNEL}",
             f"containai-proxy:{CHANNEL}",

@@ -22,12 +22,12 @@ from typing import Any
 
 import pytest
 
-from .conftest import CHANNEL, LABELS, RUN_ID
+from .conftest import CHANNEL, LABELS, RUN_ID, Engine
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_gateway import egress_audit, forms, store_secret
 from .test_sessions import SESSION_LABEL, containai, git, make_repo, program
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 CANARY_SERVER = textwrap.dedent(
     '''
@@ -130,7 +130,7 @@ def user_config(env: dict[str, str], text: str) -> None:
 def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
-    docker_client: Any,
+    engine: Engine,
 ) -> None:
     canary = canary_server_with_a_host_secret(lab_env)
     repo = make_repo(tmp_path)
@@ -145,7 +145,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     inspected: list[str] = []
     filters = {"label": [f"ai.containai.repo={repo}"]}
     for _ in range(300):
-        found = docker_client.containers.list(filters=filters)
+        found = engine.client.containers.list(filters=filters)
         agent = [c for c in found if c.labels.get("ai.containai.role") == "agent"]
         if agent and agent[0].exec_run(["test", "-S", "/run/containai/mcp/front.sock"]).exit_code == 0:
             inspected = [json.dumps(c.attrs) for c in found] + [
@@ -203,7 +203,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     # Nor in the proxy's audit kept on the host, or the history of the images the session ran.
     egress = egress_audit(lab_env, summary["session"])
     histories = [
-        json.dumps(docker_client.api.history(f"containai-{part}:{CHANNEL}")) for part in ("claude", "proxy")
+        json.dumps(engine.client.api.history(f"containai-{part}:{CHANNEL}")) for part in ("claude", "proxy")
     ]
     for text in [audit_text, egress, *histories]:
         for form in forms(canary):
@@ -211,7 +211,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     # The session's broker is gone with it, and so is everything the session created.
     brokers = subprocess.run(["pgrep", "-f", summary["session_id"]], capture_output=True, text=True)
     assert brokers.stdout.strip() == ""
-    assert not docker_client.containers.list(
+    assert not engine.client.containers.list(
         all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
     )
 
@@ -236,7 +236,7 @@ TOOL_CALL = textwrap.dedent(
 def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_its_container(
     lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
     tmp_path: Path,
-    docker_client: Any,
+    engine: Engine,
 ) -> None:
     canary = canary_server_with_a_host_secret(lab_env)
     repo = make_repo(tmp_path)
@@ -249,7 +249,7 @@ def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_it
         check=False,
     )
     assert launched.returncode == 0, launched.stderr
-    (agent,) = docker_client.containers.list(
+    (agent,) = engine.client.containers.list(
         filters={"label": [f"ai.containai.repo={repo}", "ai.containai.role=agent"]}
     )
     session_id = agent.labels[SESSION_LABEL]
@@ -464,7 +464,7 @@ PLANT = textwrap.dedent(
 def test_a_server_started_through_npx_reads_no_configuration_the_agent_planted(
     env: dict[str, str],
     tmp_path: Path,
-    docker_client: Any,
+    engine: Engine,
 ) -> None:
     context = io.BytesIO()
     with tarfile.open(fileobj=context, mode="w") as archive:
@@ -475,7 +475,7 @@ def test_a_server_started_through_npx_reads_no_configuration_the_agent_planted(
             archive.addfile(info, io.BytesIO(data))
     context.seek(0)
     image = f"containai-test-npx:{RUN_ID}"
-    docker_client.images.build(fileobj=context, custom_context=True, tag=image, labels=LABELS, rm=True)
+    engine.client.images.build(fileobj=context, custom_context=True, tag=image, labels=LABELS, rm=True)
     agents = Path(env["CONTAINAI_HOME"]) / "config" / "agents"
     agents.mkdir(parents=True)
     (agents / "npxprobe.toml").write_text(

@@ -126,6 +126,12 @@ def test_images_missing_and_close(runtime: ContainerRuntime) -> None:
 
 def test_fake_records_execs_and_answers_with_the_scripted_code() -> None:
     fake = FakeRuntime(exec_exit_code=4)
+    fake.add_image("img")
+    fake.create_container(ContainerSpec(image="img", name="c", command=(), labels={}))
+    with pytest.raises(EngineAPIError, match="not running"):  # as an engine: no exec in a stopped container
+        fake.exec("c", ["true"])
+    fake.start("c")
+    fake.execs.clear()
     assert fake.exec("c", ["git", "status"], user="agent", environment={"A": "1"}, workdir="/w") == 4
     assert fake.exec_tty("c", ["bash"], user="agent") == 4
     fake.exec_detached("c", ["tmux"], environment={"TERM": "xterm"})

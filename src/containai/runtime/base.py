@@ -194,21 +194,13 @@ class ContainerInfo:
     status: str  # created, running, exited, ...
     labels: Mapping[str, str]
     created: str = ""
-    raw: Mapping[str, Any] = field(default_factory=dict)  # the engine's inspect JSON, for tests and doctor
+    user: str = ""  # as the container was created with ("uid:gid"); empty: the image's own user
+    exit_code: int | None = None  # once it has exited; None while it is created or running
+    raw: Mapping[str, Any] = field(default_factory=dict)  # the engine's inspect JSON, for tests only
 
     @property
     def running(self) -> bool:
         return self.status == "running"
-
-    @property
-    def user(self) -> str:
-        """The user the container runs as (``uid:gid``), as created."""
-        return str((self.raw.get("Config") or {}).get("User") or "")
-
-    @property
-    def exit_code(self) -> int | None:
-        code = (self.raw.get("State") or {}).get("ExitCode")
-        return code if isinstance(code, int) else None
 
 
 @dataclass(frozen=True)

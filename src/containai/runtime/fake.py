@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -140,6 +140,7 @@ class FakeRuntime:
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
         self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
+        # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
         self.inputs: list[tuple[str, bytes]] = []  # what start_with_input and exec_with_input handed over
         self.closed = False
 
@@ -234,13 +235,15 @@ class FakeRuntime:
             (c for c in self.containers_by_id.values() if c.name == ref), None
         )
 
-    def _set_status(self, ref: str, status: str) -> None:
+    def _set_status(self, ref: str, status: str, exit_code: int | None = None) -> None:
         found = self._find(ref)
         if found is None:
             raise EngineAPIError(f"the engine refused to change {ref}: no such container")
-        self.containers_by_id[found.id] = ContainerInfo(
-            found.id, found.name, found.image, status, found.labels, found.created, found.raw
-        )
+        self.containers_by_id[found.id] = replace(found, status=status, exit_code=exit_code)
+
+    def exited(self, ref: str, code: int) -> None:
+        """The container's main process ended with ``code`` (as a crash or a finished agent would)."""
+        self._set_status(ref, "exited", code)
 
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
         self._maybe_fail("create_container")
@@ -252,7 +255,7 @@ class FakeRuntime:
             spec.image,
             "created",
             dict(spec.labels),
-            raw={"Config": {"User": spec.user}, "State": {"ExitCode": 0}},
+            user=spec.user,
         )
         self.containers_by_id[info.id] = info
         self.specs[info.id] = spec
@@ -263,8 +266,9 @@ class FakeRuntime:
         self._set_status(ref, "running")
 
     def stop(self, ref: str, *, timeout: int = 10) -> None:
-        if self._find(ref) is not None:
-            self._set_status(ref, "exited")
+        found = self._find(ref)
+        if found is not None and found.status == "running":
+            self._set_status(ref, "exited", 137)  # killed, as a sleeping PID 1 is after the timeout
 
     def container(self, ref: str) -> ContainerInfo | None:
         return self._find(ref)
@@ -288,6 +292,9 @@ class FakeRuntime:
         workdir: str = "",
         on_output: Callable[[str, bytes], None] | None = None,
     ) -> int:
+        found = self._find(ref)
+        if found is None or not found.running:
+            raise EngineAPIError(f"the engine refused to run {argv[0]} in {ref}: it is not running")
         self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
         self._maybe_fail("exec")
         return self._answer(argv, on_output)

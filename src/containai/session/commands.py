@@ -261,7 +261,7 @@ def connect(runtime: ContainerRuntime, name: str) -> int:
     container = runtime.container(name)
     if container is None or not container.running:
         raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
-    user = str((container.raw.get("Config") or {}).get("User") or "")
+    user = container.user
     alive = runtime.exec(name, ["tmux", "has-session", "-t", TMUX_SESSION], user=user)
     if alive != 0:
         raise UsageError(

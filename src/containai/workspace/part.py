@@ -201,19 +201,7 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
         raise SessionError(f"exporting the work failed in {record.name}: {shown}")
     with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
         bundle = Path(work) / "session.bundle"
-        size = 0
-        with bundle.open("wb") as handle:
-
-            def save(stream: str, data: bytes) -> None:
-                nonlocal size
-                if stream == "stdout":
-                    size += len(data)
-                    if size <= MAX_BUNDLE_BYTES:
-                        handle.write(data)
-
-            code = runtime.exec(record.name, ["cat", EXPORT_BUNDLE], user=user, on_output=save)
-        if code != 0 or size > MAX_BUNDLE_BYTES:
-            raise SessionError(f"copying the work out of {record.name} failed (exit {code}, {size} bytes)")
+        copy_out(ports, record.name, EXPORT_BUNDLE, user=user, target=bundle)
         return ports.git.import_bundle(
             Path(labels.repo),
             bundle,
@@ -223,6 +211,37 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
             # The user's own branch (--use-current-branch): its work tree may move with it, when safe.
             move_worktree=not labels.branch_created,
         )
+
+
+def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path) -> None:
+    """Copy a file out of the container through ``cat`` (streamed to disk, as the agent's user), and
+    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried."""
+    runtime = ports.runtime
+    code, size, expected, stat = 0, 0, b"", bytearray()
+    for _ in range(3):
+        stat.clear()
+        runtime.exec(container, ["stat", "-c", "%s", path], user=user, on_output=lambda _s, d: stat.extend(d))
+        expected = bytes(stat).strip()
+        if not expected.isdigit():
+            continue
+        size = 0
+        with target.open("wb") as handle:
+
+            def save(stream: str, data: bytes) -> None:
+                nonlocal size
+                if stream == "stdout":
+                    size += len(data)
+                    if size <= MAX_BUNDLE_BYTES:
+                        handle.write(data)
+
+            code = runtime.exec(container, ["cat", path], user=user, on_output=save)
+        if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
+            return
+        if code != 0 or size > MAX_BUNDLE_BYTES:
+            break
+    raise SessionError(
+        f"copying the work out of {container} failed (exit {code}, {size} of {printable(expected) or '?'} bytes)"
+    )
 
 
 def describe_import(result: ImportResult) -> str:
