@@ -166,7 +166,10 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     assert "Connected" in claude, claude
     # The agent's uid is refused by the broker's socket, whatever it asks.
     for op in ("redeem", "refresh"):
-        assert json.loads(found_results.get(f"broker-{op}", "{}")).get("error") == "peer-refused", (stdout[-2000:], stderr[-3000:])
+        assert json.loads(found_results.get(f"broker-{op}", "{}")).get("error") == "peer-refused", (
+            stdout[-2000:],
+            stderr[-3000:],
+        )
     assert "Permission denied" in base64.b64decode(found_results["stubdir"]).decode()
     # The stub and the server (uid 65531) keep their memory, environment and descriptors from the
     # agent, which reads its own (the control: the probe would have seen them).

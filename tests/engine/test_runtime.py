@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from containai.images.bootstrap import BOOTSTRAP_TAG
-from containai.runtime.base import BuildEvent
+from containai.runtime.base import BuildEvent, ExecSpec
 from containai.runtime.engine import EngineRuntime
 
 from .conftest import LABELS, RUN_ID, Engine, containai
@@ -177,12 +177,14 @@ def test_exec_with_input_hands_data_on_stdin_then_eof(
     )
     try:
         payload = bytes(range(256)) * 400  # binary, and larger than one socket buffer
-        code, output = runtime.exec_with_input(
+        chunks: list[bytes] = []
+        script = "cat > /tmp/got; wc -c < /tmp/got; sha256sum < /tmp/got; echo done >&2; exit 7"
+        code = runtime.exec(
             container.id,
-            ["sh", "-c", "cat > /tmp/got; wc -c < /tmp/got; sha256sum < /tmp/got; echo done >&2; exit 7"],
-            payload,
-            user="1000:1000",
+            ExecSpec(("sh", "-c", script), user="1000:1000", stdin=payload),
+            lambda _stream, chunk: chunks.append(chunk),
         )
+        output = b"".join(chunks)
         assert code == 7  # EOF reached cat: it finished, and the exit code came back
         # stdout and stderr come merged, in whichever order the engine read them.
         words = output.decode().split()

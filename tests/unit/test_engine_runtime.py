@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
-from containai.runtime.base import BuildEvent, ContainerSpec, Mount
+from containai.runtime.base import BuildEvent, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import PODMAN_EXEC_GATE, EngineRuntime, parse_engine_info, translate
 from containai.runtime.select import EngineChoice
 
@@ -479,10 +479,10 @@ def test_container_info_carries_the_inspect(api: FakeEngineAPI, runtime: EngineR
         (lambda rt: rt.stop("c"), "stop c"),
         (lambda rt: rt.remove_container("c"), "(remove|inspect) c"),  # a dialect may look first
         (lambda rt: rt.create_container(spec()), "create container containai-s1-agent"),
-        (lambda rt: rt.exec("c", ["true"]), "run true in c"),
-        (lambda rt: rt.exec_with_input("c", ["cat"], b"x"), "run cat in c"),
-        (lambda rt: rt.exec_detached("c", ["sleep"]), "start sleep in c"),
-        (lambda rt: rt.exec_tty("c", ["bash"]), "attach to c"),
+        (lambda rt: rt.exec("c", ExecSpec(("true",))), "run true in c"),
+        (lambda rt: rt.exec("c", ExecSpec(("cat",), stdin=b"x")), "run cat in c"),
+        (lambda rt: rt.exec("c", ExecSpec(("sleep",), detach=True)), "start sleep in c"),
+        (lambda rt: rt.exec("c", ExecSpec(("bash",), tty=True)), "attach to bash in c"),
         (lambda rt: rt.create_volume("v", labels={}), "create volume v"),
         (lambda rt: rt.volumes({}), "list volumes"),
         (lambda rt: rt.remove_volume("v"), "remove volume v"),
@@ -490,8 +490,7 @@ def test_container_info_carries_the_inspect(api: FakeEngineAPI, runtime: EngineR
         (lambda rt: rt.create_network("n", labels={}), "create network n"),
         (lambda rt: rt.remove_network("n"), "remove network n"),
         (lambda rt: rt.read_file("c", "/etc/passwd"), "read /etc/passwd in c"),
-        (lambda rt: rt.start_with_input("c", b"x"), "start c"),
-        (lambda rt: rt.start_with_feed("c"), "start c"),
+        (lambda rt: rt.start_fed("c"), "start c"),
     ],
 )
 def test_every_refusal_maps_to_an_api_error(
@@ -517,11 +516,13 @@ def test_exec_demultiplexes_output_and_returns_the_exit_code(
     output: list[tuple[str, bytes]] = []
     code = runtime.exec(
         "c",
-        ["sh", "-c", "printf out; printf err >&2; exit 3"],
-        user="1000:1000",
-        environment={"A": "1"},
-        workdir="/workspace",
-        on_output=lambda stream, data: output.append((stream, data)),
+        ExecSpec(
+            ("sh", "-c", "printf out; printf err >&2; exit 3"),
+            user="1000:1000",
+            environment={"A": "1"},
+            workdir="/workspace",
+        ),
+        lambda stream, data: output.append((stream, data)),
     )
     # The engines' own recorded answer: "out" on stdout, "err" on stderr (in either order), exit code 3.
     assert code == 3
@@ -555,7 +556,7 @@ def test_exec_of_a_missing_program(api: FakeEngineAPI, runtime: EngineRuntime) -
         )
     )
     output: list[tuple[str, bytes]] = []
-    code = runtime.exec("c", ["nonexistent-program"], on_output=lambda s, d: output.append((s, d)))
+    code = runtime.exec("c", ExecSpec(("nonexistent-program",)), lambda s, d: output.append((s, d)))
     assert code in (126, 127)  # Docker says 126, Podman 127
     assert b"nonexistent-program" in b"".join(data for _, data in output)
 
@@ -566,7 +567,7 @@ def test_exec_reassembles_many_frames_in_order(api: FakeEngineAPI, runtime: Engi
     stream = frame(1, b"one ") + frame(2, b"warn") + frame(1, big) + frame(1, b"") + frame(1, b" two")
     api.exec_results.append(ExecResult(stream, 0))
     output: list[tuple[str, bytes]] = []
-    assert runtime.exec("c", ["x"], on_output=lambda s, d: output.append((s, d))) == 0
+    assert runtime.exec("c", ExecSpec(("x",)), lambda s, d: output.append((s, d))) == 0
     assert b"".join(d for s, d in output if s == "stdout") == b"one " + big + b" two"
     assert b"".join(d for s, d in output if s == "stderr") == b"warn"
 
@@ -574,14 +575,17 @@ def test_exec_reassembles_many_frames_in_order(api: FakeEngineAPI, runtime: Engi
 def test_exec_without_a_listener_still_waits_for_the_end(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     api.add_container("c", LABELS)
     api.exec_results.append(ExecResult(frame(1, b"ignored"), 0))
-    assert runtime.exec("c", ["true"]) == 0
+    assert runtime.exec("c", ExecSpec(("true",))) == 0
 
 
 def test_exec_with_input_feeds_stdin_then_eof(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     api.add_container("c", LABELS)
     api.exec_results.append(ExecResult(frame(1, b"stored\n") + frame(2, b"note\n"), 5))
-    code, output = runtime.exec_with_input("c", ["tee", "/run/secret"], b"value\n", user="0")
-    assert (code, output) == (5, b"stored\nnote\n")
+    chunks: list[bytes] = []
+    code = runtime.exec(
+        "c", ExecSpec(("tee", "/run/secret"), user="0", stdin=b"value\n"), lambda _s, d: chunks.append(d)
+    )
+    assert (code, b"".join(chunks)) == (5, b"stored\nnote\n")
     body = api.last("POST", "/containers/c/exec").json()
     assert (body["AttachStdin"], body["Tty"], body["User"]) == (True, False, "0")
     assert api.last("POST", "/exec/.*/start").stdin == b"value\n"
@@ -589,7 +593,12 @@ def test_exec_with_input_feeds_stdin_then_eof(api: FakeEngineAPI, runtime: Engin
 
 def test_exec_detached_does_not_wait(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     api.add_container("c", LABELS)
-    runtime.exec_detached("c", ["tmux", "new", "-d"], user="agent", environment={"TERM": "xterm"})
+    assert (
+        runtime.exec(
+            "c", ExecSpec(("tmux", "new", "-d"), user="agent", environment={"TERM": "xterm"}, detach=True)
+        )
+        == 0
+    )
     assert api.last("POST", "/exec/.*/start").json() == {"Tty": False, "Detach": True}
     body = api.last("POST", "/containers/c/exec").json()
     assert (body["Cmd"], body["User"], body["Env"]) == (["tmux", "new", "-d"], "agent", ["TERM=xterm"])
@@ -633,7 +642,7 @@ def test_exec_tty_connects_the_terminal(
         monkeypatch.setattr(sys, "stdout", _Fd(out_slave))
         monkeypatch.setenv("LINES", "33")
         monkeypatch.setenv("COLUMNS", "101")
-        code = runtime.exec_tty("c", ["bash", "-l"], user="agent", workdir="/workspace")
+        code = runtime.exec("c", ExecSpec(("bash", "-l"), user="agent", workdir="/workspace", tty=True))
         monkeypatch.undo()
         typist.join()
         assert code == 7
@@ -740,11 +749,11 @@ def _tar_with_only_a_directory() -> bytes:
     return buffer.getvalue()
 
 
-def test_start_with_input_hands_the_value_over_then_closes(
-    api: FakeEngineAPI, runtime: EngineRuntime
-) -> None:
+def test_a_fed_start_hands_the_value_over_then_closes(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     container_id = api.add_container("gateway", LABELS, status="created")
-    runtime.start_with_input("gateway", b"sk-secret-value\n")
+    feed = runtime.start_fed("gateway")
+    feed.send(b"sk-secret-value\n")
+    feed.close()
     assert api.hijacks_done.acquire(timeout=5), (
         "the attach was never closed: the container's stdin stays open"
     )
@@ -759,9 +768,9 @@ def test_start_with_input_hands_the_value_over_then_closes(
     )
 
 
-def test_start_with_feed_keeps_stdin_open(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+def test_a_fed_start_keeps_stdin_open(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     api.add_container("gateway", LABELS, status="created")
-    feed = runtime.start_with_feed("gateway")
+    feed = runtime.start_fed("gateway")
     feed.send(b"token-1\n")
     feed.send(b"token-2\n")
     assert not api.hijacks_done.acquire(timeout=0.05)  # still open between sends

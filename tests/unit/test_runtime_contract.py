@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from containai.errors import EngineAPIError, EngineUnavailable
-from containai.runtime.base import BuildEvent, ContainerRuntime, ContainerSpec
+from containai.runtime.base import BuildEvent, ContainerRuntime, ContainerSpec, ExecSpec
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.fake import FAKE_ENGINE, BuildCall, ExecCall, FakeRuntime, ImportCall
 from containai.runtime.select import EngineChoice
@@ -129,17 +129,19 @@ def test_fake_records_execs_and_answers_with_the_scripted_code() -> None:
     fake.add_image("img")
     fake.create_container(ContainerSpec(image="img", name="c", command=(), labels={}))
     with pytest.raises(EngineAPIError, match="not running"):  # as an engine: no exec in a stopped container
-        fake.exec("c", ["true"])
+        fake.exec("c", ExecSpec(("true",)))
     fake.start("c")
     fake.execs.clear()
-    assert fake.exec("c", ["git", "status"], user="agent", environment={"A": "1"}, workdir="/w") == 4
-    assert fake.exec_tty("c", ["bash"], user="agent") == 4
-    fake.exec_detached("c", ["tmux"], environment={"TERM": "xterm"})
-    assert fake.exec_with_input("c", ["tee", "/x"], b"secret", user="0") == (4, b"")
+    assert (
+        fake.exec("c", ExecSpec(("git", "status"), user="agent", environment={"A": "1"}, workdir="/w")) == 4
+    )
+    assert fake.exec("c", ExecSpec(("bash",), user="agent", tty=True)) == 4
+    assert fake.exec("c", ExecSpec(("tmux",), environment={"TERM": "xterm"}, detach=True)) == 0
+    assert fake.exec("c", ExecSpec(("tee", "/x"), user="0", stdin=b"secret")) == 4
     assert fake.execs == [
         ExecCall("c", ("git", "status"), "agent", {"A": "1"}, "/w"),
         ExecCall("c", ("bash",), "agent", {}, "", tty=True),
-        ExecCall("c", ("tmux",), "", {"TERM": "xterm"}),
+        ExecCall("c", ("tmux",), "", {"TERM": "xterm"}, detach=True),
         ExecCall("c", ("tee", "/x"), "0"),
     ]
     assert fake.inputs == [("c", b"secret")]
@@ -148,10 +150,9 @@ def test_fake_records_execs_and_answers_with_the_scripted_code() -> None:
 def test_fake_stdin_hand_over_and_feed() -> None:
     fake = FakeRuntime()
     fake.create_container(spec("gateway", SESSION))
-    fake.start_with_input("gateway", b"key\n")
-    assert fake.container("gateway") is not None
+    feed = fake.start_fed("gateway")
     assert fake.containers(SESSION)[0].running
-    feed = fake.start_with_feed("gateway")
+    feed.send(b"key\n")
     feed.send(b"token-1\n")
     feed.close()
     assert fake.inputs == [("gateway", b"key\n"), ("gateway", b"token-1\n")]

@@ -259,7 +259,7 @@ def _start_gateway(args: argparse.Namespace, runtime: EngineRuntime) -> tuple[Cl
     """Start the gateway with the login's current access token (refreshed here first if need be)."""
     login = ClaudeLogin(args.claude_login, token_url=args.token_url, check_seconds=args.login_check_seconds)
     tokens = login.current()
-    feed = runtime.start_with_feed(args.gateway)
+    feed = runtime.start_fed(args.gateway)
     feed.send(tokens.access.encode() + b"\n")
     log.info("gateway %s started with the host's Claude login", args.gateway)
     return login, feed, tokens.access

@@ -22,7 +22,7 @@ from containai.egress.squid import DEFAULT_PRIVATE_RANGES, AuditRecord, parse_au
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.inside import protocol
-from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
+from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, Mount
 
 SOCKET_DIR = protocol.EGRESS_DIR
 SOCKET = protocol.PROXY_SOCKET
@@ -174,7 +174,7 @@ def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str
             raise SessionError(
                 "the egress proxy exited at start", hint=f"its log: `docker logs {name}`; then `containai gc`"
             )
-        return runtime.exec(name, ["test", "-S", SOCKET], user=PROXY_USER) == 0
+        return runtime.exec(name, ExecSpec(("test", "-S", SOCKET), user=PROXY_USER)) == 0
 
     wait_ready(ready, 30, "the egress proxy")
 
@@ -186,11 +186,11 @@ def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
         f"TCP-LISTEN:{RELAY_PORT},bind=127.0.0.1,fork,reuseaddr",
         f"UNIX-CONNECT:{SOCKET}",
     ]
-    runtime.exec_detached(agent, relay, user=RELAY_USER)
+    runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
     # Listening is read from /proc, not probed with a connection: that would reach squid and leave an
     # empty transaction in the audit.
-    probe = ["grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
-    wait_ready(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the egress relay")
+    probe = ("grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
+    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the egress relay")
 
 
 def audit_text(runtime: ContainerRuntime, proxy: str) -> str:

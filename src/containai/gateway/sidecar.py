@@ -18,7 +18,7 @@ from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.inside import protocol
-from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
+from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, Mount
 from containai.secrets.value import Secret
 
 PORT = 8787
@@ -106,7 +106,11 @@ def start_gateway(
     runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
 ) -> None:
     create_gateway(runtime, spec, volume, labels)
-    runtime.start_with_input(spec.name, (credential.reveal() + "\n").encode())
+    feed = runtime.start_fed(spec.name)
+    try:
+        feed.send((credential.reveal() + "\n").encode())
+    finally:
+        feed.close()
 
     def ready() -> bool:
         info = runtime.container(spec.name)
@@ -114,13 +118,13 @@ def start_gateway(
             raise SessionError(
                 "the credential gateway exited at start", hint=f"its log: `docker logs {spec.name}`"
             )
-        return runtime.exec(spec.name, ["test", "-S", GATEWAY_SOCKET], user=USER) == 0
+        return runtime.exec(spec.name, ExecSpec(("test", "-S", GATEWAY_SOCKET), user=USER)) == 0
 
     wait_ready(ready, 20, "the credential gateway")
 
 
 def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     relay = ["socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
-    runtime.exec_detached(agent, relay, user=RELAY_USER)
-    probe = ["grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
-    wait_ready(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the gateway relay")
+    runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
+    probe = ("grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
+    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the gateway relay")

@@ -50,6 +50,27 @@ class BuildEvent:
     cached: bool = False
 
 
+OutputSink = Callable[[str, bytes], None]
+"""Receives a command's output as it comes: ("stdout" or "stderr", a chunk)."""
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """A command to run in a running container.
+
+    ``stdin``: bytes handed to it, then end of input (the one way to give an exec input). ``tty``: the
+    user's terminal is attached (interactive). ``detach``: started, left running, not waited for.
+    """
+
+    argv: tuple[str, ...]
+    user: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    stdin: bytes | None = None
+    tty: bool = False
+    detach: bool = False
+
+
 class StdinFeed(Protocol):
     """A container's standard input, held open by the host: what a gateway reads renewed credentials from."""
 
@@ -96,26 +117,9 @@ class ContainerRuntime(Protocol):
 
     def remove_container(self, ref: str) -> None: ...
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int: ...
-
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int: ...
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
+        """Run ``command`` in a running container; its exit code (0 when detached)."""
+        ...
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
@@ -133,19 +137,11 @@ class ContainerRuntime(Protocol):
         self, name: str, *, labels: Mapping[str, str], internal: bool = False
     ) -> NetworkInfo: ...
 
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None: ...
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]: ...
-
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None: ...
 
-    def start_with_input(self, ref: str, data: bytes) -> None: ...
-
-    def start_with_feed(self, ref: str) -> StdinFeed: ...
+    def start_fed(self, ref: str) -> StdinFeed:
+        """Start a container with its stdin held open for the caller (the one way to hand it a value)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -182,7 +178,7 @@ class ContainerSpec:
     nano_cpus: int = 2 * 10**9
     ulimits: tuple[tuple[str, int, int], ...] = (("nofile", 4096, 8192), ("core", 0, 0))
     log_max_size: str = "10m"
-    stdin_open: bool = False  # for start_with_input: a value handed over on stdin, never in the config
+    stdin_open: bool = False  # for start_fed: a value handed over on stdin, never in the config
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
 
 

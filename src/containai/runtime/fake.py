@@ -20,8 +20,10 @@ from containai.runtime.base import (
     ContainerRuntime,
     ContainerSpec,
     EngineInfo,
+    ExecSpec,
     ImageInfo,
     NetworkInfo,
+    OutputSink,
     VolumeInfo,
 )
 from containai.runtime.select import EngineChoice
@@ -65,6 +67,19 @@ class ExecCall:
     environment: Mapping[str, str] = field(default_factory=dict)
     workdir: str = ""
     tty: bool = False
+    detach: bool = False
+
+    @classmethod
+    def of(cls, ref: str, command: ExecSpec) -> ExecCall:
+        return cls(
+            ref,
+            command.argv,
+            command.user,
+            dict(command.environment),
+            command.workdir,
+            command.tty,
+            command.detach,
+        )
 
 
 def _image_id(*parts: object) -> str:
@@ -141,7 +156,7 @@ class FakeRuntime:
         self.networks_by_name: dict[str, NetworkInfo] = {}
         self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
         # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
-        self.inputs: list[tuple[str, bytes]] = []  # what start_with_input and exec_with_input handed over
+        self.inputs: list[tuple[str, bytes]] = []  # what a fed start or an exec with stdin handed over
         self.closed = False
 
     # Images and the engine.
@@ -282,34 +297,18 @@ class FakeRuntime:
             del self.containers_by_id[found.id]
             self.specs.pop(found.id, None)
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int:
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
         found = self._find(ref)
         if found is None or not found.running:
-            raise EngineAPIError(f"the engine refused to run {argv[0]} in {ref}: it is not running")
-        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
+            raise EngineAPIError(f"the engine refused to run {command.argv[0]} in {ref}: it is not running")
+        self.execs.append(ExecCall.of(ref, command))
+        if command.stdin is not None:
+            self.inputs.append((ref, command.stdin))
         self._maybe_fail("exec")
-        return self._answer(argv, on_output)
-
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int:
-        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir, tty=True))
-        return self.exec_exit_code
+        if command.tty:
+            return self.exec_exit_code
+        code = self._answer(command.argv, on_output)
+        return 0 if command.detach else code
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
@@ -343,26 +342,9 @@ class FakeRuntime:
         self.networks_by_name[name] = network
         return network
 
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None:
-        self.exec(ref, argv, user=user, environment=environment)
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]:
-        self.inputs.append((ref, data))
-        output: list[bytes] = []
-        code = self.exec(ref, argv, user=user, on_output=lambda _s, d: output.append(d))
-        return code, b"".join(output)
-
-    def start_with_feed(self, ref: str) -> _FakeFeed:
+    def start_fed(self, ref: str) -> _FakeFeed:
         self.start(ref)
         return _FakeFeed(ref, self.inputs)
-
-    def start_with_input(self, ref: str, data: bytes) -> None:
-        self.start(ref)
-        self.inputs.append((ref, data))
 
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
         return self.files.get((ref, path))

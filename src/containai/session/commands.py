@@ -24,7 +24,7 @@ from containai.egress import sidecar
 from containai.errors import EXIT_CONTAINAI, EXIT_WORK_KEPT, UsageError
 from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, resolve_mcp_servers
-from containai.runtime.base import ContainerRuntime
+from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
 from containai.session import manager
 from containai.session.manager import Reporter, SessionRequest
@@ -225,10 +225,7 @@ def launch_persistent(
     output: list[bytes] = []
     code = runtime.exec(
         plan.name,
-        tmux,
-        user=plan.user,
-        environment=manager.agent_environment(plan),
-        workdir=WORKSPACE,
+        ExecSpec(tuple(tmux), user=plan.user, environment=manager.agent_environment(plan), workdir=WORKSPACE),
         on_output=lambda _s, d: output.append(d),
     )
     if code != 0:
@@ -262,14 +259,15 @@ def connect(runtime: ContainerRuntime, name: str) -> int:
     if container is None or not container.running:
         raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
     user = container.user
-    alive = runtime.exec(name, ["tmux", "has-session", "-t", TMUX_SESSION], user=user)
+    alive = runtime.exec(name, ExecSpec(("tmux", "has-session", "-t", TMUX_SESSION), user=user))
     if alive != 0:
         raise UsageError(
             f"the agent in {name} has exited",
             hint=f"`remove-agent {name}` brings its work home and cleans up",
         )
     env = {"TERM": os.environ.get("TERM", "xterm-256color")}
-    return runtime.exec_tty(name, ["tmux", "attach-session", "-t", TMUX_SESSION], user=user, environment=env)
+    attach = ("tmux", "attach-session", "-t", TMUX_SESSION)
+    return runtime.exec(name, ExecSpec(attach, user=user, environment=env, tty=True))
 
 
 def rows_as_json(rows: Sequence[manager.SessionRow], now: datetime) -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
 from containai.inside import protocol
 from containai.mcp.config import McpServer
-from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount, NetworkInfo, VolumeInfo
+from containai.runtime.base import ContainerInfo, ContainerRuntime, ExecSpec, Mount, NetworkInfo, VolumeInfo
 from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.naming import SessionLabels, container_name, new_session_id
@@ -543,19 +543,17 @@ def agent_environment(plan: SessionPlan) -> dict[str, str]:
 
 
 def run_interactive(runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str]) -> int:
-    return runtime.exec_tty(
-        plan.name, argv, user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE
-    )
+    return runtime.exec(plan.name, agent_exec(plan, argv, tty=True))
 
 
 def run_streamed(
     runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str], on_output: Callable[[str, bytes], None]
 ) -> int:
-    return runtime.exec(
-        plan.name,
-        argv,
-        user=plan.user,
-        environment=agent_environment(plan),
-        workdir=WORKSPACE,
-        on_output=on_output,
+    return runtime.exec(plan.name, agent_exec(plan, argv), on_output)
+
+
+def agent_exec(plan: SessionPlan, argv: Sequence[str], *, tty: bool = False) -> ExecSpec:
+    """A command as the agent runs it: its user, its environment, in the workspace."""
+    return ExecSpec(
+        tuple(argv), user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE, tty=tty
     )

@@ -27,7 +27,7 @@ from containai.inside import protocol
 from containai.inside.protocol import STUB_UID
 from containai.mcp.config import McpServer
 from containai.mcp.render import render_mcp_files
-from containai.runtime.base import ContainerRuntime, Mount
+from containai.runtime.base import ContainerRuntime, ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PlanContext, SessionRecord
 from containai.text import last_line
 
@@ -122,30 +122,33 @@ def start_stub(
         "servers": {server.name: server.stub_spec() for server in mcp.servers},
     }
     document = json.dumps({"config": config, "caps": caps}).encode("utf-8")
-    code, output = runtime.exec_with_input(
-        container, [STUB, "install", "--state", STUB_STATE], document, user=STUB_USER
+    installed: list[bytes] = []
+    code = runtime.exec(
+        container,
+        ExecSpec((STUB, "install", "--state", STUB_STATE), user=STUB_USER, stdin=document),
+        on_output=lambda _stream, data: installed.append(data),
     )
     if code != 0:
         raise SessionError(
-            f"setting up the MCP stub failed: {last_line(output)}",
+            f"setting up the MCP stub failed: {last_line(b''.join(installed))}",
             hint="is the image older than this ContainAI? rebuild it with `containai images build`",
         )
     proxy = {k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
-    runtime.exec_detached(
-        container, [STUB, "serve", "--state", STUB_STATE], user=STUB_USER, environment=proxy
+    runtime.exec(
+        container,
+        ExecSpec((STUB, "serve", "--state", STUB_STATE), user=STUB_USER, environment=proxy, detach=True),
     )
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         # Asked as the agent: the front door must be reachable by the uid that will use it.
-        if runtime.exec(container, ["test", "-S", STUB_FRONT], user=agent_user) == 0:
+        if runtime.exec(container, ExecSpec(("test", "-S", STUB_FRONT), user=agent_user)) == 0:
             return
         time.sleep(0.1)
     # The stub's log is its own (0600): read its last line as the stub, for the reason it gave.
     said: list[bytes] = []
     runtime.exec(
         container,
-        ["tail", "-n", "1", STUB_LOG],
-        user=STUB_USER,
+        ExecSpec(("tail", "-n", "1", STUB_LOG), user=STUB_USER),
         on_output=lambda _stream, data: said.append(data),
     )
     reason = last_line(b"".join(said)).partition(protocol.STUB_NOT_SERVING)[2]

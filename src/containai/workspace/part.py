@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containai.errors import ContainAIError, SessionError
-from containai.runtime.base import Mount
+from containai.runtime.base import ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
 from containai.text import last_line, printable
@@ -76,9 +76,7 @@ class WorkspacePart(BasePart[WorkspacePlan]):
         output: list[bytes] = []
         code = ports.runtime.exec(
             session.name,
-            ["bash", "-c", session.setup_script],
-            user=session.user,
-            workdir=WORKSPACE,
+            ExecSpec(("bash", "-c", session.setup_script), user=session.user, workdir=WORKSPACE),
             on_output=lambda _stream, data: output.append(data),
         )
         if code != 0:
@@ -153,9 +151,7 @@ def unexported_work(ports: Ports, record: SessionRecord) -> Unexported:
         output: list[bytes] = []
         code = ports.runtime.exec(
             record.name,
-            argv,
-            user=user,
-            workdir=WORKSPACE,
+            ExecSpec(tuple(argv), user=user, workdir=WORKSPACE),
             on_output=lambda s, d: output.append(d) if s == "stdout" else None,
         )
         if code != 0:
@@ -186,14 +182,12 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
     script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
     code = runtime.exec(
         record.name,
-        ["bash", "-c", script],
-        user=user,
-        workdir=WORKSPACE,
+        ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE),
         on_output=lambda _s, data: output.append(data),
     )
     if code == 3 and not ports.host.is_ready(record.state_dir):
         return None
-    if code == 0 and runtime.exec(record.name, ["test", "-s", EXPORT_BUNDLE], user=user) != 0:
+    if code == 0 and runtime.exec(record.name, ExecSpec(("test", "-s", EXPORT_BUNDLE), user=user)) != 0:
         return None  # no new commits: the export wrote no bundle
     if code != 0:
         # The export's output is the agent's to shape: only its last line, made printable, is shown.
@@ -220,7 +214,7 @@ def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path
     code, size, expected, stat = 0, 0, b"", bytearray()
     for _ in range(3):
         stat.clear()
-        runtime.exec(container, ["stat", "-c", "%s", path], user=user, on_output=lambda _s, d: stat.extend(d))
+        runtime.exec(container, ExecSpec(("stat", "-c", "%s", path), user=user), lambda _s, d: stat.extend(d))
         expected = bytes(stat).strip()
         if not expected.isdigit():
             continue
@@ -234,7 +228,7 @@ def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path
                     if size <= MAX_BUNDLE_BYTES:
                         handle.write(data)
 
-            code = runtime.exec(container, ["cat", path], user=user, on_output=save)
+            code = runtime.exec(container, ExecSpec(("cat", path), user=user), save)
         if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
             return
         if code != 0 or size > MAX_BUNDLE_BYTES:
