@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from containai.images.bootstrap import BOOTSTRAP_TAG
-from containai.runtime.base import BuildEvent, ExecSpec
+from containai.runtime.base import BuildEvent, BuildSpec, ExecSpec
 from containai.runtime.engine import EngineRuntime
 
 from .conftest import LABELS, RUN_ID, Engine, containai
@@ -95,13 +95,7 @@ def test_build_streams_progress_and_reuses_the_cache(
 
     def build() -> list[BuildEvent]:
         events: list[BuildEvent] = []
-        runtime.build(
-            context=tmp_path,
-            tag=tag,
-            buildargs={},
-            labels={"ai.containai.part": "test"},
-            on_event=events.append,
-        )
+        runtime.build(BuildSpec(tmp_path, tag, {}, {"ai.containai.part": "test"}), events.append)
         return events
 
     first = build()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from containai.errors import EngineAPIError, EngineError
-from containai.runtime.base import BuildEvent, ContainerRuntime, ContainerSpec, ExecSpec, Mount
+from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.fake import FakeRuntime
 from containai.runtime.select import EngineChoice, EngineKind
@@ -100,7 +100,7 @@ def test_info_and_images(rt: ContainerRuntime, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nLABEL contract=yes\n")
     tag = f"containai-contract-built:{uuid.uuid4().hex[:8]}"
     events: list[BuildEvent] = []
-    built = rt.build(context=tmp_path, tag=tag, buildargs={}, labels=dict(LABELS), on_event=events.append)
+    built = rt.build(BuildSpec(tmp_path, tag, {}, dict(LABELS)), events.append)
     try:
         assert any(event.step for event in events)
         assert built.labels.get("ai.containai.test") == LABELS["ai.containai.test"]

@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
-from containai.runtime.base import BuildEvent, ContainerSpec, ExecSpec, Mount
+from containai.runtime.base import BuildEvent, BuildSpec, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import PODMAN_EXEC_GATE, EngineRuntime, parse_engine_info, translate
 from containai.runtime.select import EngineChoice
 
@@ -191,11 +191,8 @@ def test_build_streams_events_and_returns_the_image(
     (tmp_path / "Dockerfile").write_text("FROM containai-debian:bookworm\nRUN echo built\n")
     events: list[BuildEvent] = []
     built = runtime.build(
-        context=tmp_path,
-        tag="containai-base:dev",
-        buildargs={"CHANNEL": "dev"},
-        labels={"ai.containai.part": "base"},
-        on_event=events.append,
+        BuildSpec(tmp_path, "containai-base:dev", {"CHANNEL": "dev"}, {"ai.containai.part": "base"}),
+        events.append,
     )
     assert built.tags == ("containai-base:dev",)
     assert built.labels == {"ai.containai.part": "base"}
@@ -218,7 +215,7 @@ def test_build_marks_cached_steps(api: FakeEngineAPI, runtime: EngineRuntime, tm
     api.answer("POST", "/build", Reply(200, lines=lines))
     api.add_image("t:dev")
     events: list[BuildEvent] = []
-    runtime.build(context=tmp_path, tag="t:dev", buildargs={}, labels={}, on_event=events.append)
+    runtime.build(BuildSpec(tmp_path, "t:dev", {}, {}), events.append)
     assert events == [
         BuildEvent("Step 1/2 : FROM scratch", step=True),
         BuildEvent(" ---> Using cache", cached=True),
@@ -232,7 +229,7 @@ def test_build_failure_carries_the_engines_message(
     api.answer("POST", "/build", Reply(200, lines=api.fixtures["build_failure"]["lines"]))
     events: list[BuildEvent] = []
     with pytest.raises(BuildError) as caught:
-        runtime.build(context=tmp_path, tag="t:dev", buildargs={}, labels={}, on_event=events.append)
+        runtime.build(BuildSpec(tmp_path, "t:dev", {}, {}), events.append)
     assert caught.value.part == "t:dev"
     assert "exit 3" in caught.value.detail
     assert caught.value.detail == caught.value.detail.strip()
@@ -246,14 +243,14 @@ def test_build_whose_image_is_missing_afterwards(
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     api.answer("GET", "/images/.*/json", api.fixture("image_missing"))
     with pytest.raises(BuildError, match="the image is not there"):
-        runtime.build(context=tmp_path, tag="t:dev", buildargs={}, labels={}, on_event=lambda e: None)
+        runtime.build(BuildSpec(tmp_path, "t:dev", {}, {}), lambda e: None)
 
 
 def test_build_refused_before_streaming(api: FakeEngineAPI, runtime: EngineRuntime, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text("FROM scratch\n")
     api.answer("POST", "/build", Reply(500, {"message": "no space left on device"}))
     with pytest.raises(EngineAPIError, match="build t:dev: no space left on device"):
-        runtime.build(context=tmp_path, tag="t:dev", buildargs={}, labels={}, on_event=lambda e: None)
+        runtime.build(BuildSpec(tmp_path, "t:dev", {}, {}), lambda e: None)
 
 
 def test_import_rootfs_tags_and_labels_the_image(

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from containai.errors import EngineAPIError, EngineUnavailable
-from containai.runtime.base import BuildEvent, ContainerRuntime, ContainerSpec, ExecSpec
+from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ContainerSpec, ExecSpec
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.fake import FAKE_ENGINE, BuildCall, ExecCall, FakeRuntime, ImportCall
 from containai.runtime.select import EngineChoice
@@ -189,9 +189,9 @@ def test_fake_images_pull_build_and_import(tmp_path: Path) -> None:
     (tmp_path / "run.sh").write_text("#!/bin/sh\n")
     (tmp_path / "run.sh").chmod(0o755)
     events: list[BuildEvent] = []
-    fake.build(context=tmp_path, tag="t:dev", buildargs={"A": "1"}, labels={"l": "1"}, on_event=events.append)
+    fake.build(BuildSpec(tmp_path, "t:dev", {"A": "1"}, {"l": "1"}), events.append)
     assert not any(e.cached for e in events)
-    fake.build(context=tmp_path, tag="t:dev", buildargs={"A": "1"}, labels={"l": "1"}, on_event=events.append)
+    fake.build(BuildSpec(tmp_path, "t:dev", {"A": "1"}, {"l": "1"}), events.append)
     assert events[-1].cached  # same labels again: the layer cache answers
     assert fake.builds[0] == BuildCall(
         "t:dev",

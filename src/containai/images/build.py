@@ -37,7 +37,7 @@ from containai.images.catalog import (
     load_pins,
 )
 from containai.inside import protocol
-from containai.runtime.base import BuildEvent, ContainerRuntime, ImageInfo
+from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ImageInfo
 
 SLIM_IMAGE = "debian:bookworm-slim"
 HASH_LABEL = f"{LABEL_PREFIX}.build-hash"
@@ -305,9 +305,7 @@ def run_build(
                 target.write_bytes(data)
                 if data.startswith(b"#!"):
                     target.chmod(0o755)
-            image = runtime.build(
-                context=context, tag=step.tag, buildargs=step.buildargs, labels=step.labels, on_event=tracker
-            )
+            image = runtime.build(BuildSpec(context, step.tag, step.buildargs, step.labels), tracker)
         reporter.part_done(step, image, cached=tracker.cached, seconds=time.monotonic() - started)
         built.append((step, image))
     return built

@@ -50,6 +50,14 @@ class BuildEvent:
     cached: bool = False
 
 
+@dataclass(frozen=True)
+class BuildSpec:
+    context: Path
+    tag: str
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
 OutputSink = Callable[[str, bytes], None]
 """Receives a command's output as it comes: ("stdout" or "stderr", a chunk)."""
 
@@ -88,15 +96,9 @@ class ContainerRuntime(Protocol):
 
     def pull(self, ref: str) -> ImageInfo: ...
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo: ...
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        """Build ``spec.context`` into ``spec.tag``; each step's progress goes to ``on_event``."""
+        ...
 
     def import_rootfs(
         self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()

@@ -22,6 +22,7 @@ from docker.utils.socket import frames_iter
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
 from containai.runtime.base import (
     BuildEvent,
+    BuildSpec,
     ContainerInfo,
     ContainerSpec,
     EngineInfo,
@@ -626,15 +627,8 @@ class EngineRuntime(_EngineContainers):
         except Exception as exc:
             raise translate(exc, self.choice, f"pull {ref}") from exc
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo:
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        context, tag, buildargs, labels = spec.context, spec.tag, spec.buildargs, spec.labels
         try:
             stream = self.client.api.build(
                 path=str(context),

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 from containai.errors import EngineAPIError, EngineUnavailable
 from containai.runtime.base import (
     BuildEvent,
+    BuildSpec,
     ContainerInfo,
     ContainerRuntime,
     ContainerSpec,
@@ -185,15 +186,8 @@ class FakeRuntime:
             raise EngineAPIError(f"the engine refused to pull {ref}: no registry is reachable")
         return self.add_image(ref)
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo:
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        context, tag, buildargs, labels = spec.context, spec.tag, spec.buildargs, spec.labels
         paths = {path.relative_to(context).as_posix(): path for path in context.rglob("*") if path.is_file()}
         files = {name: paths[name].read_bytes() for name in sorted(paths)}
         executables = frozenset(name for name, path in paths.items() if path.stat().st_mode & 0o111)
