@@ -152,7 +152,7 @@ def env(engine: Engine, tmp_path: Path) -> Iterator[dict[str, str]]:
 def remove_test_sessions(environment: dict[str, str]) -> None:
     """This test run's sessions only: never a developer's own on the same engine."""
     subprocess.run(
-        [str(BIN / "remove-agent"), "--all", "--no-push", "--label", SESSION_SCOPE],
+        [str(BIN / "remove-agent"), "--all", "--no-push", "--yes", "--label", SESSION_SCOPE],
         env=environment,
         capture_output=True,
         check=False,

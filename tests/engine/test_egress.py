@@ -281,7 +281,7 @@ def test_killing_the_proxy_leaves_the_agent_with_no_way_out(
     )
     assert direct.exit_code != 0
     assert len(fake_internet.http_requests("allowed")) == 1
-    removed = launcher(lab_env, "remove-agent", agent.name, "--no-push")
+    removed = launcher(lab_env, "remove-agent", agent.name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert "stopped during the session" in removed.stderr
 

@@ -316,7 +316,7 @@ def test_hostile_history_is_refused_and_the_work_is_kept(
     assert summary["kept"] is True
     assert git(repo, "rev-parse", "shell/session-1") == git(repo, "rev-parse", "main")
     assert session_resources(engine.client, summary["session_id"]) != []
-    removed = launcher(env, "remove-agent", summary["session"], "--no-push")
+    removed = launcher(env, "remove-agent", summary["session"], "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert session_resources(engine.client, summary["session_id"]) == []
 
@@ -480,7 +480,7 @@ def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, en
     output = probe.output.decode()
     assert "Read-only file system" in output and "status=1" in output
     assert "exec=126" in output  # /tmp is noexec
-    removed = launcher(env, "remove-agent", container.name, "--no-push")
+    removed = launcher(env, "remove-agent", container.name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert session_resources(engine.client, session) == []
 
@@ -508,7 +508,7 @@ def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Pat
         user="1000:1000",
     )
     assert probe.output.decode().split() == ["SERVER-OK", "HOME-NOEXEC"], probe.output
-    assert launcher(env, "remove-agent", name, "--no-push").returncode == 0
+    assert launcher(env, "remove-agent", name, "--no-push", "--yes").returncode == 0
 
 
 def test_extra_docker_args_cannot_weaken_a_session(env: dict[str, str], tmp_path: Path) -> None:
@@ -561,7 +561,7 @@ def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None
     assert result.returncode == EXIT_WORK_KEPT
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["kept"] is True and "big.bin" in summary["kept_reason"]
-    assert launcher(limited, "remove-agent", summary["session"], "--no-push").returncode == 0
+    assert launcher(limited, "remove-agent", summary["session"], "--no-push", "--yes").returncode == 0
     allowed = prompt(env, repo, big)
     assert allowed.returncode == 0, allowed.stderr
 
@@ -632,7 +632,7 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
 
         listed = json.loads(launcher(env, "list-agents", "--json").stdout)["sessions"]
         assert [s["name"] for s in listed] == [ours.stdout.strip()]
-        removed = launcher(env, "remove-agent", "--all", "--no-push", "--label", SESSION_SCOPE)
+        removed = launcher(env, "remove-agent", "--all", "--no-push", "--yes", "--label", SESSION_SCOPE)
         assert removed.returncode == 0, removed.stderr
         assert containai(env, "gc", "--label", SESSION_SCOPE).returncode == 0
         with pytest.raises(Exception, match=r"No such container|Not Found"):
@@ -651,3 +651,63 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
         done = launcher(foreign_env, "remove-agent", foreign)
         assert done.returncode == 0, done.stderr
     assert git(repo, "show", "shell/session-2:theirs.txt") == "theirs\n"
+
+
+def test_no_push_lists_what_it_would_discard_and_asks(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    repo = make_repo(tmp_path)
+    launched = launcher(
+        env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--network-proxy", "restricted"
+    )
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    container = engine.client.containers.get(name)
+    work = "echo kept > kept.txt && git add kept.txt && git commit -qm 'agent: precious' && echo draft > draft.txt"
+    assert (
+        container.exec_run(
+            ["bash", "-c", work], user=container.attrs["Config"]["User"], workdir="/workspace"
+        ).exit_code
+        == 0
+    )
+
+    # Without a terminal and without --yes: refused, with what would be lost; nothing is removed.
+    refused = launcher(env, "remove-agent", name, "--no-push")
+    assert refused.returncode == 125, refused.stderr
+    assert "agent: precious" in refused.stderr and "draft.txt" in refused.stderr and "--yes" in refused.stderr
+    assert engine.client.containers.get(name).status == "running"
+
+    # At a terminal: asked; "n" keeps it, "y" discards it.
+    socket = f"containai-test-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    try:
+        for answer, kept in (("n", True), ("y", False)):
+            subprocess.run(
+                [*tmux, "new-session", "-d", "-x", "150", "-y", "40", "-s", "rm",
+                 f"{BIN}/remove-agent {name} --no-push; echo EXIT=$?; sleep 30"],
+                env={**env, "TERM": "xterm"}, check=True,
+            )  # fmt: skip
+            screen = ""
+            for _ in range(300):
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "rm"], capture_output=True, text=True
+                ).stdout
+                if "Discard it and remove" in screen:
+                    break
+                time.sleep(0.1)
+            assert "agent: precious" in screen and "draft.txt" in screen, screen
+            subprocess.run([*tmux, "send-keys", "-t", "rm", answer, "Enter"], check=True)
+            for _ in range(300):
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "rm"], capture_output=True, text=True
+                ).stdout
+                if "EXIT=" in screen:
+                    break
+                time.sleep(0.1)
+            assert ("EXIT=75" if kept else "EXIT=0") in screen, screen
+            subprocess.run([*tmux, "kill-session", "-t", "rm"], capture_output=True, check=False)
+            present = [c.name for c in engine.client.containers.list(all=True, filters={"name": f"^{name}$"})]
+            assert present == ([name] if kept else []), screen
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    assert git(repo, "branch", "--list", "shell/*").strip() == ""  # discarded, as asked

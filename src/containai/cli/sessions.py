@@ -23,6 +23,7 @@ from containai.errors import EXIT_WORK_KEPT, UsageError
 if TYPE_CHECKING:
     from containai.agents.definition import AgentDef
     from containai.gateway.login import ClaudeLogin
+    from containai.runtime.base import ContainerRuntime
     from containai.secrets.value import Secret
     from containai.session.manager import Reporter, SessionRequest
 
@@ -276,6 +277,7 @@ def list_(app: AppContext, as_json: bool, labels: tuple[str, ...]) -> None:
     "--all", "remove_all", is_flag=True, help="Remove every session (with --label: every one with it)."
 )
 @click.option("--no-push", is_flag=True, help="Discard the session's work instead of bringing it back.")
+@click.option("-y", "--yes", is_flag=True, help="With --no-push: discard without asking.")
 @click.option(
     "--keep-branch", is_flag=True, help="Keep the session's branch on the host even if it is empty."
 )
@@ -286,12 +288,15 @@ def remove(
     name: str | None,
     remove_all: bool,
     no_push: bool,
+    yes: bool,
     keep_branch: bool,
     labels: tuple[str, ...],
 ) -> int:
     """Bring a session's work back to the host, then remove it and everything it created.
 
-    Exits 75 when a session is kept because its work could not be brought home.
+    With --no-push, work not yet brought home (commits, changed files) is listed and you are asked
+    first; without a terminal, --yes is needed. Exits 75 when a session is kept because its work
+    could not be brought home.
     """
     if remove_all == bool(name):
         raise UsageError("name one session, or pass --all", hint="see `list-agents`")
@@ -305,6 +310,9 @@ def remove(
     names = [row.name for row in manager.list_sessions(runtime, scope)] if remove_all else [name or ""]
     status = 0
     for each in names:
+        if no_push and not yes and not _discard_confirmed(app, runtime, each):
+            status = EXIT_WORK_KEPT
+            continue
         result = manager.finish(
             runtime,
             each,
@@ -317,6 +325,29 @@ def remove(
         if result.kept:
             status = EXIT_WORK_KEPT
     return status
+
+
+def _discard_confirmed(app: AppContext, runtime: ContainerRuntime, name: str) -> bool:
+    """Whether ``name``'s unexported work may go: none there, or the user said yes at the terminal."""
+    from containai.session import manager
+    from containai.workspace.part import unexported_work
+
+    steps = manager.local(runtime, app.paths.sessions_dir)
+    work = unexported_work(steps.ports, steps.record(name))
+    if not work:
+        return True
+    shown = [f"  commit {c}" for c in work.commits] + [f"  changed {f}" for f in work.changed]
+    more = "" if len(shown) <= 20 else f"\n  … and {len(shown) - 20} more"
+    click.echo(f"{name} has work that --no-push would discard:\n" + "\n".join(shown[:20]) + more, err=True)
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise UsageError(
+            f"not discarding the work in {name}: {len(work.commits)} commit(s), {len(work.changed)} changed file(s)",
+            hint=f"bring it home with `remove-agent {name}`, or pass --yes to discard it",
+        )
+    if click.confirm(f"Discard it and remove {name}?", default=False, err=True):
+        return True
+    click.echo(f"{name} is kept", err=True)
+    return False
 
 
 SESSION_COMMANDS: dict[str, click.Command] = {
