@@ -22,6 +22,7 @@ import docker.errors
 import pytest
 
 from .conftest import CHANNEL, Engine, remove_test_sessions
+from .fakenet import ULIMITS
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
@@ -239,6 +240,7 @@ def test_host_services_on_gateways_are_out_of_reach(
             remove=True,
             labels={"ai.containai.test": "gateway-control"},
             network_mode="bridge",
+            ulimits=ULIMITS,
         )
         assert control is not None
         reached_by_control = len(accepted)
