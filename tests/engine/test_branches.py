@@ -60,6 +60,10 @@ def test_branch_option_at_session_end(
     scenario: str,
     owner: int | None,
 ) -> None:
+    if engine.kind == "podman" and scenario != "commits":
+        # CI time: the scenarios differ on the host's side only; what touches the engine (launch,
+        # work in the container, export from an overlay or a clone) each option meets in "commits".
+        pytest.skip("on Podman, one scenario per option and workspace")
     if owner is not None and option.users and scenario == "host-moved-on":
         pytest.xfail(
             "known: the overlay's lower layer is the live repository, so the user's new commit shows "

@@ -24,6 +24,7 @@ import pytest
 from containai.config import Hooks
 
 from .conftest import CHANNEL, Engine, remove_test_sessions
+from .fakenet import ULIMITS
 from .lab_cli import install_lab_programs, lab_of
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
@@ -243,6 +244,7 @@ def test_host_services_on_gateways_are_out_of_reach(
             remove=True,
             labels={"ai.containai.test": "gateway-control"},
             network_mode="bridge",
+            ulimits=ULIMITS,
         )
         assert control is not None
         reached_by_control = len(accepted)

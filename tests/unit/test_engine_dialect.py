@@ -136,3 +136,11 @@ def test_label_scopes_hold_every_label_as_docker_does() -> None:
     assert not has_labels(have, {"ai.containai.session": "", "containai-test.run": "r2"})
     assert not has_labels(have, {"other": ""})
     assert has_labels(have, {})
+
+
+def test_podman_containers_get_no_ipv6_as_dockers_do() -> None:
+    assert create_request(SPEC, "podman").kwargs["sysctls"] == {
+        "net.ipv6.conf.all.disable_ipv6": "1",
+        "net.ipv6.conf.default.disable_ipv6": "1",
+    }
+    assert "sysctls" not in create_request(SPEC, "docker").kwargs

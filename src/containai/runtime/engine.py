@@ -174,6 +174,7 @@ PODMAN_READ_ONLY_TMPFS = {
     "/var/tmp": "ro,noexec,nosuid,nodev,size=1m",  # noqa: S108  # paths in the container, closed
 }
 _PAGE = 4096  # tmpfs's nr_blocks counts pages
+PODMAN_NO_IPV6 = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
 # Podman's exec can lose all the output of a command that ends before the client has attached
 # (measured: about 1 in 150 short cats on 4.3). Through this gate the command starts only once the
 # client, attached, sends a newline on its stdin (then EOF, as Docker gives an exec without stdin).
@@ -271,6 +272,8 @@ def create_request(spec: ContainerSpec, kind: EngineKind = "docker") -> CreateRe
     kwargs["ulimits"] = [docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in _podman_ulimits(spec)]
     if volumes:
         kwargs["volumes"] = {v.name: {"bind": v.target, "mode": v.mode} for v in volumes}
+    # No IPv6 in the container, not even on lo: what Docker gives a container on a network without it.
+    kwargs["sysctls"] = dict.fromkeys(PODMAN_NO_IPV6, "1")
     return CreateRequest(kwargs, volumes)
 
 
