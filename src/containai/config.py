@@ -30,6 +30,7 @@ T = TypeVar("T")
 # -- the defaults: one set, here ------------------------------------------------------------------
 DEFAULT_CHANNEL = "dev"  # `containai` itself; a launcher's channel comes from its name
 DEFAULT_MEMORY = "8g"  # swap included
+DEFAULT_MEMORY_BYTES = 8 * 2**30  # the same, for specs built without settings (a test checks they agree)
 DEFAULT_MAX_CPUS = 4  # a session gets the host's CPUs, up to this many
 DEFAULT_PIDS = 1024
 DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org"

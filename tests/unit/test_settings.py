@@ -204,3 +204,13 @@ def test_the_session_broker_errors_go_through_the_boundary() -> None:
     assert result.returncode == 125
     assert result.stderr.startswith("error: the following arguments are required")
     assert "hint: see `containai-session-broker --help`" in result.stderr
+
+
+def test_the_memory_default_is_one_value_in_two_forms() -> None:
+    from containai.config import DEFAULT_MEMORY, DEFAULT_MEMORY_BYTES
+    from containai.runtime.base import ContainerSpec
+    from containai.session.plan import parse_memory
+
+    assert parse_memory(DEFAULT_MEMORY) == DEFAULT_MEMORY_BYTES
+    spec = ContainerSpec(image="i", name="n", command=(), labels={})
+    assert (spec.memory_bytes, spec.pids_limit) == (DEFAULT_MEMORY_BYTES, 1024)

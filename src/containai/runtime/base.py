@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS
 from containai.runtime.select import EngineChoice, EngineKind
 
 
@@ -175,9 +176,10 @@ class ContainerSpec:
     cap_add: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ("no-new-privileges:true",)
     network_mode: str = "none"
-    pids_limit: int = 512
-    memory_bytes: int = 8 * 2**30
-    nano_cpus: int = 2 * 10**9
+    # What a spec that sets no limits of its own gets: the same defaults as a session (containai.config).
+    pids_limit: int = DEFAULT_PIDS
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    nano_cpus: int = DEFAULT_MAX_CPUS * 10**9
     ulimits: tuple[tuple[str, int, int], ...] = (("nofile", 4096, 8192), ("core", 0, 0))
     log_max_size: str = "10m"
     stdin_open: bool = False  # for start_fed: a value handed over on stdin, never in the config
