@@ -167,9 +167,8 @@ def test_picking_a_session(runtime: FakeRuntime, repo: Path, paths: Paths) -> No
     with pytest.raises(UsageError, match="2 sessions are running"):
         commands.pick_session(runtime, None)
     rows = manager.list_sessions(runtime)
-    listed = commands.rows_as_json(rows, commands.now_utc())
-    assert {r["branch"] for r in listed} == {"shell/session-1", "shell/session-2"}
-    assert all(r["age"].endswith("s") or r["age"] == "?" for r in listed)
+    assert {r.branch for r in rows} == {"shell/session-1", "shell/session-2"}
+    assert all(r.age(commands.now_utc()).endswith("s") for r in rows)
 
 
 def test_connect_checks_the_session_and_its_agent(runtime: FakeRuntime, repo: Path, paths: Paths) -> None:

@@ -6,18 +6,15 @@ and renders.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from containai.config import Paths
 from containai.egress import sidecar
@@ -270,16 +267,8 @@ def connect(runtime: ContainerRuntime, name: str) -> int:
     return runtime.exec(name, ExecSpec(attach, user=user, environment=env, tty=True))
 
 
-def rows_as_json(rows: Sequence[manager.SessionRow], now: datetime) -> list[dict[str, Any]]:
-    return [{**asdict(row), "age": row.age(now)} for row in rows]
-
-
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path) -> str:

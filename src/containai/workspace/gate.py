@@ -24,7 +24,7 @@ import shlex
 import stat
 import subprocess
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,20 +48,6 @@ class GatePolicy:
     max_blob_bytes: int = 50 * 2**20
     # Caps the input to index-pack too, so a bundle cannot fill the quarantine's disk unchecked.
     max_bundle_bytes: int = 2**30
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> GatePolicy:
-        """``CONTAINAI_GATE_MAX_BLOB`` (bytes, or with k/m/g) raises or lowers the blob limit."""
-        text = environ.get("CONTAINAI_GATE_MAX_BLOB", "").strip().lower()
-        if not text:
-            return cls()
-        match = re.fullmatch(r"(\d+)([kmg]?)b?", text)
-        if not match:
-            raise UsageError(
-                f"CONTAINAI_GATE_MAX_BLOB={text!r} is not a size", hint="use bytes or a size like 100m"
-            )
-        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
-        return cls(max_blob_bytes=int(match.group(1)) * scale)
 
 
 @dataclass(frozen=True)
