@@ -3,6 +3,11 @@
 Everything a test creates carries the label ``ai.containai.test=<run id>``; the session finalizer
 removes every container, network and volume with that label, on Docker and on Podman.
 In CI (CI=true) a missing engine fails the run instead of skipping.
+
+A test that asks for ``engine`` (or ``env``, or ``fake_internet``, which use it) runs once on each
+engine, from one body: ``engine.client`` is a Docker-SDK client on that engine's socket, and
+``engine.env`` runs the CLI with that engine chosen (CONTAINAI_RUNTIME). The images are built on each
+engine once per run (Podman has its own image store).
 """
 
 from __future__ import annotations
@@ -13,7 +18,8 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +27,9 @@ import docker
 import pytest
 
 from containai.runtime.engine import EngineRuntime
-from containai.runtime.select import EngineChoice
+from containai.runtime.select import EngineChoice, EngineKind
+
+from .fakenet import ULIMITS
 
 RUN_ID = uuid.uuid4().hex[:12]
 TEST_LABEL = "ai.containai.test"
@@ -43,6 +51,7 @@ def user_repos() -> Iterator[Path]:
 
 DOCKER_SOCK = Path("/var/run/docker.sock")
 PODMAN_SOCK = Path("/run/podman/podman.sock")
+SOCKETS: dict[EngineKind, Path] = {"docker": DOCKER_SOCK, "podman": PODMAN_SOCK}
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 REPO = Path(__file__).resolve().parents[2]
 CHANNEL = "dev"
@@ -126,10 +135,11 @@ def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
 
 
 @pytest.fixture()
-def env(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
+def env(engine: Engine, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The CLI's environment for one test on ``engine``: its own HOME, CONTAINAI_HOME and git config."""
     home = tmp_path / "home"
     home.mkdir()
-    environment = {**cli_env, "HOME": str(home), "CONTAINAI_HOME": str(tmp_path / "containai")}
+    environment = {**engine.env, "HOME": str(home), "CONTAINAI_HOME": str(tmp_path / "containai")}
     environment["PATH"] = f"{BIN}:{environment.get('PATH', '')}"
     # A global git config of the test's own for safe.directory entries; the user's is never touched.
     environment["GIT_CONFIG_GLOBAL"] = str(tmp_path / "gitconfig")
@@ -142,7 +152,7 @@ def env(cli_env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
 def remove_test_sessions(environment: dict[str, str]) -> None:
     """This test run's sessions only: never a developer's own on the same engine."""
     subprocess.run(
-        [str(BIN / "remove-agent"), "--all", "--no-push", "--label", SESSION_SCOPE],
+        [str(BIN / "remove-agent"), "--all", "--no-push", "--yes", "--label", SESSION_SCOPE],
         env=environment,
         capture_output=True,
         check=False,
@@ -159,10 +169,60 @@ def containai(*args: str, env: dict[str, str], check: bool = True) -> subprocess
     return result
 
 
+def _build_images(kind: EngineKind, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """All images for the dev channel on one engine, built (or found unchanged in its cache)."""
+    env = {**cli_env, "CONTAINAI_RUNTIME": kind}
+    return containai("images", "build", "--agents", "all", "--channel", CHANNEL, env=env)
+
+
 @pytest.fixture(scope="session")
-def built_images(docker_client: Any, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """All images for the dev channel, built (or found unchanged in the layer cache) once per run."""
-    return containai("images", "build", "--agents", "all", "--channel", CHANNEL, env=cli_env)
+def docker_images(docker_client: Any, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _build_images("docker", cli_env)
+
+
+@pytest.fixture(scope="session")
+def podman_images(podman_client: Any, cli_env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return _build_images("podman", cli_env)
+
+
+@pytest.fixture(scope="session")
+def built_images(docker_images: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    """The Docker images, for the tests that run on Docker only (images, squid.conf, doctor)."""
+    return docker_images
+
+
+@dataclass(frozen=True)
+class Engine:
+    """One engine under test: which, an SDK client on its socket, and the CLI environment choosing it."""
+
+    kind: EngineKind
+    client: Any
+    env: Mapping[str, str]
+
+    @property
+    def sock(self) -> Path:
+        return SOCKETS[self.kind]
+
+    def runtime(self) -> EngineRuntime:
+        """ContainAI's own runtime on this engine (close it after use)."""
+        return EngineRuntime(EngineChoice(f"unix://{self.sock}", self.kind, "test fixture"))
+
+
+@pytest.fixture(params=["docker", "podman"])
+def engine(request: pytest.FixtureRequest, cli_env: dict[str, str]) -> Engine:
+    """Each engine in turn, with this run's images built on it."""
+    kind: EngineKind = request.param
+    client = request.getfixturevalue(f"{kind}_client")
+    request.getfixturevalue(f"{kind}_images")
+    return Engine(kind, client, {**cli_env, "CONTAINAI_RUNTIME": kind})
+
+
+@pytest.fixture()
+def runtime(engine: Engine) -> Iterator[EngineRuntime]:
+    """ContainAI's runtime on ``engine``."""
+    made = engine.runtime()
+    yield made
+    made.close()
 
 
 @pytest.fixture()
@@ -181,6 +241,7 @@ def podman_runtime(podman_client: Any) -> Iterator[EngineRuntime]:
 
 def run(client: Any, image: str, command: list[str] | str, **kwargs: Any) -> tuple[int, str]:
     """Run a labelled container to completion; return its exit code and output, then remove it."""
+    kwargs.setdefault("ulimits", ULIMITS)
     container = client.containers.run(image, command, detach=True, labels=LABELS, **kwargs)
     try:
         status = container.wait(timeout=300)
@@ -191,9 +252,9 @@ def run(client: Any, image: str, command: list[str] | str, **kwargs: Any) -> tup
 
 
 @pytest.fixture()
-def fake_internet(docker_client: Any, built_images: Any) -> Iterator[Any]:
+def fake_internet(engine: Engine) -> Iterator[Any]:
     """A fresh "internet" of local canaries on an --internal 198.18.<k>.0/24 network (see fakenet.py)."""
     from .fakenet import FakeInternet
 
-    with FakeInternet(docker_client, image=f"containai-base:{CHANNEL}", labels=LABELS, run_id=RUN_ID) as net:
+    with FakeInternet(engine.client, image=f"containai-base:{CHANNEL}", labels=LABELS, run_id=RUN_ID) as net:
         yield net

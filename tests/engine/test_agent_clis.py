@@ -22,7 +22,7 @@ from .conftest import CHANNEL
 from .test_egress import egress_log, lab_env, session_name  # noqa: F401  # lab_env: a fixture
 from .test_sessions import containai, make_repo
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 MOCK_HOST = "api.mock.test"
 KEY = "placeholder-key"

@@ -17,10 +17,10 @@ from typing import Any
 
 import pytest
 
-from .conftest import CHANNEL
+from .conftest import CHANNEL, Engine
 from .test_sessions import git, launcher, make_repo
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 
 @dataclass(frozen=True)
@@ -55,11 +55,15 @@ def agent_commits(container: Any) -> str:
 def test_branch_option_at_session_end(
     env: dict[str, str],
     tmp_path: Path,
-    docker_client: Any,
+    engine: Engine,
     option: Option,
     scenario: str,
     owner: int | None,
 ) -> None:
+    if engine.kind == "podman" and scenario != "commits":
+        # CI time: the scenarios differ on the host's side only; what touches the engine (launch,
+        # work in the container, export from an overlay or a clone) each option meets in "commits".
+        pytest.skip("on Podman, one scenario per option and workspace")
     if owner is not None and option.users and scenario == "host-moved-on":
         pytest.xfail(
             "known: the overlay's lower layer is the live repository, so the user's new commit shows "
@@ -80,7 +84,7 @@ def test_branch_option_at_session_end(
     )
     assert launched.returncode == 0, launched.stderr
     name = launched.stdout.strip()
-    container = docker_client.containers.get(name)
+    container = engine.client.containers.get(name)
     ref = f"refs/heads/{option.branch}"
     assert git(repo, "rev-parse", ref).strip() == base
 

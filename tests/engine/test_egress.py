@@ -1,6 +1,6 @@
 """Egress from a real session, against a fake internet of local canaries (threat catalogue §D).
 
-The session's proxy joins the fake internet (CONTAINAI_EGRESS_LAB); the agent container itself has no
+The session's proxy joins the fake internet (a lab the tests inject: lab_cli.py); the agent container itself has no
 network. Every bypass is tried from inside the agent container, and must leave nothing at any canary.
 Each test also shows its probe is able to see a leak: the same probe from a client on the fake
 internet does arrive.
@@ -21,23 +21,28 @@ from typing import Any
 import docker.errors
 import pytest
 
-from .conftest import CHANNEL, remove_test_sessions
+from containai.config import Hooks
+
+from .conftest import CHANNEL, Engine, remove_test_sessions
+from .fakenet import ULIMITS
+from .lab_cli import install_lab_programs, lab_of
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 
 @pytest.fixture()
-def lab_env(cli_env: dict[str, str], tmp_path: Path, fake_internet: Any) -> Iterator[dict[str, str]]:
+def lab_env(engine: Engine, tmp_path: Path, fake_internet: Any) -> Iterator[dict[str, str]]:
     home = tmp_path / "home"
     home.mkdir()
+    # The programs on this PATH run ContainAI with the lab in its settings; nothing in the
+    # environment can ask for it.
+    lab_bin = install_lab_programs(tmp_path / "lab-bin", Hooks(lab=lab_of(fake_internet)))
     env = {
-        **cli_env,
+        **engine.env,
         "HOME": str(home),
         "CONTAINAI_HOME": str(tmp_path / "containai"),
-        "PATH": f"{BIN}:{cli_env.get('PATH', '')}",
-        "CONTAINAI_EGRESS_LAB": f"network={fake_internet.network},dns={fake_internet.dns_ip},"
-        f"allow-range={fake_internet.subnet}",
+        "PATH": f"{lab_bin}:{BIN}:{engine.env.get('PATH', '')}",
     }
     yield env
     remove_test_sessions(env)
@@ -200,7 +205,7 @@ echo "R cacheobject $(code cache_object://127.0.0.1/info)"
 
 
 def test_host_services_on_gateways_are_out_of_reach(
-    lab_env: dict[str, str], tmp_path: Path, docker_client: Any
+    lab_env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     accepted: list[str] = []
     server = socket.socket()
@@ -225,20 +230,21 @@ def test_host_services_on_gateways_are_out_of_reach(
         gateways = sorted(
             {
                 config["Gateway"]
-                for network in docker_client.networks.list()
+                for network in engine.client.networks.list()
                 for config in (network.attrs.get("IPAM") or {}).get("Config") or []
                 if config.get("Gateway")
             }
         )
         assert gateways, "the engine shows no gateway addresses to try"
         # Control: a container on the default bridge does reach the host canary on its gateway.
-        control = docker_client.containers.run(
+        control = engine.client.containers.run(
             f"containai-base:{CHANNEL}",
             ["bash", "-c", f"exec 3<>/dev/tcp/{gateways[0]}/{port}"],
             entrypoint=[],
             remove=True,
             labels={"ai.containai.test": "gateway-control"},
             network_mode="bridge",
+            ulimits=ULIMITS,
         )
         assert control is not None
         reached_by_control = len(accepted)
@@ -259,17 +265,17 @@ def test_host_services_on_gateways_are_out_of_reach(
 
 
 def test_killing_the_proxy_leaves_the_agent_with_no_way_out(
-    lab_env: dict[str, str], tmp_path: Path, docker_client: Any, fake_internet: Any
+    lab_env: dict[str, str], tmp_path: Path, engine: Engine, fake_internet: Any
 ) -> None:
     repo = make_repo(tmp_path)
     launched = launcher(
         lab_env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--allow-domain", "allowed.test"
     )
     assert launched.returncode == 0, launched.stderr
-    agent = docker_client.containers.get(launched.stdout.strip())
+    agent = engine.client.containers.get(launched.stdout.strip())
     fetch = ["curl", "-s", "--max-time", "10", "-x", "http://127.0.0.1:3128", "http://allowed.test/"]
     assert agent.exec_run(fetch, user="1000:1000").output == b"allowed-ok\n"
-    docker_client.containers.get(f"{agent.name}-proxy").kill()
+    engine.client.containers.get(f"{agent.name}-proxy").kill()
     after = agent.exec_run(fetch, user="1000:1000")
     assert after.exit_code != 0 and b"allowed-ok" not in after.output
     direct = agent.exec_run(
@@ -277,12 +283,12 @@ def test_killing_the_proxy_leaves_the_agent_with_no_way_out(
     )
     assert direct.exit_code != 0
     assert len(fake_internet.http_requests("allowed")) == 1
-    removed = launcher(lab_env, "remove-agent", agent.name, "--no-push")
+    removed = launcher(lab_env, "remove-agent", agent.name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert "stopped during the session" in removed.stderr
 
 
-def test_restricted_mode_is_offline(lab_env: dict[str, str], tmp_path: Path, docker_client: Any) -> None:
+def test_restricted_mode_is_offline(lab_env: dict[str, str], tmp_path: Path, engine: Engine) -> None:
     repo = make_repo(tmp_path)
     script = (
         'echo "R proxyenv ${HTTP_PROXY:-none}"; test -e /run/containai-egress && echo "R socket yes"; '
@@ -307,7 +313,7 @@ def test_restricted_mode_is_offline(lab_env: dict[str, str], tmp_path: Path, doc
     assert "offline" in result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["commits"] == 1
-    assert not docker_client.containers.list(
+    assert not engine.client.containers.list(
         all=True, filters={"label": f"{SESSION_LABEL}={summary['session_id']}"}
     )
 
@@ -338,13 +344,13 @@ def test_domains_a_repo_asks_for_need_approval_on_the_host(
 
 
 def test_a_missing_proxy_image_is_built_on_first_use(
-    lab_env: dict[str, str], tmp_path: Path, docker_client: Any
+    lab_env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     channel = "nightly"
     for part in ("proxy", "base"):
         with contextlib.suppress(docker.errors.ImageNotFound):  # absent already: that is the point
-            docker_client.images.remove(f"containai-{part}:{channel}")
-    docker_client.images.get(f"containai-base:{CHANNEL}").tag("containai-base", channel)
+            engine.client.images.remove(f"containai-{part}:{channel}")
+    engine.client.images.get(f"containai-base:{CHANNEL}").tag("containai-base", channel)
     try:
         repo = make_repo(tmp_path)
         result = containai(
@@ -362,9 +368,9 @@ def test_a_missing_proxy_image_is_built_on_first_use(
         assert "building the egress proxy image for the nightly channel" in result.stderr
         assert results(result.stdout) == {"ran": "yes"}
         assert (
-            docker_client.images.get(f"containai-proxy:{channel}").labels["ai.containai.channel"] == channel
+            engine.client.images.get(f"containai-proxy:{channel}").labels["ai.containai.channel"] == channel
         )
     finally:
         for part in ("proxy", "base"):
             with contextlib.suppress(docker.errors.ImageNotFound):
-                docker_client.images.remove(f"containai-{part}:{channel}")
+                engine.client.images.remove(f"containai-{part}:{channel}")

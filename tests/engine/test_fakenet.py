@@ -15,10 +15,10 @@ from typing import Any
 import docker
 import pytest
 
-from .conftest import CHANNEL, LABELS, RUN_ID, run
+from .conftest import CHANNEL, LABELS, RUN_ID, Engine, run
 from .fakenet import FakeInternet, FakeNetError, wait_until
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 BASE = f"containai-base:{CHANNEL}"
 
@@ -170,12 +170,12 @@ def test_non_http_traffic_to_a_web_server_is_logged_too(fake_internet: FakeInter
 
 
 def test_a_container_off_the_network_reaches_nothing_and_is_not_logged(
-    docker_client: Any, fake_internet: FakeInternet
+    engine: Engine, fake_internet: FakeInternet
 ) -> None:
     net = fake_internet
     canary = net.ip("canary")
     code, output = run(
-        docker_client,
+        engine.client,
         BASE,
         ["python3", "-c", PROBE, f"tcp:{canary}:22:x", f"tcp:{canary}:80:x", f"udp:{canary}:123:x"],
         entrypoint=[],
@@ -190,17 +190,17 @@ def test_a_container_off_the_network_reaches_nothing_and_is_not_logged(
 
 
 def test_another_bridge_network_cannot_route_into_the_fake_internet(
-    docker_client: Any, fake_internet: FakeInternet
+    engine: Engine, fake_internet: FakeInternet
 ) -> None:
     # Engine quirk the egress tests must know: traffic forwarded by the host into an --internal
     # network is dropped, so only containers attached to the fake internet (the proxy) can leak to it.
     net = fake_internet
-    other = docker_client.networks.create(
+    other = engine.client.networks.create(
         f"containai-fakeinet-{RUN_ID}-other", driver="bridge", labels=LABELS
     )
     try:
         code, output = run(
-            docker_client,
+            engine.client,
             BASE,
             ["python3", "-c", PROBE, f"tcp:{net.ip('canary')}:80:x"],
             entrypoint=[],
@@ -210,6 +210,11 @@ def test_another_bridge_network_cannot_route_into_the_fake_internet(
     finally:
         other.remove()
     assert code == 0, output
+    if engine.kind == "podman":
+        # Podman 4.3's CNI bridges do forward into an --internal network from another one: on Podman,
+        # that the agent has no network at all is what keeps it off the fake internet.
+        assert json.loads(output)["ok"] is True
+        return
     assert json.loads(output)["ok"] is False
     time.sleep(1.5)
     assert net.canary_hits() == []
@@ -222,12 +227,12 @@ def test_a_dead_server_raises_instead_of_reporting_silence(fake_internet: FakeIn
 
 
 def test_second_instance_takes_another_subnet_and_close_removes_everything(
-    docker_client: Any, fake_internet: FakeInternet
+    engine: Engine, fake_internet: FakeInternet
 ) -> None:
-    second = FakeInternet(docker_client, image=BASE, labels=LABELS, run_id=RUN_ID).start()
+    second = FakeInternet(engine.client, image=BASE, labels=LABELS, run_id=RUN_ID).start()
     try:
         assert second.subnet != fake_internet.subnet
-        assert docker_client.networks.get(second.network).attrs["Internal"] is True
+        assert engine.client.networks.get(second.network).attrs["Internal"] is True
         address, results = probe(second, f"tcp:{second.ip('canary')}:443:x")
         assert results[0]["ok"], results
         assert [h["peer"] for h in wait_until(second.canary_hits, bool)] == [address]
@@ -236,7 +241,7 @@ def test_second_instance_takes_another_subnet_and_close_removes_everything(
         second.close()
 
     selector = {"name": second.prefix}
-    assert docker_client.containers.list(all=True, filters=selector) == []
-    assert docker_client.volumes.list(filters=selector) == []
+    assert engine.client.containers.list(all=True, filters=selector) == []
+    assert engine.client.volumes.list(filters=selector) == []
     with pytest.raises(docker.errors.NotFound):
-        docker_client.networks.get(second.network)
+        engine.client.networks.get(second.network)

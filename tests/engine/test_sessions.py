@@ -20,9 +20,11 @@ from typing import Any
 
 import pytest
 
-from .conftest import BIN, CHANNEL, SESSION_SCOPE, USER_REPOS
+from containai.errors import EXIT_WORK_KEPT
 
-pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("built_images")]
+from .conftest import BIN, CHANNEL, SESSION_SCOPE, USER_REPOS, Engine
+
+pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
 
 SESSION_LABEL = "ai.containai.session"
@@ -36,7 +38,7 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def make_repo(root: Path, owner: int | None = None) -> Path:
+def make_repo(root: Path, owner: int | None = None, object_format: str = "sha1") -> Path:
     if owner is not None:
         # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo:
         # not under pytest's base folder, which every pytest run (another developer's too) makes 0700.
@@ -44,7 +46,7 @@ def make_repo(root: Path, owner: int | None = None) -> Path:
         root.chmod(0o711)
     repo = root / f"repo-{uuid.uuid4().hex[:6]}"
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main", f"--object-format={object_format}")
     git(repo, "config", "user.name", "Host User")
     git(repo, "config", "user.email", "host@example.test")
     (repo / "README.md").write_text("hello\n")
@@ -70,9 +72,20 @@ def snapshot(repo: Path) -> tuple[str, str, str, str]:
     return git(repo, "rev-parse", "HEAD"), index, tree, git(repo, "status", "--porcelain")
 
 
+def program(env: dict[str, str], name: str) -> str:
+    """ContainAI's program ``name`` as ``env`` finds it: on its PATH (the egress tests put wrappers that
+    inject their lab first, see lab_cli.py), else the installed one."""
+    return shutil.which(name, path=env.get("PATH", "")) or str(BIN / name)
+
+
 def containai(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "containai"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [program(env, "containai"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -80,7 +93,7 @@ def launcher(
     env: dict[str, str], name: str, *args: str, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [program(env, name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -104,7 +117,7 @@ AGENT_WORK = "echo from-agent > work.txt && git add work.txt && git commit -q -m
 
 @pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
 def test_prompt_session_brings_commits_home_and_leaves_the_host_untouched(
-    env: dict[str, str], tmp_path: Path, docker_client: Any, owner: int | None
+    env: dict[str, str], tmp_path: Path, engine: Engine, owner: int | None
 ) -> None:
     repo = make_repo(tmp_path, owner)
     before = snapshot(repo)
@@ -121,10 +134,34 @@ def test_prompt_session_brings_commits_home_and_leaves_the_host_untouched(
     assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
     assert git(repo, "rev-parse", "shell/session-1~1") == git(repo, "rev-parse", "main")
     assert snapshot(repo) == before
-    assert session_resources(docker_client, summary["session_id"]) == []
+    assert session_resources(engine.client, summary["session_id"]) == []
     second = prompt(env, repo, AGENT_WORK, "--json")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout[second.stdout.index("{") :])["branch"] == "shell/session-2"
+
+
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+def test_a_sha256_repository_works_end_to_end(env: dict[str, str], tmp_path: Path, owner: int | None) -> None:
+    repo = make_repo(tmp_path, owner, object_format="sha256")
+    before = snapshot(repo)
+    result = prompt(env, repo, AGENT_WORK, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert (summary["branch"], summary["commits"]) == ("shell/session-1", 1)
+    assert len(git(repo, "rev-parse", "shell/session-1").strip()) == 64
+    assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
+    assert git(repo, "rev-parse", "shell/session-1~1") == git(repo, "rev-parse", "main")
+    assert snapshot(repo) == before
+
+    # The user's own branch takes the work, and its work tree moves with it.
+    work = "echo on-main > main.txt && git add main.txt && git commit -qm 'agent: on main'"
+    current = prompt(env, repo, work, "--use-current-branch", "--json")
+    assert current.returncode == 0, current.stderr
+    summary = json.loads(current.stdout[current.stdout.index("{") :])
+    assert (summary["branch"], summary["commits"]) == ("main", 1)
+    assert git(repo, "log", "-1", "--format=%s", "main").strip() == "agent: on main"
+    assert (repo / "main.txt").read_text() == "on-main\n"
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_uncommitted_work_is_committed_at_session_end(env: dict[str, str], tmp_path: Path) -> None:
@@ -269,19 +306,19 @@ def test_bad_input_gets_one_line_errors(env: dict[str, str], tmp_path: Path) -> 
 
 
 def test_hostile_history_is_refused_and_the_work_is_kept(
-    env: dict[str, str], tmp_path: Path, docker_client: Any
+    env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     repo = make_repo(tmp_path)
     result = prompt(env, repo, "ln -s /etc/passwd leak && git add leak && git commit -qm leak", "--json")
-    assert result.returncode == 125
+    assert result.returncode == EXIT_WORK_KEPT  # 75: the agent succeeded, its work stayed behind
     assert "leak" in result.stderr and "kept" in result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["kept"] is True
     assert git(repo, "rev-parse", "shell/session-1") == git(repo, "rev-parse", "main")
-    assert session_resources(docker_client, summary["session_id"]) != []
-    removed = launcher(env, "remove-agent", summary["session"], "--no-push")
+    assert session_resources(engine.client, summary["session_id"]) != []
+    removed = launcher(env, "remove-agent", summary["session"], "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
-    assert session_resources(docker_client, summary["session_id"]) == []
+    assert session_resources(engine.client, summary["session_id"]) == []
 
 
 def test_eight_concurrent_sessions_get_eight_branches(env: dict[str, str], tmp_path: Path) -> None:
@@ -302,7 +339,7 @@ def test_eight_concurrent_sessions_get_eight_branches(env: dict[str, str], tmp_p
 
 
 def test_sigkill_mid_launch_then_gc_leaves_nothing(
-    env: dict[str, str], tmp_path: Path, docker_client: Any
+    env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     repo = make_repo(tmp_path)
     args = [str(BIN / "containai"), "run", "shell", str(repo), "--prompt", "sleep 300"]
@@ -310,7 +347,7 @@ def test_sigkill_mid_launch_then_gc_leaves_nothing(
     filters = {"label": [f"ai.containai.repo={repo}", "ai.containai.role=agent"]}
     session = None
     for _ in range(600):
-        found = docker_client.containers.list(all=True, filters=filters)
+        found = engine.client.containers.list(all=True, filters=filters)
         if found:
             session = found[0].labels[SESSION_LABEL]
             break
@@ -320,11 +357,11 @@ def test_sigkill_mid_launch_then_gc_leaves_nothing(
     assert session is not None, "the session container never appeared"
     result = containai(env, "gc", "--label", SESSION_SCOPE)
     assert result.returncode == 0, result.stderr
-    assert session_resources(docker_client, session) == [], result.stderr
+    assert session_resources(engine.client, session) == [], result.stderr
     assert git(repo, "branch", "--list", "shell/*").strip() == ""
 
 
-def test_persistent_session_through_tmux(env: dict[str, str], tmp_path: Path, docker_client: Any) -> None:
+def test_persistent_session_through_tmux(env: dict[str, str], tmp_path: Path, engine: Engine) -> None:
     if shutil.which("tmux") is None:
         pytest.fail("tmux is needed on the host to drive connect-agent")
     repo = make_repo(tmp_path)
@@ -386,7 +423,7 @@ def test_persistent_session_through_tmux(env: dict[str, str], tmp_path: Path, do
             raise AssertionError(f"connect-agent did not end on detach:\n{screen()}")
     finally:
         subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
-    container = docker_client.containers.get(name)
+    container = engine.client.containers.get(name)
     assert container.exec_run(["tmux", "has-session", "-t", "agent"], user="1000:1000").exit_code == 0
     removed = launcher(env, "remove-agent", name)
     assert removed.returncode == 0, removed.stderr
@@ -394,18 +431,19 @@ def test_persistent_session_through_tmux(env: dict[str, str], tmp_path: Path, do
     assert launcher(env, "list-agents", "--json").stdout.count('"name"') == 0
 
 
-def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, docker_client: Any) -> None:
+def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, engine: Engine) -> None:
     repo = make_repo(tmp_path)
     launched = launcher(
         env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--memory", "1g", "--cpu", "1"
     )
     assert launched.returncode == 0, launched.stderr
-    container = docker_client.containers.get(launched.stdout.strip())
+    container = engine.client.containers.get(launched.stdout.strip())
     session = container.labels[SESSION_LABEL]
     host = container.attrs["HostConfig"]
     config = container.attrs["Config"]
-    assert host["CapDrop"] == ["ALL"] and not host["CapAdd"]
-    assert "no-new-privileges:true" in host["SecurityOpt"]
+    # Docker says ALL; Podman names each capability it dropped. The probe below finds none left.
+    assert (host["CapDrop"] == ["ALL"] or engine.kind == "podman") and not host["CapAdd"]
+    assert {"no-new-privileges:true", "no-new-privileges"} & set(host["SecurityOpt"])  # Docker's, Podman's
     assert not any("unconfined" in opt for opt in host["SecurityOpt"])
     assert host["Privileged"] is False
     assert host["ReadonlyRootfs"] is True
@@ -415,7 +453,8 @@ def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, do
     assert host["PidsLimit"] == 1024
     assert host["Memory"] == 2**30 and host["MemorySwap"] == 2**30
     assert host["NanoCpus"] == 10**9
-    ulimits = {u["Name"]: (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
+    # Podman names them RLIMIT_CORE and so on.
+    ulimits = {u["Name"].lower().removeprefix("rlimit_"): (u["Soft"], u["Hard"]) for u in host["Ulimits"]}
     assert ulimits["core"] == (0, 0) and "nofile" in ulimits
     assert host["NetworkMode"] == "none"
     for namespace in ("PidMode", "IpcMode", "UTSMode", "UsernsMode"):
@@ -436,19 +475,17 @@ def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, do
         user=config["User"],
     )
     status = dict(line.split(":\t") for line in probe.output.decode().splitlines() if ":\t" in line)
-    assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == "0000000000000000"
+    assert status["CapEff"] == status["CapPrm"] == status["CapAmb"] == status["CapBnd"] == "0000000000000000"
     assert status["NoNewPrivs"] == "1" and status["Seccomp"] == "2"
     output = probe.output.decode()
     assert "Read-only file system" in output and "status=1" in output
     assert "exec=126" in output  # /tmp is noexec
-    removed = launcher(env, "remove-agent", container.name, "--no-push")
+    removed = launcher(env, "remove-agent", container.name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
-    assert session_resources(docker_client, session) == []
+    assert session_resources(engine.client, session) == []
 
 
-def test_vscode_attach_lands_in_the_workspace(
-    env: dict[str, str], tmp_path: Path, docker_client: Any
-) -> None:
+def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Path, engine: Engine) -> None:
     repo = make_repo(tmp_path)
     launched = launcher(env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
     assert launched.returncode == 0, launched.stderr
@@ -461,7 +498,7 @@ def test_vscode_attach_lands_in_the_workspace(
         assert json.loads(path.read_text()) == {"workspaceFolder": "/workspace", "remoteUser": "agent"}
     # VS Code installs and runs its server in ~/.vscode-server: writable and executable for the agent,
     # while the rest of HOME is noexec.
-    probe = docker_client.containers.get(name).exec_run(
+    probe = engine.client.containers.get(name).exec_run(
         [
             "bash",
             "-c",
@@ -471,7 +508,7 @@ def test_vscode_attach_lands_in_the_workspace(
         user="1000:1000",
     )
     assert probe.output.decode().split() == ["SERVER-OK", "HOME-NOEXEC"], probe.output
-    assert launcher(env, "remove-agent", name, "--no-push").returncode == 0
+    assert launcher(env, "remove-agent", name, "--no-push", "--yes").returncode == 0
 
 
 def test_extra_docker_args_cannot_weaken_a_session(env: dict[str, str], tmp_path: Path) -> None:
@@ -521,27 +558,27 @@ def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None
     limited = {**env, "CONTAINAI_GATE_MAX_BLOB": "1k"}
     big = "head -c 4096 /dev/zero > big.bin && git add big.bin && git commit -qm big"
     result = prompt(limited, repo, big, "--json")
-    assert result.returncode == 125
+    assert result.returncode == EXIT_WORK_KEPT
     summary = json.loads(result.stdout[result.stdout.index("{") :])
-    assert summary["kept"] is True and "big.bin" in summary["message"]
-    assert launcher(limited, "remove-agent", summary["session"], "--no-push").returncode == 0
+    assert summary["kept"] is True and "big.bin" in summary["kept_reason"]
+    assert launcher(limited, "remove-agent", summary["session"], "--no-push", "--yes").returncode == 0
     allowed = prompt(env, repo, big)
     assert allowed.returncode == 0, allowed.stderr
 
 
 def test_a_bad_allow_domain_is_refused_before_anything_is_created(
-    env: dict[str, str], tmp_path: Path, docker_client: Any
+    env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     repo = make_repo(tmp_path)
     result = prompt(env, repo, "true", "--allow-domain", "10.0.0.1")
     assert result.returncode == 125
     assert "--allow-domain" in result.stderr and "Traceback" not in result.stderr
     assert git(repo, "branch", "--list", "shell/*").strip() == ""
-    assert not docker_client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
+    assert not engine.client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
 
 
 def test_sigterm_to_the_launcher_still_brings_the_work_home(
-    env: dict[str, str], tmp_path: Path, docker_client: Any
+    env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     repo = make_repo(tmp_path)
     script = "echo done > late.txt && git add late.txt && git commit -qm 'before the signal' && sleep 300"
@@ -551,7 +588,7 @@ def test_sigterm_to_the_launcher_still_brings_the_work_home(
         filters = {"label": [f"ai.containai.repo={repo}", "ai.containai.role=agent"]}
         committed = False
         for _ in range(300):
-            found = docker_client.containers.list(filters=filters)
+            found = engine.client.containers.list(filters=filters)
             if found and found[0].exec_run(
                 ["git", "-C", "/workspace", "log", "-1", "--format=%s"]
             ).output.strip() == (b"before the signal"):
@@ -565,11 +602,11 @@ def test_sigterm_to_the_launcher_still_brings_the_work_home(
         process.kill()
     assert "bringing the session's work home first" in stderr
     assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "before the signal"
-    assert not docker_client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
+    assert not engine.client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
 
 
 def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
-    env: dict[str, str], tmp_path: Path, docker_client: Any
+    env: dict[str, str], tmp_path: Path, engine: Engine
 ) -> None:
     """A developer's own session (another label, or none) survives this run's --all and gc."""
     repo = make_repo(tmp_path)
@@ -586,7 +623,7 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
     assert theirs.returncode == 0, theirs.stderr
     foreign = theirs.stdout.strip()
     try:
-        container = docker_client.containers.get(foreign)
+        container = engine.client.containers.get(foreign)
         assert container.labels["containai-test.foreign"] == marker.split("=")[1]
         assert "containai-test.run" not in container.labels
         user = container.attrs["Config"]["User"]
@@ -595,13 +632,13 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
 
         listed = json.loads(launcher(env, "list-agents", "--json").stdout)["sessions"]
         assert [s["name"] for s in listed] == [ours.stdout.strip()]
-        removed = launcher(env, "remove-agent", "--all", "--no-push", "--label", SESSION_SCOPE)
+        removed = launcher(env, "remove-agent", "--all", "--no-push", "--yes", "--label", SESSION_SCOPE)
         assert removed.returncode == 0, removed.stderr
         assert containai(env, "gc", "--label", SESSION_SCOPE).returncode == 0
         with pytest.raises(Exception, match=r"No such container|Not Found"):
-            docker_client.containers.get(ours.stdout.strip())
+            engine.client.containers.get(ours.stdout.strip())
         # The other session is untouched and still running, with its work.
-        assert docker_client.containers.get(foreign).status == "running"
+        assert engine.client.containers.get(foreign).status == "running"
         assert (
             container.exec_run(
                 ["git", "log", "-1", "--format=%s"], user=user, workdir="/workspace"
@@ -614,3 +651,63 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
         done = launcher(foreign_env, "remove-agent", foreign)
         assert done.returncode == 0, done.stderr
     assert git(repo, "show", "shell/session-2:theirs.txt") == "theirs\n"
+
+
+def test_no_push_lists_what_it_would_discard_and_asks(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    repo = make_repo(tmp_path)
+    launched = launcher(
+        env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--network-proxy", "restricted"
+    )
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    container = engine.client.containers.get(name)
+    work = "echo kept > kept.txt && git add kept.txt && git commit -qm 'agent: precious' && echo draft > draft.txt"
+    assert (
+        container.exec_run(
+            ["bash", "-c", work], user=container.attrs["Config"]["User"], workdir="/workspace"
+        ).exit_code
+        == 0
+    )
+
+    # Without a terminal and without --yes: refused, with what would be lost; nothing is removed.
+    refused = launcher(env, "remove-agent", name, "--no-push")
+    assert refused.returncode == 125, refused.stderr
+    assert "agent: precious" in refused.stderr and "draft.txt" in refused.stderr and "--yes" in refused.stderr
+    assert engine.client.containers.get(name).status == "running"
+
+    # At a terminal: asked; "n" keeps it, "y" discards it.
+    socket = f"containai-test-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    try:
+        for answer, kept in (("n", True), ("y", False)):
+            subprocess.run(
+                [*tmux, "new-session", "-d", "-x", "150", "-y", "40", "-s", "rm",
+                 f"{BIN}/remove-agent {name} --no-push; echo EXIT=$?; sleep 30"],
+                env={**env, "TERM": "xterm"}, check=True,
+            )  # fmt: skip
+            screen = ""
+            for _ in range(300):
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "rm"], capture_output=True, text=True
+                ).stdout
+                if "Discard it and remove" in screen:
+                    break
+                time.sleep(0.1)
+            assert "agent: precious" in screen and "draft.txt" in screen, screen
+            subprocess.run([*tmux, "send-keys", "-t", "rm", answer, "Enter"], check=True)
+            for _ in range(300):
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "rm"], capture_output=True, text=True
+                ).stdout
+                if "EXIT=" in screen:
+                    break
+                time.sleep(0.1)
+            assert ("EXIT=75" if kept else "EXIT=0") in screen, screen
+            subprocess.run([*tmux, "kill-session", "-t", "rm"], capture_output=True, check=False)
+            present = [c.name for c in engine.client.containers.list(all=True, filters={"name": f"^{name}$"})]
+            assert present == ([name] if kept else []), screen
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    assert git(repo, "branch", "--list", "shell/*").strip() == ""  # discarded, as asked

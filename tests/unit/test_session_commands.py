@@ -11,7 +11,7 @@ import pytest
 
 from containai.agents.definition import get_agent
 from containai.config import Paths
-from containai.errors import UsageError
+from containai.errors import EXIT_WORK_KEPT, UsageError
 from containai.images.catalog import PARTS, image_tag
 from containai.runtime.base import ContainerSpec
 from containai.runtime.fake import FakeRuntime
@@ -100,13 +100,14 @@ def test_a_prompt_session_passes_the_agents_exit_code_and_leaves_nothing(
     assert attach["workspaceFolder"] == "/workspace"
 
 
-def test_work_that_cannot_come_home_turns_success_into_125_and_keeps_the_session(
+def test_work_that_cannot_come_home_turns_success_into_75_and_keeps_the_session(
     runtime: FakeRuntime, repo: Path, paths: Paths
 ) -> None:
     reporter = RecordingReporter()
     runtime.script_exec("containai export", code=4, stdout=b"uncommitted work on another branch\n")
     code, result, _ = run(runtime, repo, paths, reporter)
-    assert code == 125 and result.kept
+    assert code == EXIT_WORK_KEPT and result.kept  # 75, not 125: ContainAI ran the agent
+    assert result.kept_reason is not None and "uncommitted work on another branch" in result.kept_reason
     assert any("NOT brought back" in w for w in reporter.warnings)
     assert runtime.container(result.session) is not None
 
@@ -166,9 +167,8 @@ def test_picking_a_session(runtime: FakeRuntime, repo: Path, paths: Paths) -> No
     with pytest.raises(UsageError, match="2 sessions are running"):
         commands.pick_session(runtime, None)
     rows = manager.list_sessions(runtime)
-    listed = commands.rows_as_json(rows, commands.now_utc())
-    assert {r["branch"] for r in listed} == {"shell/session-1", "shell/session-2"}
-    assert all(r["age"].endswith("s") or r["age"] == "?" for r in listed)
+    assert {r.branch for r in rows} == {"shell/session-1", "shell/session-2"}
+    assert all(r.age(commands.now_utc()).endswith("s") for r in rows)
 
 
 def test_connect_checks_the_session_and_its_agent(runtime: FakeRuntime, repo: Path, paths: Paths) -> None:

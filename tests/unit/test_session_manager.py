@@ -214,6 +214,7 @@ def started(ports: FakePorts, req: SessionRequest | None = None) -> SessionPlan:
 
 def with_bundle(ports: FakePorts, data: bytes = b"# v2 git bundle\n") -> None:
     ports.runtime.script_exec("test -s /tmp/containai-session.bundle", code=0)
+    ports.runtime.script_exec("stat -c %s /tmp/containai-session.bundle", stdout=f"{len(data)}\n".encode())
     ports.runtime.script_exec("cat /tmp/containai-session.bundle", stdout=data)
 
 

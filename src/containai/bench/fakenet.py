@@ -11,7 +11,8 @@ broken egress control delivers its packet to a local canary, never off the box:
                   logs every request with its credential headers (fakenet_server.py "modelapi")
     .53  dns      authoritative for the zone below (UDP and TCP 53); logs every query
     .64-.127      static addresses for the clients started with ``run_client``
-    .128-.254     left to the engine's IPAM (a proxy sidecar attached by a test lands here)
+    .128-.254     left to the engine's IPAM (a proxy sidecar attached by a test lands here; on
+                  Podman, whose IPAM skips the addresses in use, any free one)
 
 The servers run ``fakenet_server.py`` from the base image, as its unprivileged user, with no
 capabilities and a read-only root. Reads of a server's log first check that its container still runs:
@@ -32,6 +33,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import docker
+
+from containai.runtime.engine import engine_kind
 
 SERVER_SCRIPT = Path(__file__).with_name("fakenet_server.py")
 SCRIPT_IN_CONTAINER = "/opt/fakenet/fakenet_server.py"
@@ -57,6 +60,12 @@ DEFAULT_ZONE = {
     "metadata.test": "169.254.169.254",
 }
 READY_TIMEOUT = 30.0
+# Explicit limits within the host's: Podman's defaults (nofile 1048576) can exceed them, and then the
+# container does not start. Docker takes them as well.
+ULIMITS = [
+    docker.types.Ulimit(name="nofile", soft=4096, hard=4096),
+    docker.types.Ulimit(name="nproc", soft=4096, hard=4096),
+]
 _instances = itertools.count(1)
 T = TypeVar("T")
 
@@ -103,6 +112,7 @@ class FakeInternet:
         self._network: Any = None
         self._volume: Any = None
         self._clients = itertools.cycle(CLIENT_HOSTS)
+        self.podman = engine_kind(client.version()) == "podman"
 
     # --- addresses ---------------------------------------------------------------------------
 
@@ -169,6 +179,7 @@ class FakeInternet:
         endpoint = self.client.api.create_endpoint_config(ipv4_address=address)
         kwargs.setdefault("entrypoint", [])
         kwargs.setdefault("dns", [self.dns_ip])
+        kwargs.setdefault("ulimits", ULIMITS)
         container = self.client.containers.create(
             self.image,
             command,
@@ -202,7 +213,12 @@ class FakeInternet:
                 name=f"{self.prefix}-log",
                 labels=self.labels,
                 # tmpfs, owned by the image user: the servers write without root and nothing lands on disk
-                driver_opts={"type": "tmpfs", "device": "tmpfs", "o": "size=32m,uid=1000,gid=1000,mode=0755"},
+                # (nr_blocks, in 4 KiB pages: Podman would read size= as an XFS quota)
+                driver_opts={
+                    "type": "tmpfs",
+                    "device": "tmpfs",
+                    "o": "nr_blocks=8192,uid=1000,gid=1000,mode=0755",
+                },
             )
             for name, command in self._commands().items():
                 self._start_server(name, command)
@@ -239,7 +255,10 @@ class FakeInternet:
     def _create_network(self) -> None:
         for k in range(256):
             subnet = f"198.18.{k}.0/24"
-            pool = docker.types.IPAMPool(subnet=subnet, gateway=f"198.18.{k}.1", iprange=f"198.18.{k}.128/25")
+            # Docker hands out addresses from the upper half only; Podman's CNI IPAM would then refuse
+            # the servers' static addresses in the lower half (it skips those in use instead).
+            iprange = None if self.podman else f"198.18.{k}.128/25"
+            pool = docker.types.IPAMPool(subnet=subnet, gateway=f"198.18.{k}.1", iprange=iprange)
             try:
                 self._network = self.client.networks.create(
                     self.network,
@@ -249,7 +268,8 @@ class FakeInternet:
                     ipam=docker.types.IPAMConfig(pool_configs=[pool]),
                 )
             except docker.errors.APIError as error:
-                if "overlap" in str(error).lower():
+                # Docker says the pools overlap; Podman that the subnet "is already used".
+                if "overlap" in str(error).lower() or "already used" in str(error).lower():
                     continue  # another fake internet (or something else) has this /24
                 raise
             self.subnet = subnet
@@ -286,6 +306,9 @@ class FakeInternet:
             read_only=True,
             mem_limit="128m",
             pids_limit=256,
+            ulimits=ULIMITS,
+            # Ports below 1024 without a capability: Docker's default, which Podman does not set.
+            sysctls={"net.ipv4.ip_unprivileged_port_start": "0"},
             volumes={
                 str(SERVER_SCRIPT): {"bind": SCRIPT_IN_CONTAINER, "mode": "ro"},
                 self._volume.name: {"bind": "/log", "mode": "rw"},

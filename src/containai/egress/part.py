@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from containai.egress import approvals
+from containai import trust
 from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import (
     EgressPlan,
@@ -44,8 +44,8 @@ class EgressPart(BasePart[EgressPlan]):
         if request.network_proxy != "squid":
             return None
         repo = ctx.repo
-        requested = approvals.repo_requests(repo.root) if repo else ()
-        ok = approvals.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
+        requested = trust.repo_requests(repo.root) if repo else ()
+        ok = trust.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
         waiting = [d for d in requested if d not in ok]
         warnings: tuple[str, ...] = ()
         if waiting and repo is not None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import re
 import socket
 import tarfile
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,14 @@ from docker.utils.socket import frames_iter
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
 from containai.runtime.base import (
     BuildEvent,
+    BuildSpec,
     ContainerInfo,
     ContainerSpec,
     EngineInfo,
+    ExecSpec,
     ImageInfo,
     NetworkInfo,
+    OutputSink,
     StdinFeed,
     VolumeInfo,
 )
@@ -60,14 +65,31 @@ def _image_info(image: Any) -> ImageInfo:
     )
 
 
+def engine_kind(version: Mapping[str, Any]) -> EngineKind:
+    """Docker or Podman, from the engine's /version JSON (Podman names itself among the components)."""
+    components = [str(c.get("Name", "")) for c in version.get("Components") or []]
+    return "podman" if any("podman" in c.lower() for c in components) else "docker"
+
+
 def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
-    components = [str(c.get("Name", "")) for c in version.get("Components") or []]
     runc: Mapping[str, Any] = next(
-        (c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {}
+        (
+            c
+            for c in version.get("Components") or []
+            if str(c.get("Name", "")).lower() in ("runc", "oci runtime (runc)")
+        ),
+        {},
     )
-    runc_details = runc.get("Details") or {}
-    kind: EngineKind = "podman" if any("podman" in c.lower() for c in components) else "docker"
+    runc_version, runc_commit = (
+        str(runc.get("Version", "")),
+        str((runc.get("Details") or {}).get("GitCommit", "")),
+    )
+    if runc_version.startswith("runc version "):  # Podman: "runc version 1.1.5\ncommit: ...\nspec: ..."
+        lines = runc_version.splitlines()
+        runc_version = lines[0].removeprefix("runc version ").strip()
+        runc_commit = next((x.removeprefix("commit:").strip() for x in lines if x.startswith("commit:")), "")
+    kind = engine_kind(version)
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
     rootless = any("rootless" in s for s in security)
     return EngineInfo(
@@ -80,8 +102,8 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
         security_options=security,
         storage_driver=str(info.get("Driver", "")),
         root_dir=str(info.get("DockerRootDir", "")),
-        runc_version=str(runc.get("Version", "")),
-        runc_commit=str(runc_details.get("GitCommit", "")),
+        runc_version=runc_version,
+        runc_commit=runc_commit,
     )
 
 
@@ -100,27 +122,163 @@ def _imported_id(answer: object) -> str | None:
     return found
 
 
-def _container_info(container: Any) -> ContainerInfo:
-    attrs = container.attrs
+def parse_container_info(attrs: Mapping[str, Any]) -> ContainerInfo:
+    """Build ``ContainerInfo`` from the engine's inspect JSON (Docker's or Podman's), once."""
     config = attrs.get("Config") or {}
     state = attrs.get("State") or {}
+    status = str(state.get("Status", ""))
+    code = state.get("ExitCode")
+    exit_code = code if status in ("exited", "dead", "stopped") and isinstance(code, int) else None
     return ContainerInfo(
-        id=container.id,
-        name=str(attrs.get("Name", container.name)).lstrip("/"),
+        id=str(attrs.get("Id", "")),
+        name=str(attrs.get("Name", "")).lstrip("/"),
         image=str(config.get("Image", "")),
-        status=str(state.get("Status", container.status)),
+        # Podman says "stopped" where Docker says "exited"; the rest of ContainAI hears Docker's word.
+        status="exited" if status == "stopped" else status,
         labels=dict(config.get("Labels") or {}),
         created=str(attrs.get("Created", "")),
+        user=str(config.get("User") or ""),
+        exit_code=exit_code,
         raw=attrs,
     )
+
+
+def _container_info(container: Any) -> ContainerInfo:
+    return parse_container_info(container.attrs)
 
 
 def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
 
 
+def has_labels(have: Mapping[str, str], want: Mapping[str, str]) -> bool:
+    """Docker's label filter: every ``key=value`` (or just ``key`` when the value is empty) holds.
+
+    Checked again on what the engine lists: Podman 4.3 matches *any* of several label filters, and a
+    scope (``--label``) that matched any label would let gc remove another's session.
+    """
+    return all(key in have and (not value or have[key] == value) for key, value in want.items())
+
+
+# Podman (4.3) refuses tmpfs options it does not know, uid= and gid= among them, sets no nproc limit
+# of its own, and mounts writable tmpfs (exec allowed) on /run, /tmp and /var/tmp of a read-only
+# container, where Docker leaves the image's read-only folders. The Podman dialect says the same as
+# the spec in words Podman accepts, and closes those folders again.
+TMPFS_OF = "ai.containai.tmpfs-of"  # on a tmpfs volume: the container it belongs to
+PODMAN_ULIMITS = (("nofile", 4096, 8192), ("nproc", 4096, 4096))
+PODMAN_READ_ONLY_TMPFS = {
+    # Root's and 0755, as the image's /run: no session user can write it; the runtime can still
+    # make the mount points of the spec's own tmpfs inside it (/run/containai, /var/run/squid).
+    "/run": "rw,noexec,nosuid,nodev,size=1m,mode=0755",
+    "/tmp": "ro,noexec,nosuid,nodev,size=1m",  # noqa: S108  # paths in the container, closed
+    "/var/tmp": "ro,noexec,nosuid,nodev,size=1m",  # noqa: S108  # paths in the container, closed
+}
+_PAGE = 4096  # tmpfs's nr_blocks counts pages
+PODMAN_NO_IPV6 = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6")
+# Podman's exec can lose all the output of a command that ends before the client has attached
+# (measured: about 1 in 150 short cats on 4.3). Through this gate the command starts only once the
+# client, attached, sends a newline on its stdin (then EOF, as Docker gives an exec without stdin).
+PODMAN_EXEC_GATE = ("sh", "-c", 'read -r _ || :; exec "$@"', "sh")
+
+
+@dataclass(frozen=True)
+class TmpfsVolume:
+    """A tmpfs owned by another uid than the container's user, as Podman can mount one: a volume
+    of the local driver with ``type=tmpfs``, created with the container and removed with it."""
+
+    name: str
+    target: str
+    driver_opts: Mapping[str, str]
+    mode: str  # the bind's options, for HostConfig.Binds (``name:target:mode``)
+
+
+@dataclass(frozen=True)
+class CreateRequest:
+    """What to ask the engine for one container: the SDK's arguments, and any volumes to make first."""
+
+    kwargs: Mapping[str, Any]
+    volumes: tuple[TmpfsVolume, ...] = ()
+
+
+def _numeric_owner(user: str) -> tuple[str, str] | None:
+    uid, _, gid = user.partition(":")
+    return (uid, gid) if uid.isdigit() and gid.isdigit() else None
+
+
+def _size_bytes(text: str) -> int:
+    match = re.fullmatch(r"(\d+)([kmg]?)", text.strip().lower())
+    if match is None:
+        raise EngineError(f"tmpfs size {text!r} is not a size like 512m")
+    return int(match.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
+
+
+def _tmpfs_volume(spec: ContainerSpec, target: str, options: list[str]) -> TmpfsVolume:
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", target).strip("-")
+    name = f"{spec.name}-tmpfs-{slug}"
+    mount: list[str] = []
+    for option in options:
+        key, _, value = option.partition("=")
+        if key in ("ro", "rw"):
+            continue
+        # Podman reads size= in a volume's options as an XFS quota; nr_blocks is the tmpfs's own limit.
+        mount.append(f"nr_blocks={-(-_size_bytes(value) // _PAGE)}" if key == "size" else option)
+    # The flags again on the bind into the container: a remount there would otherwise drop them.
+    flags = [o for o in options if o in ("ro", "rw", "noexec", "nosuid", "nodev")]
+    return TmpfsVolume(
+        name=name,
+        target=target,
+        driver_opts={"type": "tmpfs", "device": "tmpfs", "o": ",".join(mount)},
+        mode=",".join(flags or ["rw"]),
+    )
+
+
+def _podman_tmpfs(spec: ContainerSpec) -> tuple[dict[str, str], tuple[TmpfsVolume, ...]]:
+    """Each tmpfs in words Podman accepts; those owned by another uid become tmpfs volumes.
+
+    Owned by the container's own user: Podman's ``U`` option mounts it with that uid and gid.
+    ``notmpcopyup``: like Docker's, the tmpfs starts empty (Podman would copy the image's files in).
+    """
+    wanted = dict(spec.tmpfs)
+    if spec.read_only:
+        for target, closed in PODMAN_READ_ONLY_TMPFS.items():
+            wanted.setdefault(target, closed)
+    tmpfs: dict[str, str] = {}
+    volumes: list[TmpfsVolume] = []
+    for target, text in wanted.items():
+        options = [o for o in text.split(",") if o]
+        values = dict(o.split("=", 1) for o in options if "=" in o)
+        if "uid" not in values and "gid" not in values:
+            tmpfs[target] = ",".join([*options, "notmpcopyup"])
+        elif (values.get("uid"), values.get("gid")) == _numeric_owner(spec.user):
+            plain = [o for o in options if o.partition("=")[0] not in ("uid", "gid")]
+            tmpfs[target] = ",".join([*plain, "U", "notmpcopyup"])
+        else:
+            volumes.append(_tmpfs_volume(spec, target, options))
+    return tmpfs, tuple(volumes)
+
+
+def _podman_ulimits(spec: ContainerSpec) -> tuple[tuple[str, int, int], ...]:
+    named = {name for name, _, _ in spec.ulimits}
+    return (*spec.ulimits, *(limit for limit in PODMAN_ULIMITS if limit[0] not in named))
+
+
+def create_request(spec: ContainerSpec, kind: EngineKind = "docker") -> CreateRequest:
+    """What to ask the engine (Docker's or Podman's dialect) for a spec (pure; shown in tests)."""
+    kwargs = create_kwargs(spec)
+    if kind != "podman":
+        return CreateRequest(kwargs)
+    tmpfs, volumes = _podman_tmpfs(spec)
+    kwargs["tmpfs"] = tmpfs
+    kwargs["ulimits"] = [docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in _podman_ulimits(spec)]
+    if volumes:
+        kwargs["volumes"] = {v.name: {"bind": v.target, "mode": v.mode} for v in volumes}
+    # No IPv6 in the container, not even on lo: what Docker gives a container on a network without it.
+    kwargs["sysctls"] = dict.fromkeys(PODMAN_NO_IPV6, "1")
+    return CreateRequest(kwargs, volumes)
+
+
 def create_kwargs(spec: ContainerSpec) -> dict[str, Any]:
-    """The SDK's ``containers.create`` arguments for a spec (pure; shown in tests)."""
+    """The SDK's ``containers.create`` arguments for a spec, in Docker's dialect (pure)."""
     mounts = [
         docker.types.Mount(
             target=m.target,
@@ -174,10 +332,26 @@ class _EngineContainers:
     def client(self) -> Any:
         raise NotImplementedError
 
+    @property
+    def kind(self) -> EngineKind:
+        raise NotImplementedError
+
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
+        request = create_request(spec, self.kind)
+        made: list[str] = []
         try:
-            return _container_info(self.client.containers.create(**create_kwargs(spec)))
+            for volume in request.volumes:
+                self.create_volume(
+                    volume.name, labels={**spec.labels, TMPFS_OF: spec.name}, driver_opts=volume.driver_opts
+                )
+                made.append(volume.name)
+            return _container_info(self.client.containers.create(**request.kwargs))
         except Exception as exc:
+            for name in made:
+                with contextlib.suppress(EngineError):
+                    self.remove_volume(name)
+            if isinstance(exc, EngineError):
+                raise
             raise translate(exc, self.choice, f"create container {spec.name}") from exc
 
     def start(self, ref: str) -> None:
@@ -205,107 +379,83 @@ class _EngineContainers:
     def containers(self, labels: Mapping[str, str]) -> list[ContainerInfo]:
         try:
             found = self.client.containers.list(all=True, filters=_label_filter(labels))
-            return [_container_info(c) for c in found]
+            listed = [_container_info(c) for c in found]
         except Exception as exc:
             raise translate(exc, self.choice, "list containers") from exc
+        return [c for c in listed if has_labels(c.labels, labels)]
 
     def remove_container(self, ref: str) -> None:
+        found = self.container(ref) if self.kind == "podman" else None
         try:
             self.client.api.remove_container(ref, force=True, v=True)
         except docker.errors.NotFound:
-            return
+            pass
         except Exception as exc:
             raise translate(exc, self.choice, f"remove {ref}") from exc
+        if found is not None:  # its tmpfs volumes (see TmpfsVolume) go with it
+            for volume in self.volumes({TMPFS_OF: found.name}):
+                self.remove_volume(volume.name)
 
-    def _exec_create(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str,
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        terminal: bool = False,
-        stdin: bool = False,
-    ) -> str:
-        """An exec instance; with ``terminal`` it gets a TTY and stdin, for an attached user."""
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
+        """Run ``command`` in the container (see ``ExecSpec``); its exit code (0 for a detached one)."""
+        verb = "attach to" if command.tty else "start" if command.detach else "run"
+        try:
+            if command.tty:
+                return self._exec_tty(ref, command)
+            exec_id = self._exec_create(ref, command)
+            if command.detach:
+                self.client.api.exec_start(exec_id, detach=True)
+                return 0
+            self._exec_stream(exec_id, command, on_output)
+            return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"{verb} {command.argv[0]} in {ref}") from exc
+
+    def _gated(self, command: ExecSpec) -> bool:
+        # Podman's exec can lose a short process's output when the process ends before the output is
+        # attached: the command waits for one line on stdin, sent once attached.
+        return self.kind == "podman" and command.stdin is None and not command.tty and not command.detach
+
+    def _exec_create(self, ref: str, command: ExecSpec) -> str:
+        gated = self._gated(command)
         created = self.client.api.exec_create(
             ref,
-            list(argv),
-            user=user,
-            environment=dict(environment or {}),
-            workdir=workdir or None,
-            tty=terminal,
-            stdin=terminal or stdin,
+            [*PODMAN_EXEC_GATE, *command.argv] if gated else list(command.argv),
+            user=command.user,
+            environment=dict(command.environment),
+            workdir=command.workdir or None,
+            tty=command.tty,
+            stdin=command.tty or gated or command.stdin is not None,
         )
         return str(created["Id"])
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int:
-        """Run ``argv`` in the container; stream stdout/stderr chunks to ``on_output`` as they come."""
-        api = self.client.api
+    def _exec_stream(self, exec_id: str, command: ExecSpec, on_output: OutputSink | None) -> None:
+        """Hand over stdin (data, or the gate's line), then EOF; stream stdout and stderr as they come."""
+        # The attached socket, read and closed here: the SDK's stream closes the socket's file wrapper
+        # but not the socket, which kept the descriptor (and on Podman the exec) open.
+        attached = self.client.api.exec_start(exec_id, socket=True)
+        raw = getattr(attached, "_sock", attached)
         try:
-            exec_id = self._exec_create(ref, argv, user=user, environment=environment, workdir=workdir)
-            for stdout, stderr in api.exec_start(exec_id, stream=True, demux=True):
-                if on_output is not None:
-                    if stdout:
-                        on_output("stdout", stdout)
-                    if stderr:
-                        on_output("stderr", stderr)
-            return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
-        except Exception as exc:
-            raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]:
-        """Run ``argv`` with ``data`` on its stdin (then EOF): its exit code and its output, merged."""
-        api = self.client.api
-        try:
-            exec_id = self._exec_create(ref, argv, user=user, stdin=True)
-            attached = api.exec_start(exec_id, socket=True)
-            raw = getattr(attached, "_sock", attached)
-            try:
-                raw.sendall(data)
+            data = command.stdin if command.stdin is not None else b"\n" if self._gated(command) else None
+            if data is not None:
+                with contextlib.suppress(BrokenPipeError):  # a command that reads no input is no error
+                    raw.sendall(data)
                 raw.shutdown(socket.SHUT_WR)
-                frames = frames_iter(attached, tty=False)  # type: ignore[no-untyped-call]
-                output = b"".join(chunk for _, chunk in frames)
-            finally:
-                attached.close()
-                raw.close()  # the wrapper's close leaves the socket itself open on some engines
-            return int(api.exec_inspect(exec_id).get("ExitCode") or 0), output
-        except Exception as exc:
-            raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
+            for stream, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
+                if on_output is not None and chunk:
+                    on_output("stderr" if stream == 2 else "stdout", chunk)
+        finally:
+            attached.close()
+            raw.close()
 
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int:
+    def _exec_tty(self, ref: str, command: ExecSpec) -> int:
         from containai.runtime.tty import attach_tty
 
         api = self.client.api
-        try:
-            exec_id = self._exec_create(
-                ref, argv, user=user, environment=environment, workdir=workdir, terminal=True
-            )
-            sock = api.exec_start(exec_id, tty=True, socket=True)
-            attach_tty(sock, resize=lambda rows, cols: api.exec_resize(exec_id, height=rows, width=cols))
-            return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
-        except Exception as exc:
-            raise translate(exc, self.choice, f"attach to {ref}") from exc
+        exec_id = self._exec_create(ref, command)
+        sock = api.exec_start(exec_id, tty=True, socket=True)
+        attach_tty(sock, resize=lambda rows, cols: api.exec_resize(exec_id, height=rows, width=cols))
+        return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
@@ -337,6 +487,7 @@ class _EngineContainers:
                 dict(v.attrs.get("Options") or {}),
             )
             for v in found
+            if has_labels(v.attrs.get("Labels") or {}, labels)
         ]
 
     def remove_volume(self, name: str) -> None:
@@ -350,9 +501,10 @@ class _EngineContainers:
     def networks(self, labels: Mapping[str, str]) -> list[NetworkInfo]:
         try:
             found = self.client.networks.list(filters=_label_filter(labels))
-            return [NetworkInfo(n.name, dict(n.attrs.get("Labels") or {})) for n in found]
+            listed = [NetworkInfo(n.name, dict(n.attrs.get("Labels") or {})) for n in found]
         except Exception as exc:
             raise translate(exc, self.choice, "list networks") from exc
+        return [n for n in listed if has_labels(n.labels, labels)]
 
     def create_network(self, name: str, *, labels: Mapping[str, str], internal: bool = False) -> NetworkInfo:
         try:
@@ -368,16 +520,6 @@ class _EngineContainers:
         except Exception as exc:
             raise translate(exc, self.choice, f"create network {name}") from exc
         return NetworkInfo(network.name, dict(labels))
-
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None:
-        api = self.client.api
-        try:
-            exec_id = self._exec_create(ref, argv, user=user, environment=environment)
-            api.exec_start(exec_id, detach=True)
-        except Exception as exc:
-            raise translate(exc, self.choice, f"start {argv[0]} in {ref}") from exc
 
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
         """One regular file from a container (running or not), through the archive API."""
@@ -398,22 +540,9 @@ class _EngineContainers:
             handle = archive.extractfile(member) if member is not None else None
             return handle.read(max_bytes) if handle is not None else None
 
-    def start_with_input(self, ref: str, data: bytes) -> None:
-        """Start a container and hand ``data`` to its stdin, then close it: the value is in no config."""
-        api = self.client.api
-        try:
-            attached = api.attach_socket(ref, params={"stdin": 1, "stream": 1})
-            raw = getattr(attached, "_sock", attached)
-            try:
-                api.start(ref)
-                raw.sendall(data)
-            finally:
-                attached.close()
-        except Exception as exc:
-            raise translate(exc, self.choice, f"start {ref}") from exc
-
-    def start_with_feed(self, ref: str) -> StdinFeed:
-        """Start a container with its stdin attached, and keep it: lines sent later reach it too."""
+    def start_fed(self, ref: str) -> StdinFeed:
+        """Start a container with its stdin attached and held: what is sent reaches it, until closed.
+        The one way to hand a container a value (a key) that must be in no config, label or file."""
         api = self.client.api
         try:
             attached = api.attach_socket(ref, params={"stdin": 1, "stream": 1})
@@ -451,6 +580,19 @@ class EngineRuntime(_EngineContainers):
     def __init__(self, choice: EngineChoice) -> None:
         self.choice = choice
         self._client: Any = None
+        self._kind: EngineKind | None = None
+
+    @property
+    def kind(self) -> EngineKind:
+        """Which dialect the engine speaks, as it says itself (a URL may point at either)."""
+        if self._kind is None:
+            try:
+                self._kind = engine_kind(self.client.version())
+            except EngineError:
+                raise
+            except Exception as exc:
+                raise translate(exc, self.choice, "report its version") from exc
+        return self._kind
 
     @property
     def client(self) -> Any:
@@ -481,21 +623,15 @@ class EngineRuntime(_EngineContainers):
             raise translate(exc, self.choice, f"inspect image {ref}") from exc
 
     def pull(self, ref: str) -> ImageInfo:
-        repository, _, tag = ref.partition(":")
+        # The tag follows the last colon after the last slash: a registry's port is no tag.
+        repository, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
         try:
             return _image_info(self.client.images.pull(repository, tag=tag or "latest"))
         except Exception as exc:
             raise translate(exc, self.choice, f"pull {ref}") from exc
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo:
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        context, tag, buildargs, labels = spec.context, spec.tag, spec.buildargs, spec.labels
         try:
             stream = self.client.api.build(
                 path=str(context),

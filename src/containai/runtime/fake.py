@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containai.errors import EngineAPIError, EngineUnavailable
 from containai.runtime.base import (
     BuildEvent,
+    BuildSpec,
     ContainerInfo,
     ContainerRuntime,
     ContainerSpec,
     EngineInfo,
+    ExecSpec,
     ImageInfo,
     NetworkInfo,
+    OutputSink,
     VolumeInfo,
 )
 from containai.runtime.select import EngineChoice
@@ -65,6 +68,19 @@ class ExecCall:
     environment: Mapping[str, str] = field(default_factory=dict)
     workdir: str = ""
     tty: bool = False
+    detach: bool = False
+
+    @classmethod
+    def of(cls, ref: str, command: ExecSpec) -> ExecCall:
+        return cls(
+            ref,
+            command.argv,
+            command.user,
+            dict(command.environment),
+            command.workdir,
+            command.tty,
+            command.detach,
+        )
 
 
 def _image_id(*parts: object) -> str:
@@ -140,7 +156,8 @@ class FakeRuntime:
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
         self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
-        self.inputs: list[tuple[str, bytes]] = []  # what start_with_input and exec_with_input handed over
+        # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
+        self.inputs: list[tuple[str, bytes]] = []  # what a fed start or an exec with stdin handed over
         self.closed = False
 
     # Images and the engine.
@@ -169,15 +186,8 @@ class FakeRuntime:
             raise EngineAPIError(f"the engine refused to pull {ref}: no registry is reachable")
         return self.add_image(ref)
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo:
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        context, tag, buildargs, labels = spec.context, spec.tag, spec.buildargs, spec.labels
         paths = {path.relative_to(context).as_posix(): path for path in context.rglob("*") if path.is_file()}
         files = {name: paths[name].read_bytes() for name in sorted(paths)}
         executables = frozenset(name for name, path in paths.items() if path.stat().st_mode & 0o111)
@@ -234,13 +244,15 @@ class FakeRuntime:
             (c for c in self.containers_by_id.values() if c.name == ref), None
         )
 
-    def _set_status(self, ref: str, status: str) -> None:
+    def _set_status(self, ref: str, status: str, exit_code: int | None = None) -> None:
         found = self._find(ref)
         if found is None:
             raise EngineAPIError(f"the engine refused to change {ref}: no such container")
-        self.containers_by_id[found.id] = ContainerInfo(
-            found.id, found.name, found.image, status, found.labels, found.created, found.raw
-        )
+        self.containers_by_id[found.id] = replace(found, status=status, exit_code=exit_code)
+
+    def exited(self, ref: str, code: int) -> None:
+        """The container's main process ended with ``code`` (as a crash or a finished agent would)."""
+        self._set_status(ref, "exited", code)
 
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
         self._maybe_fail("create_container")
@@ -252,7 +264,7 @@ class FakeRuntime:
             spec.image,
             "created",
             dict(spec.labels),
-            raw={"Config": {"User": spec.user}, "State": {"ExitCode": 0}},
+            user=spec.user,
         )
         self.containers_by_id[info.id] = info
         self.specs[info.id] = spec
@@ -263,8 +275,9 @@ class FakeRuntime:
         self._set_status(ref, "running")
 
     def stop(self, ref: str, *, timeout: int = 10) -> None:
-        if self._find(ref) is not None:
-            self._set_status(ref, "exited")
+        found = self._find(ref)
+        if found is not None and found.status == "running":
+            self._set_status(ref, "exited", 137)  # killed, as a sleeping PID 1 is after the timeout
 
     def container(self, ref: str) -> ContainerInfo | None:
         return self._find(ref)
@@ -278,31 +291,18 @@ class FakeRuntime:
             del self.containers_by_id[found.id]
             self.specs.pop(found.id, None)
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int:
-        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
+        found = self._find(ref)
+        if found is None or not found.running:
+            raise EngineAPIError(f"the engine refused to run {command.argv[0]} in {ref}: it is not running")
+        self.execs.append(ExecCall.of(ref, command))
+        if command.stdin is not None:
+            self.inputs.append((ref, command.stdin))
         self._maybe_fail("exec")
-        return self._answer(argv, on_output)
-
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int:
-        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir, tty=True))
-        return self.exec_exit_code
+        if command.tty:
+            return self.exec_exit_code
+        code = self._answer(command.argv, on_output)
+        return 0 if command.detach else code
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
@@ -336,26 +336,9 @@ class FakeRuntime:
         self.networks_by_name[name] = network
         return network
 
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None:
-        self.exec(ref, argv, user=user, environment=environment)
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]:
-        self.inputs.append((ref, data))
-        output: list[bytes] = []
-        code = self.exec(ref, argv, user=user, on_output=lambda _s, d: output.append(d))
-        return code, b"".join(output)
-
-    def start_with_feed(self, ref: str) -> _FakeFeed:
+    def start_fed(self, ref: str) -> _FakeFeed:
         self.start(ref)
         return _FakeFeed(ref, self.inputs)
-
-    def start_with_input(self, ref: str, data: bytes) -> None:
-        self.start(ref)
-        self.inputs.append((ref, data))
 
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
         return self.files.get((ref, path))

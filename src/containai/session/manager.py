@@ -25,11 +25,13 @@ from typing import Any
 
 from containai.agents.definition import AgentDef
 from containai.broker.session import BrokerPaths
+from containai.config import NetworkSettings
 from containai.egress.sidecar import Lab
 from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
+from containai.inside import protocol
 from containai.mcp.config import McpServer
-from containai.runtime.base import ContainerInfo, ContainerRuntime, Mount, NetworkInfo, VolumeInfo
+from containai.runtime.base import ContainerInfo, ContainerRuntime, ExecSpec, Mount, NetworkInfo, VolumeInfo
 from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.naming import SessionLabels, container_name, new_session_id
@@ -47,6 +49,7 @@ from containai.session.plan import (
     Resources,
     SessionPlan,
     choose_workspace,
+    default_resources,
     hardened_spec,
     render_setup_script,
 )
@@ -62,15 +65,6 @@ __all__ = ["FinishResult", "NetworkSettings", "Reporter", "SessionManager", "Ses
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
-    """The user's ``[network]`` settings (config.toml)."""
-
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    presets: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class SessionRequest:
     agent: AgentDef
     repo_path: Path | None
@@ -83,11 +77,11 @@ class SessionRequest:
     push: bool = True
     force: bool = False
     name: str | None = None
-    resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
+    resources: Resources = field(default_factory=default_resources)
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
     allow_domains: tuple[str, ...] = ()  # --allow-domain
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
-    lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
+    lab: Lab | None = None  # tests only: a fake internet for the proxy (never from the environment)
     approvals_file: Path | None = None  # domains the user approved for repositories
     credential: Secret | None = None  # the agent's model API key, for its gateway (never in its container)
     login: ClaudeLogin | None = None  # or the CLI's own login on the host, refreshed there by the broker
@@ -98,11 +92,24 @@ class SessionRequest:
 
 @dataclass(frozen=True)
 class FinishResult:
-    imported: ImportResult | None
     kept: bool  # the container and workspace were kept because bringing the work home failed
     message: str
     warnings: tuple[str, ...] = ()  # what else the user must know: a proxy that died, what it blocked
     parts: Mapping[str, PartResult] = field(default_factory=dict)  # each part's own result, by role
+
+    @property
+    def imported(self) -> ImportResult | None:
+        """What the git gate brought home (the workspace part's result)."""
+        found = self.parts.get("workspace")
+        return found.detail if found is not None and isinstance(found.detail, ImportResult) else None
+
+    @property
+    def kept_reason(self) -> str | None:
+        """With ``kept``: the error that kept the work in the session (its message), when one did."""
+        for found in self.parts.values():
+            if found.keep and isinstance(found.detail, ContainAIError):
+                return found.detail.message
+        return None
 
     @property
     def egress(self) -> str | None:
@@ -252,7 +259,7 @@ class SessionManager:
             container=hardened_spec(
                 image=image,
                 name=name,
-                command=["/usr/local/bin/containai-entrypoint", "--hold"],
+                command=[protocol.ENTRYPOINT_PROGRAM, "--hold"],
                 labels=labels.for_role("agent"),
                 uid=workspace.uid,
                 gid=workspace.gid,
@@ -297,7 +304,7 @@ class SessionManager:
         self.ports.reporter.note(
             f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}"
         )
-        if plan.planned("egress") is None:
+        if plan.labels.network_proxy == "restricted":
             self.ports.reporter.note("restricted: this session is offline (no network at all)")
 
     def rollback(self, plan: SessionPlan) -> None:
@@ -338,21 +345,18 @@ class SessionManager:
                     warnings=()
                     if part.holds_work
                     else (f"the session's {part.role} could not finish: {why}",),
+                    detail=exc if isinstance(exc, ContainAIError) else None,
                 )
             if result is None:
                 continue
             results[part.role] = result
             if result.keep:
                 log.warning("%s: kept: %s", name, result.message)
-                return FinishResult(None, kept=True, message=result.message or "kept", parts=results)
+                return FinishResult(kept=True, message=result.message or "kept", parts=results)
         self.teardown(record, options)
-        workspace = results.get("workspace")
-        imported = (
-            workspace.detail if workspace is not None and isinstance(workspace.detail, ImportResult) else None
-        )
         messages = [r.message for r in results.values() if r.message]
         warnings = tuple(w for r in results.values() for w in r.warnings)
-        return FinishResult(imported, False, "; ".join(messages) or "done", warnings, results)
+        return FinishResult(False, "; ".join(messages) or "done", warnings, results)
 
     # -- teardown
 
@@ -539,19 +543,17 @@ def agent_environment(plan: SessionPlan) -> dict[str, str]:
 
 
 def run_interactive(runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str]) -> int:
-    return runtime.exec_tty(
-        plan.name, argv, user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE
-    )
+    return runtime.exec(plan.name, agent_exec(plan, argv, tty=True))
 
 
 def run_streamed(
     runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str], on_output: Callable[[str, bytes], None]
 ) -> int:
-    return runtime.exec(
-        plan.name,
-        argv,
-        user=plan.user,
-        environment=agent_environment(plan),
-        workdir=WORKSPACE,
-        on_output=on_output,
+    return runtime.exec(plan.name, agent_exec(plan, argv), on_output)
+
+
+def agent_exec(plan: SessionPlan, argv: Sequence[str], *, tty: bool = False) -> ExecSpec:
+    """A command as the agent runs it: its user, its environment, in the workspace."""
+    return ExecSpec(
+        tuple(argv), user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE, tty=tty
     )

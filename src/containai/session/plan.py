@@ -15,23 +15,22 @@ from pathlib import Path
 from typing import Any, Literal
 
 from containai.agents.definition import AgentDef
+from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS
 from containai.errors import UsageError
+from containai.inside import protocol
 from containai.runtime.base import ContainerSpec, Mount
 from containai.session.naming import SessionLabels
 from containai.session.parts import PartPlan, SessionPart
 from containai.session.repo import BranchChoice, RepoInfo
 
 WorkspaceMode = Literal["overlay", "clone", "empty"]
-AGENT_UID = 1000
-WORKSPACE = "/workspace"
+AGENT_UID = protocol.AGENT_UID
+WORKSPACE = protocol.WORKSPACE
 REPO_MOUNT = "/repo"
 HOME = "/home/agent"
 VSCODE_SERVER = f"{HOME}/.vscode-server"
 CACHE = f"{HOME}/.cache"
 EXPORT_BUNDLE = "/tmp/containai-session.bundle"  # noqa: S108  # a path inside the container's own tmpfs
-
-DEFAULT_MEMORY = "8g"
-DEFAULT_PIDS = 1024
 
 
 @dataclass(frozen=True)
@@ -97,7 +96,7 @@ def parse_memory(text: str) -> int:
 
 def parse_cpus(text: str | None, available: int) -> int:
     if text is None:
-        return min(4, max(1, available)) * 10**9
+        return min(DEFAULT_MAX_CPUS, max(1, available)) * 10**9
     try:
         value = float(text)
     except ValueError:
@@ -112,6 +111,13 @@ class Resources:
     memory_bytes: int
     nano_cpus: int
     pids: int = DEFAULT_PIDS
+
+
+def default_resources(available: int | None = None) -> Resources:
+    """The defaults of containai/config.py; the CLI passes the resolved settings instead."""
+    import os
+
+    return Resources(parse_memory(DEFAULT_MEMORY), parse_cpus(None, available or os.cpu_count() or 1))
 
 
 @dataclass(frozen=True)

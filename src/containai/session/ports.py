@@ -23,16 +23,11 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from containai.broker.session import BrokerPaths
+from containai.gateway.login import ClaudeLogin
+from containai.hostgit import HostGit
 from containai.runtime.base import ContainerRuntime
-from containai.session.repo import (
-    BranchChoice,
-    RepoInfo,
-    branch_sha,
-    choose_branch,
-    delete_branch_if_at,
-    git,
-)
-from containai.workspace.gate import GatePolicy, ImportResult, import_bundle, worktrees_with
+from containai.session.repo import BranchChoice, RepoInfo, choose_branch
+from containai.workspace.gate import GatePolicy, ImportResult, import_bundle
 
 
 class Reporter(Protocol):
@@ -81,7 +76,7 @@ class BrokerLauncher(Protocol):
         container: str,
         engine_url: str,
         gateway: str | None,
-        login: Path | None,
+        login: ClaudeLogin | None,
     ) -> None: ...
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]: ...
@@ -138,15 +133,17 @@ class SilentReporter:
 
 
 class HostGitRepository:
-    """HostRepository over the host's git (``session.repo`` and the gate)."""
+    """HostRepository over the host's hardened git (``containai.hostgit``) and the gate."""
 
     def identity(self, root: Path | None) -> tuple[str, str]:
         """The host user's name and e-mail for the agent's commits (values only; no config file goes in)."""
         if root is None:
             return "ContainAI agent", "agent@containai.invalid"
-        name = git(root, "config", "user.name", check=False).strip() or "ContainAI agent"
-        email = git(root, "config", "user.email", check=False).strip() or "agent@containai.invalid"
-        return name, email
+        git = HostGit(root)
+        return (
+            git.user_config("user.name") or "ContainAI agent",
+            git.user_config("user.email") or "agent@containai.invalid",
+        )
 
     def owner(self, root: Path) -> tuple[int, int]:
         info = root.stat()
@@ -165,13 +162,13 @@ class HostGitRepository:
         return choose_branch(info, agent, requested=requested, use_current=use_current, force=force, now=now)
 
     def branch_sha(self, root: Path, branch: str) -> str | None:
-        return branch_sha(root, branch)
+        return HostGit(root).branch_sha(branch)
 
     def checked_out(self, root: Path, branch: str) -> bool:
-        return bool(worktrees_with(root, f"refs/heads/{branch}"))
+        return bool(HostGit(root).worktrees_with(f"refs/heads/{branch}"))
 
     def delete_branch_if_at(self, root: Path, branch: str, sha: str) -> bool:
-        return delete_branch_if_at(root, branch, sha)
+        return HostGit(root).delete_branch_if_at(branch, sha)
 
     def import_bundle(
         self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
@@ -192,7 +189,7 @@ class ProcessBroker:
         container: str,
         engine_url: str,
         gateway: str | None,
-        login: Path | None,
+        login: ClaudeLogin | None,
     ) -> None:
         from containai.broker import session as session_broker
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from containai.broker.session import BrokerPaths
+from containai.gateway.login import ClaudeLogin
 from containai.images.catalog import PARTS, image_tag
 from containai.runtime.fake import FakeRuntime
 from containai.session.ports import Ports
@@ -115,7 +116,7 @@ class FakeBroker:
         container: str,
         engine_url: str,
         gateway: str | None,
-        login: Path | None,
+        login: ClaudeLogin | None,
     ) -> None:
         if self.fail_start is not None:
             raise self.fail_start

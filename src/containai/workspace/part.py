@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containai.errors import ContainAIError, SessionError
-from containai.runtime.base import Mount
+from containai.runtime.base import ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
 from containai.text import last_line, printable
@@ -76,9 +76,7 @@ class WorkspacePart(BasePart[WorkspacePlan]):
         output: list[bytes] = []
         code = ports.runtime.exec(
             session.name,
-            ["bash", "-c", session.setup_script],
-            user=session.user,
-            workdir=WORKSPACE,
+            ExecSpec(("bash", "-c", session.setup_script), user=session.user, workdir=WORKSPACE),
             on_output=lambda _stream, data: output.append(data),
         )
         if code != 0:
@@ -109,6 +107,7 @@ class WorkspacePart(BasePart[WorkspacePlan]):
                 keep=True,
                 message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
                 f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
+                detail=exc,  # the reason, for `--json`
             )
         message = describe_import(imported) if imported else f"no new commits on {labels.branch}"
         return PartResult(self.role, message=message, detail=imported)
@@ -152,9 +151,7 @@ def unexported_work(ports: Ports, record: SessionRecord) -> Unexported:
         output: list[bytes] = []
         code = ports.runtime.exec(
             record.name,
-            argv,
-            user=user,
-            workdir=WORKSPACE,
+            ExecSpec(tuple(argv), user=user, workdir=WORKSPACE),
             on_output=lambda s, d: output.append(d) if s == "stdout" else None,
         )
         if code != 0:
@@ -185,14 +182,12 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
     script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
     code = runtime.exec(
         record.name,
-        ["bash", "-c", script],
-        user=user,
-        workdir=WORKSPACE,
+        ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE),
         on_output=lambda _s, data: output.append(data),
     )
     if code == 3 and not ports.host.is_ready(record.state_dir):
         return None
-    if code == 0 and runtime.exec(record.name, ["test", "-s", EXPORT_BUNDLE], user=user) != 0:
+    if code == 0 and runtime.exec(record.name, ExecSpec(("test", "-s", EXPORT_BUNDLE), user=user)) != 0:
         return None  # no new commits: the export wrote no bundle
     if code != 0:
         # The export's output is the agent's to shape: only its last line, made printable, is shown.
@@ -200,19 +195,7 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
         raise SessionError(f"exporting the work failed in {record.name}: {shown}")
     with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
         bundle = Path(work) / "session.bundle"
-        size = 0
-        with bundle.open("wb") as handle:
-
-            def save(stream: str, data: bytes) -> None:
-                nonlocal size
-                if stream == "stdout":
-                    size += len(data)
-                    if size <= MAX_BUNDLE_BYTES:
-                        handle.write(data)
-
-            code = runtime.exec(record.name, ["cat", EXPORT_BUNDLE], user=user, on_output=save)
-        if code != 0 or size > MAX_BUNDLE_BYTES:
-            raise SessionError(f"copying the work out of {record.name} failed (exit {code}, {size} bytes)")
+        copy_out(ports, record.name, EXPORT_BUNDLE, user=user, target=bundle)
         return ports.git.import_bundle(
             Path(labels.repo),
             bundle,
@@ -222,6 +205,37 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
             # The user's own branch (--use-current-branch): its work tree may move with it, when safe.
             move_worktree=not labels.branch_created,
         )
+
+
+def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path) -> None:
+    """Copy a file out of the container through ``cat`` (streamed to disk, as the agent's user), and
+    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried."""
+    runtime = ports.runtime
+    code, size, expected, stat = 0, 0, b"", bytearray()
+    for _ in range(3):
+        stat.clear()
+        runtime.exec(container, ExecSpec(("stat", "-c", "%s", path), user=user), lambda _s, d: stat.extend(d))
+        expected = bytes(stat).strip()
+        if not expected.isdigit():
+            continue
+        size = 0
+        with target.open("wb") as handle:
+
+            def save(stream: str, data: bytes) -> None:
+                nonlocal size
+                if stream == "stdout":
+                    size += len(data)
+                    if size <= MAX_BUNDLE_BYTES:
+                        handle.write(data)
+
+            code = runtime.exec(container, ExecSpec(("cat", path), user=user), save)
+        if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
+            return
+        if code != 0 or size > MAX_BUNDLE_BYTES:
+            break
+    raise SessionError(
+        f"copying the work out of {container} failed (exit {code}, {size} of {printable(expected) or '?'} bytes)"
+    )
 
 
 def describe_import(result: ImportResult) -> str:
