@@ -154,7 +154,7 @@ class BenchRun:
         """End sessions this run started, without bringing anything home (their repos are generated)."""
         procs = [
             subprocess.Popen(
-                self.cli("remove-agent", name, "--no-push"),
+                self.cli("remove-agent", name, "--no-push", "--yes"),
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -169,7 +169,7 @@ class BenchRun:
         left: list[str] = []
         with contextlib.suppress(Exception):
             subprocess.run(
-                self.cli("remove-agent", "--all", "--no-push", "--label", self.scope),
+                self.cli("remove-agent", "--all", "--no-push", "--yes", "--label", self.scope),
                 env=self.env,
                 capture_output=True,
                 timeout=300,
