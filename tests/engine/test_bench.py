@@ -31,7 +31,6 @@ QUICK_FIGURES = {
     "workspace.clone.10",
     "workspace.clone.1000",
     "commit.10",
-    "commit.1000",
     "egress.download",
     "egress.small.p50",
     "egress.small.p99",

@@ -73,13 +73,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def machine(run: BenchRun) -> Machine:
     version = run.client.version()
-    components = [c.get("Name", "") for c in version.get("Components", [])]
-    engine = "podman" if any("podman" in name.lower() for name in components) else "docker"
     return Machine(
         nproc=os.cpu_count() or 0,
         memory_mib=os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20,
         kernel=platform.release(),
-        engine=engine,
+        engine=run.engine,
         engine_version=str(version.get("Version", "?")),
         python=platform.python_version(),
     )

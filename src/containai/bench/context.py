@@ -53,6 +53,12 @@ def timed(argv: Sequence[str], *, env: Mapping[str, str], timeout: float = 900) 
     return time.perf_counter() - start
 
 
+def engine_kind(client: Any) -> str:
+    """ "podman" when the engine says it is Podman, else "docker"."""
+    components = [str(c.get("Name", "")) for c in client.version().get("Components", [])]
+    return "podman" if any("podman" in name.lower() for name in components) else "docker"
+
+
 @dataclass
 class BenchRun:
     run_id: str
@@ -62,6 +68,7 @@ class BenchRun:
     client: Any
     repeat: int
     quick: bool
+    engine: str = "docker"  # or "podman": which CLI the floors use
     bin: Path = field(default_factory=lambda: Path(sys.executable).parent)
     _repos: dict[tuple[int, str], Path] = field(default_factory=dict)
 
@@ -73,7 +80,7 @@ class BenchRun:
         workdir = Path(tempfile.mkdtemp(prefix=f"containai-bench-{run_id}-"))
         workdir.chmod(0o711)
         client = docker.DockerClient(base_url=choice.base_url, version="auto", timeout=600)
-        return cls(run_id, choice.base_url, runtime, workdir, client, repeat, quick)
+        return cls(run_id, choice.base_url, runtime, workdir, client, repeat, quick, engine_kind(client))
 
     @property
     def labels(self) -> dict[str, str]:
@@ -114,7 +121,10 @@ class BenchRun:
         return [self.program(name), *map(str, args)]
 
     def engine_cli(self, *args: str) -> list[str]:
-        """The docker CLI against this run's engine (Podman's socket speaks the same API)."""
+        """The engine's own CLI against this run's engine: the floor a user of that engine knows
+        (the docker CLI cannot attach through Podman's socket: "unable to upgrade to tcp")."""
+        if self.engine == "podman":
+            return ["podman", "--remote", "--url", self.base_url, *args]
         return ["docker", "-H", self.base_url, *args]
 
     def repo(self, files: int, owner: str) -> Path:
@@ -144,7 +154,7 @@ class BenchRun:
         """End sessions this run started, without bringing anything home (their repos are generated)."""
         procs = [
             subprocess.Popen(
-                self.cli("remove-agent", name, "--no-push"),
+                self.cli("remove-agent", name, "--no-push", "--yes"),
                 env=self.env,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -159,7 +169,7 @@ class BenchRun:
         left: list[str] = []
         with contextlib.suppress(Exception):
             subprocess.run(
-                self.cli("remove-agent", "--all", "--no-push", "--label", self.scope),
+                self.cli("remove-agent", "--all", "--no-push", "--yes", "--label", self.scope),
                 env=self.env,
                 capture_output=True,
                 timeout=300,

@@ -9,6 +9,7 @@ goes agent -> relay -> squid -> upstream); direct, in a container on the fake in
 from __future__ import annotations
 
 import json
+import sys
 from typing import Any
 
 from containai.bench.context import CHANNEL, BenchError, BenchRun, run_checked
@@ -36,6 +37,21 @@ for i in range(count):
 print("BENCH " + json.dumps({"bytes": got, "download": download, "latencies": latencies}))
 """
 HOST = "allowed.test"
+# `containai` with the session's proxy put on the run's fake internet. ContainAI reads no such hook
+# from the environment or a file (a user, or a repository, cannot turn it on); like the egress tests'
+# lab_cli.py, the harness injects it into the settings of a CLI it runs itself.
+LAB_CLI = """
+import sys
+from containai.cli.app import run_cli
+from containai.cli.main import cli
+from containai.config import Hooks
+from containai.egress.sidecar import Lab
+network, dns, cidr, *args = sys.argv[1:]
+hooks = Hooks(lab=Lab(network, (dns,), (cidr,)))
+def inject(app):
+    app.hooks = hooks
+sys.exit(run_cli(cli, args=args, prog_name="containai", extra=inject))
+"""
 
 
 def parse_client(output: str) -> dict[str, Any]:
@@ -54,9 +70,7 @@ def throughput(run: BenchRun) -> list[Figure]:
     with FakeInternet(
         run.client, image=image_tag("base", CHANNEL), labels=run.labels, run_id=run.run_id
     ) as net:
-        env = run.env | {
-            "CONTAINAI_EGRESS_LAB": f"network={net.network},dns={net.dns_ip},allow-range={net.subnet}"
-        }
+        env = run.env
 
         def direct() -> dict[str, Any]:
             code, output, _ = net.run_client(argv, timeout=600)
@@ -65,10 +79,11 @@ def throughput(run: BenchRun) -> list[Figure]:
             return parse_client(output)
 
         def proxied() -> dict[str, Any]:
-            session = run.cli(
-                "containai", "run", "shell", repo, "--channel", CHANNEL, "--no-push",
-                "--network-proxy", "squid", "--allow-domain", HOST, "--", *argv,
-            )  # fmt: skip
+            lab = [net.network, net.dns_ip, str(net.subnet)]
+            session = [
+                sys.executable, "-c", LAB_CLI, *lab, "run", "shell", str(repo), "--channel", CHANNEL,
+                "--no-push", "--network-proxy", "squid", "--allow-domain", HOST, "--", *argv,
+            ]  # fmt: skip
             return parse_client(run_checked(session, env=env, timeout=900, what="squid session").stdout)
 
         results: dict[str, list[dict[str, Any]]] = {"direct": [], "proxy": []}

@@ -64,7 +64,7 @@ def footprint(run: BenchRun) -> list[Figure]:
             check=True,
         ).stdout.strip()
         try:
-            time.sleep(SETTLE)
+            time.sleep(SETTLE / 4 if run.quick else SETTLE)
             containers = [c for c in run.session_containers() if c.id != baseline]
             if not containers:
                 raise BenchError(f"no running container found for session {name}")

@@ -110,6 +110,7 @@ def write_plots(results: Results, directory: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib import ticker
 
     directory.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -148,9 +149,15 @@ def write_plots(results: Results, directory: Path) -> list[Path]:
         if not plotted:
             plt.close(fig)
             continue
-        if logx:  # sizes and times both span decades: log on both axes
+        if logx:  # sizes and times both span decades: log on both axes, plain numbers on the ticks
             ax.set_xscale("log")
             ax.set_yscale("log")
+            plain = ticker.FuncFormatter(lambda v, _pos: f"{v:,.0f}" if v >= 1 else f"{v:g}")
+            ax.xaxis.set_major_formatter(plain)
+            ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+            ax.yaxis.set_major_formatter(plain)
+            ax.yaxis.set_minor_locator(ticker.LogLocator(subs=(2.0, 3.0, 5.0)))
+            ax.yaxis.set_minor_formatter(plain)
         else:
             points = series(results.figures, lines[0][1], lines[0][2])
             ax.set_xticks([x for x, _ in points])
