@@ -20,7 +20,6 @@ repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 data_home=${XDG_DATA_HOME:-$HOME/.local/share}
 venv=${CONTAINAI_VENV:-$data_home/containai/venv}
 bin_dir=${CONTAINAI_BIN_DIR:-$data_home/containai/bin}
-launchers=(run-claude run-codex run-copilot launch-agent connect-agent list-agents remove-agent)
 marker="# added by ContainAI setup-local-dev.sh"
 shim="$repo/scripts/windows/containai-wsl-shim.ps1"
 path_line="export PATH=\"$bin_dir:\$PATH\" $marker"
@@ -37,6 +36,19 @@ for arg in "$@"; do
 done
 
 say() { printf '%s\n' "$*"; }
+
+python=${PYTHON:-python3}
+if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+  echo "setup-local-dev: ContainAI needs Python 3.11 or later ($python is older or missing)" >&2
+  exit 125
+fi
+# The launchers, from the one table of programs (src/containai/cli/programs.toml): those with an alias.
+programs="$repo/src/containai/cli/programs.toml"
+mapfile -t launchers < <("$python" -c '
+import sys, tomllib
+with open(sys.argv[1], "rb") as table:
+    print("\n".join(name for name, row in tomllib.load(table).items() if row.get("alias")))
+' "$programs")
 
 # ~/.bashrc for interactive shells, ~/.profile for login shells (the Windows shims use `bash -lc`),
 # and ~/.zshrc when there is one.
@@ -88,12 +100,6 @@ if [ "$check_only" = 1 ]; then
   if check; then say "ContainAI is set up; nothing to do."; exit 0; fi
   say "run scripts/setup-local-dev.sh to fix the lines above"
   exit 1
-fi
-
-python=${PYTHON:-python3}
-if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
-  echo "setup-local-dev: ContainAI needs Python 3.11 or later ($python is older or missing)" >&2
-  exit 125
 fi
 
 if [ ! -x "$venv/bin/python" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build ContainAI's dev images: a thin wrapper over `containai images build --channel dev`.
 #
-#   scripts/build/build-dev.sh [--agents copilot,codex,claude,proxy,logfwd|all] [--ca-cert PATH] [...]
+#   scripts/build/build-dev.sh [--agents copilot,codex,claude,proxy,gateway,logfwd|all] [--ca-cert PATH] [...]
 #
 # Every option is passed through. It uses the installed `containai` when there is one on PATH, and the
 # package in this checkout otherwise.

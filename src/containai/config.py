@@ -1,22 +1,40 @@
-"""Where ContainAI keeps its files, and settings resolved with their source.
+"""Where ContainAI keeps its files, and the one settings object, each value with its source.
 
-Precedence is flag > environment > recorded state > default; every resolved value says where it came
-from, so `containai doctor` and error messages can tell the user which knob to turn.
+``resolve_settings`` builds ``Settings`` once, at the CLI boundary, from the command's flags, the
+environment, the repository's ``.containai/config.toml``, the user's ``config.toml`` and the defaults
+below, in that order of precedence; every value says where it came from, so `containai doctor
+--settings` and error messages can tell the user which knob to turn. Nothing past the CLI reads
+``CONTAINAI_*`` variables for these: it is handed the settings (or values taken from them).
+
+The defaults live here and nowhere else.
 """
 
 from __future__ import annotations
 
+import os
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import platformdirs
 
-from containai.errors import ConfigError, UsageError
+from containai.errors import ConfigError, ContainAIError, UsageError
+
+if TYPE_CHECKING:
+    from containai.egress.sidecar import Lab
 
 T = TypeVar("T")
+
+# -- the defaults: one set, here ------------------------------------------------------------------
+DEFAULT_CHANNEL = "dev"  # `containai` itself; a launcher's channel comes from its name
+DEFAULT_MEMORY = "8g"  # swap included
+DEFAULT_MEMORY_BYTES = 8 * 2**30  # the same, for specs built without settings (a test checks they agree)
+DEFAULT_MAX_CPUS = 4  # a session gets the host's CPUs, up to this many
+DEFAULT_PIDS = 1024
+DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org"
+REPO_SETTINGS = Path(".containai") / "config.toml"  # a repository's own file (also its requests)
 
 
 @dataclass(frozen=True)
@@ -136,3 +154,309 @@ def load_user_config(paths: Paths) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{paths.config_file} is not valid TOML: {exc}", hint="fix the file") from exc
+
+
+# -- the settings object ---------------------------------------------------------------------------
+
+SETTINGS_TABLE = "settings"  # [settings] in config.toml (the user's, or a repository's)
+# What a repository's .containai/config.toml may set: how much of the host a session takes, and no
+# more. Whatever else it holds only asks (domains, MCP servers) and waits for the user's approval.
+REPO_KEYS = frozenset({"memory", "cpus", "pids"})
+
+
+@dataclass(frozen=True)
+class Flags:
+    """The command-line values that settings are resolved from (None: not given)."""
+
+    runtime: str | None = None
+    debug: bool = False
+    channel: str | None = None
+    program_channel: str | None = None  # from the launcher's name (run-claude-nightly)
+    program: str | None = None
+    memory: str | None = None
+    cpus: str | None = None
+    labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class NetworkSettings:
+    """The user's ``[network]`` settings (config.toml)."""
+
+    allow: tuple[str, ...] = ()
+    deny: tuple[str, ...] = ()
+    presets: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """What only the engine tests set, by injecting it (tests/engine/lab_cli.py).
+
+    ContainAI reads none of it from the environment or a file: each would let whoever sets it weaken
+    a session (lift the private-range deny list) or send a secret elsewhere (the login's refresh).
+    """
+
+    lab: Lab | None = None  # the proxy on a fake internet, whose range is then not private
+    claude_token_url: str | None = None  # a stand-in for the Claude login's refresh endpoint
+    login_check_seconds: float | None = None  # how often the session's broker checks that login
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        found = [(name, str(value)) for name, value in vars(self).items() if value is not None]
+        return [(name, value, "injected by the test harness") for name, value in found]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a ContainAI command may be configured by, resolved once; frozen."""
+
+    paths: Resolved[Paths]
+    runtime: Resolved[str | None]  # None: DOCKER_HOST, then the usual sockets (runtime/select.py)
+    debug: Resolved[bool]
+    channel: Resolved[str]
+    memory: Resolved[int]  # bytes, swap included
+    cpus: Resolved[int]  # nano-CPUs
+    pids: Resolved[int]
+    workspace: Resolved[str | None]  # overlay or clone; None: chosen per session
+    labels: Resolved[Mapping[str, str]]
+    gateway_upstream: Resolved[str | None]
+    gate_max_blob: Resolved[int]
+    npm_registry: Resolved[str]
+    extra_ca_cert: Resolved[Path | None]
+    network: Resolved[NetworkSettings]
+    hooks: Hooks = Hooks()  # the engine tests' only
+
+    def rows(self) -> list[tuple[str, str, str]]:
+        """(name, value, source) for each setting, as `containai doctor --settings` shows them."""
+        shown: list[tuple[str, str, str]] = []
+        for name in SETTING_NAMES:
+            resolved: Resolved[Any] = getattr(self, name)
+            shown.append((name, _display(name, resolved.value), resolved.source))
+        return shown + self.hooks.rows()
+
+    def to_json(self) -> dict[str, Any]:
+        return {name: {"value": value, "source": source} for name, value, source in self.rows()}
+
+
+SETTING_NAMES = (
+    "paths",
+    "runtime",
+    "debug",
+    "channel",
+    "memory",
+    "cpus",
+    "pids",
+    "workspace",
+    "labels",
+    "gateway_upstream",
+    "gate_max_blob",
+    "npm_registry",
+    "extra_ca_cert",
+    "network",
+)
+_FILE_KEYS: dict[str, type | tuple[type, ...]] = {
+    "channel": str,
+    "memory": str,
+    "cpus": (str, int, float),
+    "pids": int,
+    "workspace": str,
+    "gateway_upstream": str,
+    "gate_max_blob": (str, int),
+    "npm_registry": str,
+}
+
+
+def _display(name: str, value: Any) -> str:
+    if value is None:
+        return "auto" if name in ("runtime", "workspace") else "none"
+    if name == "memory" or name == "gate_max_blob":
+        return _size_text(int(value))
+    if name == "cpus":
+        return f"{value / 10**9:g}"
+    if name == "paths":
+        return str(value.config_dir.parent if value.config_dir.name == "config" else value.config_dir)
+    if name == "labels":
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if name == "network":
+        parts = [f"{what}: {', '.join(items)}" for what, items in vars(value).items() if items]
+        return "; ".join(parts) or "none"
+    return str(value)
+
+
+def _size_text(value: int) -> str:
+    for unit, size in (("t", 2**40), ("g", 2**30), ("m", 2**20), ("k", 2**10)):
+        if value >= size and value % size == 0:
+            return f"{value // size}{unit}"
+    return str(value)
+
+
+def parse_size(text: str, what: str) -> int:
+    """Bytes, or a size with k, m, g or t."""
+    import re
+
+    match = re.fullmatch(r"(\d+)([kmgt]?)b?", text.strip().lower())
+    if not match:
+        raise ConfigError(f"{what}={text!r} is not a size", hint="use bytes or a size like 100m")
+    return int(match.group(1)) * {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}[match.group(2)]
+
+
+def _settings_table(data: Mapping[str, Any], where: Path, *, repo: bool) -> dict[str, str]:
+    allowed = sorted(REPO_KEYS if repo else _FILE_KEYS)
+    table = data.get(SETTINGS_TABLE, {})
+    if not isinstance(table, dict):
+        raise ConfigError(f"{where}: [{SETTINGS_TABLE}] is not a table", hint="write it as [settings]")
+    for key, value in table.items():
+        if key not in allowed:
+            raise ConfigError(
+                f"{where}: [{SETTINGS_TABLE}] {key} is not a setting "
+                + ("a repository may set" if repo else "ContainAI knows"),
+                hint=f"the settings there are {', '.join(sorted(allowed))}",
+            )
+        if not isinstance(value, _FILE_KEYS[key]) or isinstance(value, bool):
+            raise ConfigError(
+                f"{where}: [{SETTINGS_TABLE}] {key} = {value!r} has the wrong type",
+                hint="see docs/configuration.md for the settings and their types",
+            )
+    return {key: str(value) if not isinstance(value, str) else value for key, value in table.items()}
+
+
+def load_repo_config(repo: Path) -> dict[str, Any]:
+    """A repository's .containai/config.toml as a table; an empty one when it has none."""
+    path = repo / REPO_SETTINGS
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from exc
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file") from exc
+
+
+def resolve_settings(
+    flags: Flags,
+    environ: Mapping[str, str],
+    *,
+    repo: Path | None = None,
+    paths: Paths | None = None,
+    cpu_count: Callable[[], int | None] = os.cpu_count,
+    hooks: Hooks | None = None,
+) -> Settings:
+    """Flags > environment > the repository's file > the user's file > defaults, each with its source."""
+    from containai.egress.policy import parse_network_config
+    from containai.images.catalog import parse_channel
+    from containai.session.extra_args import parse_extra_args
+    from containai.session.naming import parse_scope
+    from containai.session.plan import parse_cpus, parse_memory
+    from containai.workspace.gate import GatePolicy
+
+    resolved_paths = (
+        Resolved(paths, "given")
+        if paths is not None
+        else Resolved(
+            Paths.from_env(environ),
+            "environment CONTAINAI_HOME" if environ.get("CONTAINAI_HOME") else "default (XDG directories)",
+        )
+    )
+    where = resolved_paths.value.config_file
+    user_data = load_user_config(resolved_paths.value)
+    user = _settings_table(user_data, where, repo=False)
+    repo_table = _settings_table(load_repo_config(repo), repo / REPO_SETTINGS, repo=True) if repo else {}
+    extra = parse_extra_args(environ.get("CONTAINAI_EXTRA_DOCKER_ARGS", ""))
+
+    def pick(name: str, *given: tuple[str | None, str]) -> Resolved[str | None]:
+        """The first layer that has ``name``, as text, and where it came from: the ``given`` layers
+        (flags, then the environment) in order, then the repository's file, the user's, the default."""
+        for value, source in given:
+            if value:
+                return Resolved(value, source)
+        if name in repo_table and repo is not None:
+            return Resolved(repo_table[name], f"{repo / REPO_SETTINGS} [{SETTINGS_TABLE}]")
+        if name in user:
+            return Resolved(user[name], f"{where} [{SETTINGS_TABLE}]")
+        return Resolved(None, "default")
+
+    def env(name: str) -> tuple[str | None, str]:
+        return environ.get(name), f"environment {name}"
+
+    def convert(found: Resolved[str | None], parse: Callable[[str], T], default: T) -> Resolved[T]:
+        if found.value is None:
+            return Resolved(default, found.source)
+        try:
+            return Resolved(parse(found.value), found.source)
+        except ContainAIError as exc:
+            exc.message = f"{exc.message} (from {found.source})"
+            raise
+
+    extra_env = "environment CONTAINAI_EXTRA_DOCKER_ARGS"
+    available = max(1, cpu_count() or 1)
+    scope_words = [*environ.get("CONTAINAI_LABELS", "").split(), *flags.labels]
+    label_sources = [
+        *(["environment CONTAINAI_LABELS"] if environ.get("CONTAINAI_LABELS", "").split() else []),
+        *(["flag --label"] if flags.labels else []),
+    ]
+    ca_env = environ.get("CONTAINAI_EXTRA_CA_CERT")
+    recorded = resolved_paths.value.recorded_ca
+    allow, deny, presets = parse_network_config(user_data.get("network", {}), f"{where} [network]")
+    debug_env = environ.get("CONTAINAI_DEBUG")
+    return Settings(
+        paths=resolved_paths,
+        runtime=pick("runtime", (flags.runtime, "flag --runtime"), env("CONTAINAI_RUNTIME")),
+        debug=Resolved(True, "flag --debug")
+        if flags.debug
+        else Resolved(debug_env == "1", "environment CONTAINAI_DEBUG")
+        if debug_env
+        else Resolved(False, "default"),
+        channel=convert(
+            pick(
+                "channel",
+                (flags.channel, "flag --channel"),
+                (flags.program_channel, f"the launcher's name ({flags.program})"),
+                env("CONTAINAI_CHANNEL"),
+            ),
+            parse_channel,
+            DEFAULT_CHANNEL,
+        ),
+        memory=convert(
+            pick("memory", (flags.memory, "flag --memory"), (extra.memory, extra_env)),
+            parse_memory,
+            parse_memory(DEFAULT_MEMORY),
+        ),
+        cpus=convert(
+            pick("cpus", (flags.cpus, "flag --cpu"), (extra.cpus, extra_env)),
+            lambda text: parse_cpus(text, available),
+            min(DEFAULT_MAX_CPUS, available) * 10**9,
+        ),
+        pids=convert(
+            pick("pids", (str(extra.pids_limit) if extra.pids_limit else None, extra_env)),
+            _parse_pids,
+            DEFAULT_PIDS,
+        ),
+        workspace=pick("workspace", env("CONTAINAI_WORKSPACE")),
+        labels=Resolved(parse_scope(scope_words), " and ".join(label_sources) or "default"),
+        gateway_upstream=pick("gateway_upstream", env("CONTAINAI_GATEWAY_UPSTREAM")),
+        gate_max_blob=convert(
+            pick("gate_max_blob", env("CONTAINAI_GATE_MAX_BLOB")),
+            lambda text: parse_size(text, "gate_max_blob"),
+            GatePolicy().max_blob_bytes,
+        ),
+        npm_registry=convert(pick("npm_registry", env("CONTAINAI_NPM_REGISTRY")), str, DEFAULT_NPM_REGISTRY),
+        extra_ca_cert=Resolved(Path(ca_env), "environment CONTAINAI_EXTRA_CA_CERT")
+        if ca_env
+        else Resolved(recorded, f"recorded at {recorded}")
+        if recorded.is_file()
+        else Resolved(None, "default"),
+        network=Resolved(
+            NetworkSettings(allow=allow, deny=deny, presets=presets),
+            f"{where} [network]" if "network" in user_data else "default",
+        ),
+        hooks=hooks or Hooks(),
+    )
+
+
+def _parse_pids(text: str) -> int:
+    from containai.session.extra_args import MAX_PIDS
+
+    if not text.isdigit() or not 0 < int(text) <= MAX_PIDS:
+        raise ConfigError(f"pids {text!r} is not a number from 1 to {MAX_PIDS}", hint="unlimited is refused")
+    return int(text)

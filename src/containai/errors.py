@@ -1,8 +1,15 @@
 """ContainAI's exceptions and exit codes.
 
-Every failure ContainAI causes or detects is a ``ContainAIError``; the CLI catches the root in one
-place, prints ``error: <message>`` and ``hint: <fix>``, and exits with ``EXIT_CONTAINAI`` (125, the
-``docker run`` convention), so that an agent's own exit codes (which pass through) stay distinct.
+Every failure ContainAI causes or detects is a ``ContainAIError``; every entry point (the CLI, the
+launchers, both brokers) catches the root in one place (``containai.cli.app.guarded``), prints
+``error: <message>`` and ``hint: <fix>``, and exits with the error's ``exit_code``.
+
+Exit codes are defined once, below (``EXIT_*`` and ``EXIT_CODES``, which docs/cli-reference.md is
+generated from): 0 success; N the agent's own code, passed through; 1 doctor's "not ready"; 75 the
+work was kept in the session, not brought home; 125 ContainAI could not run the agent; 130
+interrupted. Why these: an agent's own code must pass through, so ContainAI's stay clear of the
+codes programs commonly use (1, 2) and of the shell's (126 cannot execute, 127 not found, 128+N a
+signal); 125 is `docker run`'s convention for "the runner failed", 75 is sysexits' EX_TEMPFAIL.
 
     ContainAIError
     ├── UsageError              bad input from the user (flag, path, name)
@@ -39,7 +46,29 @@ from collections.abc import Sequence
 from pathlib import Path
 
 EXIT_OK = 0
+EXIT_NOT_READY = 1
+EXIT_WORK_KEPT = 75
 EXIT_CONTAINAI = 125
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: tuple[tuple[str, str], ...] = (
+    (str(EXIT_OK), "The agent (or command) succeeded, and its work, if any, was brought home."),
+    ("N", "A session's agent exited with N: its own exit code passes through unchanged."),
+    (str(EXIT_NOT_READY), "`containai doctor`: something blocks launching; `mcp approve`: you declined."),
+    (
+        str(EXIT_WORK_KEPT),
+        "The agent finished but its work was NOT brought home: the session is kept, and "
+        "`remove-agent NAME` retries (sysexits' EX_TEMPFAIL). Also remove-agent's code when it keeps "
+        "a session for that reason. If the agent itself failed, its code wins; "
+        "`--json`'s `kept` says it either way.",
+    ),
+    (
+        str(EXIT_CONTAINAI),
+        "ContainAI could not run the agent, or a command failed: bad input, no engine, a missing "
+        "image, a refused setting (`docker run`'s convention). One `error:` line and a `hint:` line.",
+    ),
+    (str(EXIT_INTERRUPTED), "Interrupted (Ctrl-C): the shell's 128 + SIGINT."),
+)
 
 
 class ContainAIError(Exception):

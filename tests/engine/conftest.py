@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -36,6 +37,18 @@ LABELS = {TEST_LABEL: RUN_ID}
 # Sessions the tests start carry this user label (CONTAINAI_LABELS); their teardown and gc are scoped
 # to it, so that a developer's own sessions on the same engine are never touched.
 SESSION_SCOPE = f"containai-test.run={RUN_ID}"
+# Repositories owned by another user than the tests' live here, reachable by that user; removed at the end.
+USER_REPOS = Path(tempfile.gettempdir()) / f"containai-test-repos-{RUN_ID}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def user_repos() -> Iterator[Path]:
+    USER_REPOS.mkdir(mode=0o711)
+    USER_REPOS.chmod(0o711)
+    yield USER_REPOS
+    shutil.rmtree(USER_REPOS, ignore_errors=True)
+
+
 DOCKER_SOCK = Path("/var/run/docker.sock")
 PODMAN_SOCK = Path("/run/podman/podman.sock")
 SOCKETS: dict[EngineKind, Path] = {"docker": DOCKER_SOCK, "podman": PODMAN_SOCK}
@@ -139,7 +152,7 @@ def env(engine: Engine, tmp_path: Path) -> Iterator[dict[str, str]]:
 def remove_test_sessions(environment: dict[str, str]) -> None:
     """This test run's sessions only: never a developer's own on the same engine."""
     subprocess.run(
-        [str(BIN / "remove-agent"), "--all", "--no-push", "--label", SESSION_SCOPE],
+        [str(BIN / "remove-agent"), "--all", "--no-push", "--yes", "--label", SESSION_SCOPE],
         env=environment,
         capture_output=True,
         check=False,

@@ -1,6 +1,6 @@
 """Egress from a real session, against a fake internet of local canaries (threat catalogue §D).
 
-The session's proxy joins the fake internet (CONTAINAI_EGRESS_LAB); the agent container itself has no
+The session's proxy joins the fake internet (a lab the tests inject: lab_cli.py); the agent container itself has no
 network. Every bypass is tried from inside the agent container, and must leave nothing at any canary.
 Each test also shows its probe is able to see a leak: the same probe from a client on the fake
 internet does arrive.
@@ -21,8 +21,11 @@ from typing import Any
 import docker.errors
 import pytest
 
+from containai.config import Hooks
+
 from .conftest import CHANNEL, Engine, remove_test_sessions
 from .fakenet import ULIMITS
+from .lab_cli import install_lab_programs, lab_of
 from .test_sessions import BIN, SESSION_LABEL, containai, launcher, make_repo
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
@@ -32,13 +35,14 @@ pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 def lab_env(engine: Engine, tmp_path: Path, fake_internet: Any) -> Iterator[dict[str, str]]:
     home = tmp_path / "home"
     home.mkdir()
+    # The programs on this PATH run ContainAI with the lab in its settings; nothing in the
+    # environment can ask for it.
+    lab_bin = install_lab_programs(tmp_path / "lab-bin", Hooks(lab=lab_of(fake_internet)))
     env = {
         **engine.env,
         "HOME": str(home),
         "CONTAINAI_HOME": str(tmp_path / "containai"),
-        "PATH": f"{BIN}:{engine.env.get('PATH', '')}",
-        "CONTAINAI_EGRESS_LAB": f"network={fake_internet.network},dns={fake_internet.dns_ip},"
-        f"allow-range={fake_internet.subnet}",
+        "PATH": f"{lab_bin}:{BIN}:{engine.env.get('PATH', '')}",
     }
     yield env
     remove_test_sessions(env)
@@ -279,7 +283,7 @@ def test_killing_the_proxy_leaves_the_agent_with_no_way_out(
     )
     assert direct.exit_code != 0
     assert len(fake_internet.http_requests("allowed")) == 1
-    removed = launcher(lab_env, "remove-agent", agent.name, "--no-push")
+    removed = launcher(lab_env, "remove-agent", agent.name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert "stopped during the session" in removed.stderr
 

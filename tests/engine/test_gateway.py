@@ -14,10 +14,13 @@ from typing import Any
 
 import pytest
 
+from containai.config import Hooks
+
 from ..token_endpoint import TokenEndpoint
 from .conftest import CHANNEL, Engine
+from .lab_cli import install_lab_programs, lab_of
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
-from .test_sessions import BIN, SESSION_LABEL, make_repo
+from .test_sessions import SESSION_LABEL, make_repo, program
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
@@ -30,7 +33,7 @@ def forms(value: str) -> list[str]:
 
 def store_secret(env: dict[str, str], name: str, value: str) -> None:
     result = subprocess.run(
-        [str(BIN / "containai"), "secrets", "set", name, "--stdin"],
+        [program(env, "containai"), "secrets", "set", name, "--stdin"],
         input=value,
         env=env,
         capture_output=True,
@@ -44,7 +47,7 @@ def store_secret(env: dict[str, str], name: str, value: str) -> None:
 def egress_audit(env: dict[str, str], session: str) -> str:
     """The session's egress audit as kept on the host (`containai logs NAME --egress --json`)."""
     return subprocess.run(
-        [str(BIN / "containai"), "logs", session, "--egress", "--json"],
+        [program(env, "containai"), "logs", session, "--egress", "--json"],
         env=env,
         capture_output=True,
         text=True,
@@ -84,7 +87,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
         "--json",
     ]
     process = subprocess.Popen(
-        [str(BIN / "containai"), *args, "--", "bash", "-c", probe],
+        [program(env, "containai"), *args, "--", "bash", "-c", probe],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -131,7 +134,7 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
         for image in (
             f"containai-claude:{CHANNEL}",
             f"containai-proxy:{CHANNEL}",
-            f"containai-logfwd:{CHANNEL}",
+            f"containai-gateway:{CHANNEL}",
         )
     ]
     for text in [audit, *histories]:
@@ -145,7 +148,7 @@ def prompt_with_stored_key(
     """A one-shot session of a real agent CLI whose key is stored on the host, against the mock API."""
     env = {**env, "CONTAINAI_GATEWAY_UPSTREAM": upstream}
     store_secret(env, secret, canary)
-    args = [str(BIN / launcher), str(make_repo(tmp_path)), "--channel", CHANNEL, "--no-push"]
+    args = [program(env, launcher), str(make_repo(tmp_path)), "--channel", CHANNEL, "--no-push"]
     return subprocess.run(
         [*args, "--allow-domain", "api.mock.test", "--prompt", prompt],
         env=env,
@@ -246,11 +249,14 @@ def test_claude_uses_the_hosts_own_login_refreshed_on_the_host_during_the_sessio
     oauth = {"accessToken": f"{prefix}expired", "refreshToken": f"{prefix}refresh-0", "expiresAt": 1000}
     login_file.write_text(json.dumps({"claudeAiOauth": oauth}))
     login_file.chmod(0o600)
+    # The refresh endpoint and a quicker check are injected, like the lab (ContainAI reads neither
+    # from the environment): programs that run with all three go first on PATH.
+    hooks = Hooks(lab=lab_of(fake_internet), claude_token_url=endpoint.url, login_check_seconds=1.0)
+    login_bin = install_lab_programs(tmp_path / "login-bin", hooks)
     env = {
         **lab_env,
         "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test",
-        "CONTAINAI_CLAUDE_TOKEN_URL": endpoint.url,
-        "CONTAINAI_LOGIN_CHECK_SECONDS": "1",
+        "PATH": f"{login_bin}:{lab_env['PATH']}",
     }
     script = (
         'claude -p "Return the words: first answer."; sleep 3; claude -p "Return the words: second answer."'
@@ -258,7 +264,7 @@ def test_claude_uses_the_hosts_own_login_refreshed_on_the_host_during_the_sessio
     try:
         result = subprocess.run(
             [
-                *(str(BIN / "containai"), "run", "claude", str(make_repo(tmp_path)), "--channel", CHANNEL),
+                *(program(env, "containai"), "run", "claude", str(make_repo(tmp_path)), "--channel", CHANNEL),
                 *("--no-push", "--allow-domain", "api.mock.test", "--", "bash", "-c", script),
             ],
             env=env,

@@ -167,6 +167,37 @@ def test_proxy_image_denies_everything_by_default(docker_client: Any) -> None:
         network.remove()
 
 
+@pytest.mark.parametrize(
+    ("part", "program", "args", "user"),
+    [
+        ("base", "mcp-stub", "--help", "agent"),
+        ("base", "containai-entrypoint", "true", "agent"),
+        ("gateway", "containai-gateway", "--help", "gateway"),
+        ("logfwd", "containai-logfwd", "--help", "logfwd"),
+    ],
+)
+def test_each_program_runs_from_its_launcher_as_the_images_user(
+    docker_client: Any, part: str, program: str, args: str, user: str
+) -> None:
+    """The launchers the build installs run containai.inside modules under `python3 -I`, as the role's user."""
+    script = (
+        f"set -e; id -un; head -1 /usr/local/bin/{program}; /usr/local/bin/{program} {args} >/dev/null;"
+        " test ! -w /usr/local/lib/containai/containai/inside;"
+        " ls /usr/local/lib/containai/containai/inside/__pycache__ | grep -c cpython"
+    )
+    code, output = run(docker_client, f"containai-{part}:{CHANNEL}", ["sh", "-c", script], entrypoint=[])
+    lines = output.splitlines()
+    assert code == 0 and lines[:2] == [user, "#!/usr/bin/python3 -I"], output
+    assert int(lines[-1]) >= 3  # compiled at build time: no run writes bytecode
+
+
+def test_the_gateway_image_trusts_the_system_store(docker_client: Any) -> None:
+    """It verifies the model API's certificate itself (through the proxy's CONNECT), so it needs CAs."""
+    check = "import ssl; print(ssl.create_default_context().cert_store_stats()['x509_ca'])"
+    code, output = run(docker_client, f"containai-gateway:{CHANNEL}", ["python3", "-c", check], entrypoint=[])
+    assert code == 0 and int(output.strip()) > 0, output
+
+
 def test_log_forwarder_ships_lines_as_json(docker_client: Any) -> None:
     volume = docker_client.volumes.create(labels=LABELS)
     mount = {volume.name: {"bind": "/logs", "mode": "rw"}}

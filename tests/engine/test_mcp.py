@@ -22,12 +22,10 @@ from typing import Any
 
 import pytest
 
-from containai.session.repo import git
-
 from .conftest import CHANNEL, LABELS, RUN_ID, Engine
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_gateway import egress_audit, forms, store_secret
-from .test_sessions import BIN, SESSION_LABEL, make_repo
+from .test_sessions import SESSION_LABEL, containai, git, make_repo, program
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
@@ -138,7 +136,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     repo = make_repo(tmp_path)
     args = ["run", "claude", str(repo), "--channel", CHANNEL, "--no-push", "--json"]
     process = subprocess.Popen(
-        [str(BIN / "containai"), *args, "--", "bash", "-c", PROBE],
+        [program(lab_env, "containai"), *args, "--", "bash", "-c", PROBE],
         env=lab_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -168,7 +166,10 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     assert "Connected" in claude, claude
     # The agent's uid is refused by the broker's socket, whatever it asks.
     for op in ("redeem", "refresh"):
-        assert json.loads(found_results[f"broker-{op}"])["error"] == "peer-refused"
+        assert json.loads(found_results.get(f"broker-{op}", "{}")).get("error") == "peer-refused", (
+            stdout[-2000:],
+            stderr[-3000:],
+        )
     assert "Permission denied" in base64.b64decode(found_results["stubdir"]).decode()
     # The stub and the server (uid 65531) keep their memory, environment and descriptors from the
     # agent, which reads its own (the control: the probe would have seen them).
@@ -243,7 +244,7 @@ def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_it
     canary = canary_server_with_a_host_secret(lab_env)
     repo = make_repo(tmp_path)
     launched = subprocess.run(
-        [str(BIN / "launch-agent"), "shell", str(repo), "--channel", CHANNEL],
+        [program(lab_env, "launch-agent"), "shell", str(repo), "--channel", CHANNEL],
         env=lab_env,
         capture_output=True,
         text=True,
@@ -298,7 +299,15 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
     def tool_text() -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [
-                *(str(BIN / "containai"), "run", "shell", str(repo), "--channel", CHANNEL, "--no-push"),
+                *(
+                    program(lab_env, "containai"),
+                    "run",
+                    "shell",
+                    str(repo),
+                    "--channel",
+                    CHANNEL,
+                    "--no-push",
+                ),
                 *("--prompt", f"python3 -c {shlex.quote(TOOL_CALL)} || echo no-stub"),
             ],
             env=lab_env,
@@ -313,7 +322,7 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
     assert "not started until you approve" in pending.stderr, pending.stderr
 
     approve = subprocess.run(
-        [str(BIN / "containai"), "mcp", "approve", str(repo), "--yes"],
+        [program(lab_env, "containai"), "mcp", "approve", str(repo), "--yes"],
         env=lab_env,
         capture_output=True,
         text=True,
@@ -346,7 +355,7 @@ def test_a_url_server_gets_the_bearer_token_from_the_stub_through_the_proxy(
     # Nothing else allows api.mock.test: the URL server's host joins the allowlist by itself.
     result = subprocess.run(
         [
-            str(BIN / "containai"),
+            program(lab_env, "containai"),
             "run",
             "shell",
             str(make_repo(tmp_path)),
@@ -390,7 +399,7 @@ def test_codex_and_copilot_read_the_rendered_config_and_find_the_server(
     user_config(lab_env, COMMAND_SERVER)
     result = subprocess.run(
         [
-            *(str(BIN / "containai"), "run", agent, str(make_repo(tmp_path)), "--channel", CHANNEL),
+            *(program(lab_env, "containai"), "run", agent, str(make_repo(tmp_path)), "--channel", CHANNEL),
             *("--no-push", "--", "timeout", "60", agent, "mcp", "get", "canary"),
         ],
         env=lab_env,
@@ -485,16 +494,8 @@ def test_a_server_started_through_npx_reads_no_configuration_the_agent_planted(
     )
     repo = make_repo(tmp_path)
     script = f"TOOL_CALL={shlex.quote(TOOL_CALL)}\n{PLANT}"
-    result = subprocess.run(
-        [
-            *(str(BIN / "containai"), "run", "npxprobe", str(repo), "--no-push"),
-            *("--network-proxy", "restricted", "--prompt", script),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
+    result = containai(
+        env, "run", "npxprobe", str(repo), "--no-push", "--network-proxy", "restricted", "--prompt", script
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = results(result.stdout)

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from containai.images.bootstrap import BOOTSTRAP_TAG
-from containai.runtime.base import BuildEvent
+from containai.runtime.base import BuildEvent, BuildSpec, ExecSpec
 from containai.runtime.engine import EngineRuntime
 
 from .conftest import LABELS, RUN_ID, Engine, containai
@@ -95,13 +95,7 @@ def test_build_streams_progress_and_reuses_the_cache(
 
     def build() -> list[BuildEvent]:
         events: list[BuildEvent] = []
-        runtime.build(
-            context=tmp_path,
-            tag=tag,
-            buildargs={},
-            labels={"ai.containai.part": "test"},
-            on_event=events.append,
-        )
+        runtime.build(BuildSpec(tmp_path, tag, {}, {"ai.containai.part": "test"}), events.append)
         return events
 
     first = build()
@@ -130,10 +124,10 @@ def test_doctor_against_each_engine(engine: Engine, runtime: EngineRuntime, cli_
 
 
 def test_doctor_names_stale_and_missing_images(docker_client: Any, cli_env: dict[str, str]) -> None:
-    """Dev images re-tagged as nightly: base, proxy and logfwd match, agents were built on another base."""
+    """Dev images re-tagged as nightly: base, proxy, gateway and logfwd match, agents were built on another base."""
     tagged = []
     try:
-        for part in ("base", "claude", "proxy", "logfwd"):
+        for part in ("base", "claude", "proxy", "gateway", "logfwd"):
             docker_client.images.get(f"containai-{part}:dev").tag(f"containai-{part}", "nightly")
             tagged.append(f"containai-{part}:nightly")
         result = containai("doctor", "--json", "--channel", "nightly", env=cli_env, check=False)
@@ -177,12 +171,14 @@ def test_exec_with_input_hands_data_on_stdin_then_eof(
     )
     try:
         payload = bytes(range(256)) * 400  # binary, and larger than one socket buffer
-        code, output = runtime.exec_with_input(
+        chunks: list[bytes] = []
+        script = "cat > /tmp/got; wc -c < /tmp/got; sha256sum < /tmp/got; echo done >&2; exit 7"
+        code = runtime.exec(
             container.id,
-            ["sh", "-c", "cat > /tmp/got; wc -c < /tmp/got; sha256sum < /tmp/got; echo done >&2; exit 7"],
-            payload,
-            user="1000:1000",
+            ExecSpec(("sh", "-c", script), user="1000:1000", stdin=payload),
+            lambda _stream, chunk: chunks.append(chunk),
         )
+        output = b"".join(chunks)
         assert code == 7  # EOF reached cat: it finished, and the exit code came back
         # stdout and stderr come merged, in whichever order the engine read them.
         words = output.decode().split()

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from containai.errors import EngineAPIError, EngineError
-from containai.runtime.base import BuildEvent, ContainerRuntime, ContainerSpec, Mount
+from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.fake import FakeRuntime
 from containai.runtime.select import EngineChoice, EngineKind
@@ -48,7 +48,7 @@ def rt(request: pytest.FixtureRequest) -> Iterator[ContainerRuntime]:
 def given_exec(rt: ContainerRuntime, argv: tuple[str, ...], code: int, stdout: bytes = b"") -> None:
     """On the fake, script what ``argv`` answers; an engine runs it for real."""
     if isinstance(rt, FakeRuntime):
-        rt.exec_results[argv] = (code, stdout)
+        rt.script_exec(" ".join(argv), code=code, stdout=stdout)
 
 
 def given_file(rt: ContainerRuntime, ref: str, path: str, data: bytes) -> None:
@@ -58,9 +58,10 @@ def given_file(rt: ContainerRuntime, ref: str, path: str, data: bytes) -> None:
     else:
         # A new volume is root's on Docker and the container user's on Podman: whoever can, writes.
         answers = [
-            rt.exec_with_input(ref, ["sh", "-c", f"cat > {path}"], data, user=u) for u in ("0:0", "1000:1000")
+            rt.exec(ref, ExecSpec(("sh", "-c", f"cat > {path}"), user=u, stdin=data))
+            for u in ("0:0", "1000:1000")
         ]
-        assert any(code == 0 for code, _ in answers), answers
+        assert 0 in answers, answers
 
 
 def spec(name: str, **overrides: Any) -> ContainerSpec:
@@ -99,7 +100,7 @@ def test_info_and_images(rt: ContainerRuntime, tmp_path: Path) -> None:
     (tmp_path / "Dockerfile").write_text(f"FROM {IMAGE}\nLABEL contract=yes\n")
     tag = f"containai-contract-built:{uuid.uuid4().hex[:8]}"
     events: list[BuildEvent] = []
-    built = rt.build(context=tmp_path, tag=tag, buildargs={}, labels=dict(LABELS), on_event=events.append)
+    built = rt.build(BuildSpec(tmp_path, tag, {}, dict(LABELS)), events.append)
     try:
         assert any(event.step for event in events)
         assert built.labels.get("ai.containai.test") == LABELS["ai.containai.test"]
@@ -152,20 +153,20 @@ def test_exec_streams_output_and_returns_the_exit_code(rt: ContainerRuntime) -> 
     chunks: list[tuple[str, bytes]] = []
     code = rt.exec(
         name,
-        argv,
-        user="1000:1000",
-        environment={"GREETING": "hello"},
-        workdir="/home/agent",
-        on_output=lambda stream, data: chunks.append((stream, data)),
+        ExecSpec(argv, user="1000:1000", environment={"GREETING": "hello"}, workdir="/home/agent"),
+        lambda stream, data: chunks.append((stream, data)),
     )
     assert code == 3
     assert b"".join(d for s, d in chunks if s == "stdout").split() == [b"1000", b"hello", b"/home/agent"]
     given_exec(rt, ("sh", "-c", "cat; exit 4"), 4, b"data")
-    assert rt.exec_with_input(name, ["sh", "-c", "cat; exit 4"], b"data", user="1000:1000") == (4, b"data")
-    rt.exec_detached(name, ["sleep", "1"], user="1000:1000")
+    echoed: list[bytes] = []
+    fed = ExecSpec(("sh", "-c", "cat; exit 4"), user="1000:1000", stdin=b"data")
+    assert rt.exec(name, fed, lambda _s, data: echoed.append(data)) == 4
+    assert b"".join(echoed) == b"data"
+    assert rt.exec(name, ExecSpec(("sleep", "1"), user="1000:1000", detach=True)) == 0
     rt.stop(name, timeout=1)
     with pytest.raises(EngineAPIError):
-        rt.exec(name, ["true"])  # not running
+        rt.exec(name, ExecSpec(("true",)))  # not running
 
 
 def test_read_file_from_a_volume(rt: ContainerRuntime) -> None:
@@ -185,10 +186,12 @@ def test_read_file_from_a_volume(rt: ContainerRuntime) -> None:
         rt.remove_volume(volume)
 
 
-def test_start_with_input_hands_over_stdin(rt: ContainerRuntime) -> None:
+def test_a_fed_start_hands_over_stdin(rt: ContainerRuntime) -> None:
     name = fresh("stdin")
     rt.create_container(spec(name, command=("sh", "-c", "cat > /tmp/got; sleep 300"), stdin_open=True))
-    rt.start_with_input(name, b"secret\n")
+    feed = rt.start_fed(name)
+    feed.send(b"secret\n")
+    feed.close()
     found = rt.container(name)
     assert found is not None and found.running
     if isinstance(rt, FakeRuntime):
@@ -197,7 +200,7 @@ def test_start_with_input_hands_over_stdin(rt: ContainerRuntime) -> None:
 
     def read() -> bytes:
         out: list[bytes] = []
-        rt.exec(name, ["cat", "/tmp/got"], user="1000:1000", on_output=lambda _s, data: out.append(data))
+        rt.exec(name, ExecSpec(("cat", "/tmp/got"), user="1000:1000"), lambda _s, data: out.append(data))
         return b"".join(out)
 
     assert wait_until(read, lambda data: data == b"secret\n") == b"secret\n"
@@ -253,7 +256,7 @@ def test_tmpfs_keep_their_owner_flags_and_size_on_each_engine(
             "cp /bin/true /tmp/t && /tmp/t && echo EXEC"
         )
         out: list[bytes] = []
-        runtime.exec(name, ["sh", "-c", script], user="1000:1000", on_output=lambda _s, d: out.append(d))
+        runtime.exec(name, ExecSpec(("sh", "-c", script), user="1000:1000"), lambda _s, d: out.append(d))
         text = b"".join(out).decode()
         assert "/home/agent 1000 1000" in text and "/run/containai 0 0 755" in text
         assert "/run/containai/other 65531 65531 711" in text

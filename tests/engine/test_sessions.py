@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 
-from .conftest import BIN, CHANNEL, SESSION_SCOPE, Engine
+from containai.errors import EXIT_WORK_KEPT
+
+from .conftest import BIN, CHANNEL, SESSION_SCOPE, USER_REPOS, Engine
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
@@ -36,16 +38,15 @@ def git(repo: Path, *args: str) -> str:
     ).stdout
 
 
-def make_repo(root: Path, owner: int | None = None) -> Path:
+def make_repo(root: Path, owner: int | None = None, object_format: str = "sha1") -> Path:
     if owner is not None:
-        # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo.
-        root = Path(tempfile.mkdtemp(prefix="containai-test-repos-", dir=root))
-        for folder in (root, *root.parents):
-            if folder.stat().st_uid == 0 and folder != Path("/"):
-                folder.chmod(folder.stat().st_mode | 0o011)
+        # The owner's git (which ContainAI uses for a repo that is not root's) must reach the repo:
+        # not under pytest's base folder, which every pytest run (another developer's too) makes 0700.
+        root = Path(tempfile.mkdtemp(prefix="repos-", dir=USER_REPOS))
+        root.chmod(0o711)
     repo = root / f"repo-{uuid.uuid4().hex[:6]}"
     repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
+    git(repo, "init", "-q", "-b", "main", f"--object-format={object_format}")
     git(repo, "config", "user.name", "Host User")
     git(repo, "config", "user.email", "host@example.test")
     (repo / "README.md").write_text("hello\n")
@@ -71,9 +72,20 @@ def snapshot(repo: Path) -> tuple[str, str, str, str]:
     return git(repo, "rev-parse", "HEAD"), index, tree, git(repo, "status", "--porcelain")
 
 
+def program(env: dict[str, str], name: str) -> str:
+    """ContainAI's program ``name`` as ``env`` finds it: on its PATH (the egress tests put wrappers that
+    inject their lab first, see lab_cli.py), else the installed one."""
+    return shutil.which(name, path=env.get("PATH", "")) or str(BIN / name)
+
+
 def containai(env: dict[str, str], *args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / "containai"), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [program(env, "containai"), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -81,7 +93,7 @@ def launcher(
     env: dict[str, str], name: str, *args: str, timeout: int = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(BIN / name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
+        [program(env, name), *args], env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
 
 
@@ -126,6 +138,30 @@ def test_prompt_session_brings_commits_home_and_leaves_the_host_untouched(
     second = prompt(env, repo, AGENT_WORK, "--json")
     assert second.returncode == 0, second.stderr
     assert json.loads(second.stdout[second.stdout.index("{") :])["branch"] == "shell/session-2"
+
+
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+def test_a_sha256_repository_works_end_to_end(env: dict[str, str], tmp_path: Path, owner: int | None) -> None:
+    repo = make_repo(tmp_path, owner, object_format="sha256")
+    before = snapshot(repo)
+    result = prompt(env, repo, AGENT_WORK, "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert (summary["branch"], summary["commits"]) == ("shell/session-1", 1)
+    assert len(git(repo, "rev-parse", "shell/session-1").strip()) == 64
+    assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
+    assert git(repo, "rev-parse", "shell/session-1~1") == git(repo, "rev-parse", "main")
+    assert snapshot(repo) == before
+
+    # The user's own branch takes the work, and its work tree moves with it.
+    work = "echo on-main > main.txt && git add main.txt && git commit -qm 'agent: on main'"
+    current = prompt(env, repo, work, "--use-current-branch", "--json")
+    assert current.returncode == 0, current.stderr
+    summary = json.loads(current.stdout[current.stdout.index("{") :])
+    assert (summary["branch"], summary["commits"]) == ("main", 1)
+    assert git(repo, "log", "-1", "--format=%s", "main").strip() == "agent: on main"
+    assert (repo / "main.txt").read_text() == "on-main\n"
+    assert git(repo, "status", "--porcelain") == ""
 
 
 def test_uncommitted_work_is_committed_at_session_end(env: dict[str, str], tmp_path: Path) -> None:
@@ -251,10 +287,17 @@ def test_bad_input_gets_one_line_errors(env: dict[str, str], tmp_path: Path) -> 
     assert "dirty.txt" in dirty.stderr and "--force" in dirty.stderr
     unknown = containai(env, "run", "nosuchagent", str(repo), "--prompt", "x")
     assert unknown.returncode == 125 and "unknown agent 'nosuchagent'" in unknown.stderr
-    missing = containai(env, "run", "shell", str(repo), "--force", "--channel", "nightly", "--prompt", "x")
+    # An image no engine has (the channels' images may all be built on a developer's machine).
+    agents = Path(env["CONTAINAI_HOME"]) / "config" / "agents"
+    agents.mkdir(parents=True)
+    ghost = f"containai-test-ghost:{uuid.uuid4().hex[:8]}"
+    (agents / "ghost.toml").write_text(
+        f'name = "ghost"\nimage = "{ghost}"\ncommand = ["sh"]\nprompt_command = ["sh", "-c", "{{prompt}}"]\n'
+    )
+    missing = containai(env, "run", "ghost", str(repo), "--force", "--prompt", "x")
     assert missing.returncode == 125
-    assert "containai-base:nightly is not built" in missing.stderr
-    assert "containai images build --channel nightly" in missing.stderr
+    assert f"{ghost} is not built" in missing.stderr
+    assert f"pull or build {ghost}" in missing.stderr
     not_repo = containai(env, "run", "shell", str(tmp_path), "--prompt", "x")
     assert not_repo.returncode == 125 and "not inside a git repository" in not_repo.stderr
     for result in (dirty, unknown, missing, not_repo):
@@ -267,13 +310,13 @@ def test_hostile_history_is_refused_and_the_work_is_kept(
 ) -> None:
     repo = make_repo(tmp_path)
     result = prompt(env, repo, "ln -s /etc/passwd leak && git add leak && git commit -qm leak", "--json")
-    assert result.returncode == 125
+    assert result.returncode == EXIT_WORK_KEPT  # 75: the agent succeeded, its work stayed behind
     assert "leak" in result.stderr and "kept" in result.stderr
     summary = json.loads(result.stdout[result.stdout.index("{") :])
     assert summary["kept"] is True
     assert git(repo, "rev-parse", "shell/session-1") == git(repo, "rev-parse", "main")
     assert session_resources(engine.client, summary["session_id"]) != []
-    removed = launcher(env, "remove-agent", summary["session"], "--no-push")
+    removed = launcher(env, "remove-agent", summary["session"], "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert session_resources(engine.client, summary["session_id"]) == []
 
@@ -437,7 +480,7 @@ def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, en
     output = probe.output.decode()
     assert "Read-only file system" in output and "status=1" in output
     assert "exec=126" in output  # /tmp is noexec
-    removed = launcher(env, "remove-agent", container.name, "--no-push")
+    removed = launcher(env, "remove-agent", container.name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
     assert session_resources(engine.client, session) == []
 
@@ -465,7 +508,7 @@ def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Pat
         user="1000:1000",
     )
     assert probe.output.decode().split() == ["SERVER-OK", "HOME-NOEXEC"], probe.output
-    assert launcher(env, "remove-agent", name, "--no-push").returncode == 0
+    assert launcher(env, "remove-agent", name, "--no-push", "--yes").returncode == 0
 
 
 def test_extra_docker_args_cannot_weaken_a_session(env: dict[str, str], tmp_path: Path) -> None:
@@ -515,10 +558,10 @@ def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None
     limited = {**env, "CONTAINAI_GATE_MAX_BLOB": "1k"}
     big = "head -c 4096 /dev/zero > big.bin && git add big.bin && git commit -qm big"
     result = prompt(limited, repo, big, "--json")
-    assert result.returncode == 125
+    assert result.returncode == EXIT_WORK_KEPT
     summary = json.loads(result.stdout[result.stdout.index("{") :])
-    assert summary["kept"] is True and "big.bin" in summary["message"]
-    assert launcher(limited, "remove-agent", summary["session"], "--no-push").returncode == 0
+    assert summary["kept"] is True and "big.bin" in summary["kept_reason"]
+    assert launcher(limited, "remove-agent", summary["session"], "--no-push", "--yes").returncode == 0
     allowed = prompt(env, repo, big)
     assert allowed.returncode == 0, allowed.stderr
 
@@ -589,7 +632,7 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
 
         listed = json.loads(launcher(env, "list-agents", "--json").stdout)["sessions"]
         assert [s["name"] for s in listed] == [ours.stdout.strip()]
-        removed = launcher(env, "remove-agent", "--all", "--no-push", "--label", SESSION_SCOPE)
+        removed = launcher(env, "remove-agent", "--all", "--no-push", "--yes", "--label", SESSION_SCOPE)
         assert removed.returncode == 0, removed.stderr
         assert containai(env, "gc", "--label", SESSION_SCOPE).returncode == 0
         with pytest.raises(Exception, match=r"No such container|Not Found"):
@@ -608,3 +651,63 @@ def test_list_remove_all_and_gc_touch_only_the_sessions_with_their_labels(
         done = launcher(foreign_env, "remove-agent", foreign)
         assert done.returncode == 0, done.stderr
     assert git(repo, "show", "shell/session-2:theirs.txt") == "theirs\n"
+
+
+def test_no_push_lists_what_it_would_discard_and_asks(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    repo = make_repo(tmp_path)
+    launched = launcher(
+        env, "launch-agent", "shell", str(repo), "--channel", CHANNEL, "--network-proxy", "restricted"
+    )
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    container = engine.client.containers.get(name)
+    work = "echo kept > kept.txt && git add kept.txt && git commit -qm 'agent: precious' && echo draft > draft.txt"
+    assert (
+        container.exec_run(
+            ["bash", "-c", work], user=container.attrs["Config"]["User"], workdir="/workspace"
+        ).exit_code
+        == 0
+    )
+
+    # Without a terminal and without --yes: refused, with what would be lost; nothing is removed.
+    refused = launcher(env, "remove-agent", name, "--no-push")
+    assert refused.returncode == 125, refused.stderr
+    assert "agent: precious" in refused.stderr and "draft.txt" in refused.stderr and "--yes" in refused.stderr
+    assert engine.client.containers.get(name).status == "running"
+
+    # At a terminal: asked; "n" keeps it, "y" discards it.
+    socket = f"containai-test-{uuid.uuid4().hex[:8]}"
+    tmux = ["tmux", "-L", socket]
+    try:
+        for answer, kept in (("n", True), ("y", False)):
+            subprocess.run(
+                [*tmux, "new-session", "-d", "-x", "150", "-y", "40", "-s", "rm",
+                 f"{BIN}/remove-agent {name} --no-push; echo EXIT=$?; sleep 30"],
+                env={**env, "TERM": "xterm"}, check=True,
+            )  # fmt: skip
+            screen = ""
+            for _ in range(300):
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "rm"], capture_output=True, text=True
+                ).stdout
+                if "Discard it and remove" in screen:
+                    break
+                time.sleep(0.1)
+            assert "agent: precious" in screen and "draft.txt" in screen, screen
+            subprocess.run([*tmux, "send-keys", "-t", "rm", answer, "Enter"], check=True)
+            for _ in range(300):
+                screen = subprocess.run(
+                    [*tmux, "capture-pane", "-p", "-t", "rm"], capture_output=True, text=True
+                ).stdout
+                if "EXIT=" in screen:
+                    break
+                time.sleep(0.1)
+            assert ("EXIT=75" if kept else "EXIT=0") in screen, screen
+            subprocess.run([*tmux, "kill-session", "-t", "rm"], capture_output=True, check=False)
+            present = [c.name for c in engine.client.containers.list(all=True, filters={"name": f"^{name}$"})]
+            assert present == ([name] if kept else []), screen
+    finally:
+        subprocess.run([*tmux, "kill-server"], capture_output=True, check=False)
+    assert git(repo, "branch", "--list", "shell/*").strip() == ""  # discarded, as asked

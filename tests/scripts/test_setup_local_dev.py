@@ -10,18 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from containai.cli.programs import launchers
+
 REPO = Path(__file__).resolve().parents[2]
 SETUP = REPO / "scripts" / "setup-local-dev.sh"
 ENSURE = REPO / "scripts" / "ensure-engine.sh"
-LAUNCHERS = [
-    "run-claude",
-    "run-codex",
-    "run-copilot",
-    "launch-agent",
-    "connect-agent",
-    "list-agents",
-    "remove-agent",
-]
+LAUNCHERS = [program.name for program in launchers()]  # the one table of programs
 
 
 @pytest.fixture(scope="module")

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from containai.egress.approvals import approve, approved, repo_requests
 from containai.errors import ConfigError
+from containai.trust import approve, approved, repo_requests
 
 
 def test_requests_approvals_round_trip(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import hashlib
+import importlib
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,8 @@ from containai.images.build import (
     resolve_base_image,
     run_build,
 )
-from containai.images.catalog import AGENTS, PARTS, Pins, load_pins
+from containai.images.catalog import AGENTS, PARTS, PROGRAMS, Pins, Program, load_pins
+from containai.inside import protocol
 from containai.runtime.base import BuildEvent, ImageInfo
 from containai.runtime.fake import FakeRuntime
 
@@ -145,7 +147,13 @@ def test_changing_the_npm_registry_changes_base_and_agents() -> None:
 
 @pytest.mark.parametrize(
     ("edited", "affected"),
-    [("base", {"base", *AGENTS}), ("claude", set(AGENTS)), ("proxy", {"proxy"}), ("logfwd", {"logfwd"})],
+    [
+        ("base", {"base", *AGENTS}),
+        ("claude", set(AGENTS)),
+        ("proxy", {"proxy"}),
+        ("gateway", {"gateway"}),
+        ("logfwd", {"logfwd"}),
+    ],
 )
 def test_changing_a_context_file_changes_the_images_built_from_it(
     monkeypatch: pytest.MonkeyPatch, edited: str, affected: set[str]
@@ -161,6 +169,69 @@ def test_changing_a_context_file_changes_the_images_built_from_it(
 
     monkeypatch.setattr(build, "context_files", edited_files)
     assert changed(before, plan()) == affected
+
+
+@pytest.mark.parametrize(
+    ("module", "affected"),
+    [
+        ("stub", {"base", *AGENTS}),
+        ("entrypoint", {"base", *AGENTS}),
+        ("gateway", {"gateway"}),
+        ("logfwd", {"logfwd"}),
+        ("protocol", {"base", *AGENTS, "gateway", "logfwd"}),
+        ("__init__", {"base", *AGENTS, "gateway", "logfwd"}),
+    ],
+)
+def test_changing_an_inside_module_changes_the_images_that_run_it(
+    monkeypatch: pytest.MonkeyPatch, module: str, affected: set[str]
+) -> None:
+    """The build hash covers the containai.inside modules: doctor calls an image stale when one changed."""
+    before = plan()
+    original = build.inside_module
+    monkeypatch.setattr(
+        build, "inside_module", lambda name: original(name) + (b"#" if name == module else b"")
+    )
+    assert changed(before, plan()) == affected
+
+
+def test_each_image_gets_the_modules_it_runs_and_a_launcher_for_each() -> None:
+    steps = plan()
+    lib = "lib/containai/inside/"
+    for part, modules, commands in (
+        ("base", {"stub", "entrypoint"}, {"mcp-stub", "containai-entrypoint"}),
+        ("gateway", {"gateway"}, {"containai-gateway"}),
+        ("logfwd", {"logfwd"}, {"containai-logfwd"}),
+    ):
+        files = steps[part].files
+        shipped = {name.removeprefix(lib).removesuffix(".py") for name in files if name.startswith(lib)}
+        assert shipped == {"__init__", "protocol", *modules}
+        assert files[f"{lib}stub.py" if "stub" in modules else f"{lib}protocol.py"] == build.inside_module(
+            "stub" if "stub" in modules else "protocol"
+        )
+        assert {name.removeprefix("bin/") for name in files if name.startswith("bin/")} == commands
+        assert b"containai.inside" in files["lib/containai/__init__.py"]
+    for part in ("proxy", *AGENTS):
+        assert not any(name.startswith(("lib/", "bin/")) for name in steps[part].files)
+
+
+@pytest.mark.parametrize(
+    ("command", "module"), [(p.command, p.module) for ps in PROGRAMS.values() for p in ps]
+)
+def test_launchers_run_the_module_isolated_from_the_image_copy(command: str, module: str) -> None:
+    text = build.render_launcher(Program(command, module)).decode()
+    assert text.startswith("#!/usr/bin/python3 -I\n")
+    assert f"sys.path.insert(0, {protocol.LIBRARY!r})" in text
+    assert f"from containai.inside.{module} import main" in text
+    assert text.rstrip().endswith("sys.exit(main())")
+    compile(text, command, "exec")
+    # The launcher stands where the host expects the program.
+    assert f"{protocol.BIN}/{command}" in {
+        protocol.STUB_PROGRAM,
+        protocol.ENTRYPOINT_PROGRAM,
+        protocol.GATEWAY_PROGRAM,
+        protocol.LOGFWD_PROGRAM,
+    }
+    assert callable(importlib.import_module(f"containai.inside.{module}").main)
 
 
 def test_integrity_hex_matches_hashlib() -> None:
@@ -204,7 +275,7 @@ def test_run_build_writes_the_context_and_reports_cache_use() -> None:
     assert runtime.builds[0].executables == {
         name for name, data in steps[0].files.items() if data.startswith(b"#!")
     }
-    assert "containai-entrypoint" in runtime.builds[0].executables
+    assert {"bin/containai-entrypoint", "bin/mcp-stub"} <= runtime.builds[0].executables
     assert "Dockerfile" not in runtime.builds[0].executables
     assert [image.labels[HASH_LABEL] for _, image in built] == [step.build_hash for step in steps]
     assert reporter.started == ["base", "claude"]

@@ -30,17 +30,18 @@ def test_an_agent_implies_base() -> None:
 
 
 def test_parts_come_back_in_build_order_without_duplicates() -> None:
-    assert parse_parts("logfwd, Claude ,proxy,copilot,claude") == (
+    assert parse_parts("logfwd, Claude ,gateway,proxy,copilot,claude") == (
         "base",
         "copilot",
         "claude",
         "proxy",
+        "gateway",
         "logfwd",
     )
 
 
 def test_non_agent_parts_do_not_imply_base() -> None:
-    assert parse_parts("proxy,logfwd") == ("proxy", "logfwd")
+    assert parse_parts("proxy,logfwd,gateway") == ("proxy", "gateway", "logfwd")
 
 
 def test_unknown_part_is_a_usage_error() -> None:
@@ -86,6 +87,7 @@ def test_tags_and_context_folders() -> None:
     assert image_tag("claude", "nightly") == "containai-claude:nightly"
     assert context_name("codex") == "agent"
     assert context_name("proxy") == "proxy"
+    assert context_name("gateway") == "gateway"
 
 
 def test_load_pins_reads_the_shipped_file() -> None:

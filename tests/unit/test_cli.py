@@ -8,8 +8,8 @@ from pathlib import Path
 import click
 import pytest
 
-from containai.cli import launchers
 from containai.cli.app import AppContext, run_cli
+from containai.cli.launchers import run_launcher
 from containai.cli.main import cli
 from containai.images.build import HASH_LABEL, SLIM_IMAGE
 from containai.images.catalog import PARTS
@@ -41,13 +41,7 @@ def _fresh_help_options() -> Iterator[None]:
     # click (8.2+) caches each command's help option with the names of the first context that asked,
     # so a bare click.Context elsewhere in the run (docs/cli-reference.md's renderer) would take -h
     # away from these tests, and these tests would put -h into that rendering. Start and end clean.
-    shared = [
-        *_commands(cli),
-        launchers.launch_agent_command,
-        launchers.connect_agent_command,
-        launchers.list_agents_command,
-        launchers.remove_agent_command,
-    ]
+    shared = list(_commands(cli))  # the launchers are these commands (or copies made per run)
 
     def reset() -> None:
         for command in shared:
@@ -84,6 +78,26 @@ def invoke(
     )
 
 
+def launch(
+    prog: str,
+    *args: str,
+    home: Path,
+    runtime: FakeRuntime | None = None,
+    environ: dict[str, str] | None = None,
+) -> int:
+    """Run a launcher (run-claude, remove-agent-dev, ...) as if started under that name."""
+
+    def use_fake(app: AppContext) -> None:
+        app._runtime = runtime
+
+    return run_launcher(
+        prog,
+        list(args),
+        environ={"CONTAINAI_HOME": str(home), **(environ or {})},
+        extra=use_fake if runtime is not None else None,
+    )
+
+
 def assert_one_error(err: str, *message: str) -> None:
     lines = err.splitlines()
     assert len(lines) == 2, err
@@ -115,31 +129,27 @@ def test_help(capsys: pytest.CaptureFixture[str], home: Path, args: Sequence[str
 
 
 @pytest.mark.parametrize(
-    ("command", "prog", "shown"),
+    ("prog", "shown"),
     [
-        (
-            launchers.run_agent_command("claude"),
-            "run-claude",
-            ["Run claude in an ephemeral", "--prompt TEXT", "--branch B"],
-        ),
-        (
-            launchers.launch_agent_command,
-            "launch-agent",
-            ["AGENT [REPO]", "--use-current-branch", "--memory SIZE"],
-        ),
-        (launchers.connect_agent_command, "connect-agent", ["-n, --name NAME"]),
-        (launchers.list_agents_command, "list-agents", ["--json"]),
-        (launchers.remove_agent_command, "remove-agent", ["[NAME]", "--all", "--no-push", "--keep-branch"]),
+        ("run-claude", ["Run claude in an ephemeral", "--prompt TEXT", "--branch B"]),
+        ("run-codex-dev", ["Run codex in an ephemeral", "[OPTIONS] [REPO]"]),
+        ("launch-agent", ["AGENT [REPO]", "--use-current-branch", "--memory SIZE"]),
+        ("connect-agent-nightly", ["-n, --name NAME"]),
+        ("list-agents", ["--json"]),
+        ("remove-agent", ["[NAME]", "--all", "--no-push", "--keep-branch"]),
     ],
 )
-def test_launcher_help(
-    capsys: pytest.CaptureFixture[str], home: Path, command: click.Command, prog: str, shown: list[str]
-) -> None:
-    assert invoke(command, "--help", home=home, prog=prog) == 0
+def test_launcher_help(capsys: pytest.CaptureFixture[str], home: Path, prog: str, shown: list[str]) -> None:
+    assert launch(prog, "--help", home=home) == 0
     out = capsys.readouterr().out
     assert out.startswith(f"Usage: {prog} ")
     for text in shown:
         assert text in out
+
+
+def test_an_unknown_launcher_name_is_an_error(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    assert launch("run-bogus", "--help", home=home) == 125
+    assert_one_error(capsys.readouterr().err, "run-bogus is not a ContainAI launcher")
 
 
 def test_version(capsys: pytest.CaptureFixture[str], home: Path) -> None:
@@ -255,10 +265,7 @@ def test_images_list_json(capsys: pytest.CaptureFixture[str], home: Path) -> Non
 
 def test_run_json_needs_a_prompt(capsys: pytest.CaptureFixture[str], home: Path) -> None:
     runtime = FakeRuntime()
-    assert (
-        invoke(launchers.run_agent_command("claude"), "--json", home=home, prog="run-claude", runtime=runtime)
-        == 125
-    )
+    assert launch("run-claude", "--json", home=home, runtime=runtime) == 125
     assert_one_error(capsys.readouterr().err, "--json goes with --prompt")
     assert runtime.containers_by_id == {}
 
@@ -274,9 +281,7 @@ def test_run_prompt_and_command_do_not_mix(capsys: pytest.CaptureFixture[str], h
 
 def test_connect_agent_needs_a_terminal(capsys: pytest.CaptureFixture[str], home: Path) -> None:
     # pytest's captured stdin and stdout are not terminals
-    assert (
-        invoke(launchers.connect_agent_command, home=home, prog="connect-agent", runtime=FakeRuntime()) == 125
-    )
+    assert launch("connect-agent", home=home, runtime=FakeRuntime()) == 125
     assert_one_error(capsys.readouterr().err, "connect-agent needs a terminal")
 
 
@@ -284,10 +289,7 @@ def test_connect_agent_needs_a_terminal(capsys: pytest.CaptureFixture[str], home
 def test_remove_agent_needs_one_name_or_all(
     capsys: pytest.CaptureFixture[str], home: Path, args: list[str]
 ) -> None:
-    assert (
-        invoke(launchers.remove_agent_command, *args, home=home, prog="remove-agent", runtime=FakeRuntime())
-        == 125
-    )
+    assert launch("remove-agent", *args, home=home, runtime=FakeRuntime()) == 125
     assert_one_error(capsys.readouterr().err, "name one session, or pass --all")
 
 
@@ -295,3 +297,76 @@ def test_the_runtime_is_closed_after_the_command(capsys: pytest.CaptureFixture[s
     runtime = FakeRuntime(unavailable=True)
     invoke(cli, "doctor", home=home, runtime=runtime)
     assert runtime.closed
+
+
+def test_a_launcher_is_its_subcommand(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    # launch-agent is `containai launch`: the same options, word for word.
+    assert launch("launch-agent", "--help", home=home) == 0
+    alias = capsys.readouterr().out
+    assert invoke(cli, "launch", "--help", home=home) == 0
+    direct = capsys.readouterr().out
+    assert alias.replace("Usage: launch-agent", "Usage: containai launch") == direct
+    # run-claude is `containai run claude`: AGENT is fixed, every other option is the same.
+    assert launch("run-claude", "--help", home=home) == 0
+    bound = capsys.readouterr().out
+    assert invoke(cli, "run", "--help", home=home) == 0
+    run = capsys.readouterr().out
+    assert bound.split("Options:")[1] == run.split("Options:")[1]
+    assert "Usage: run-claude [OPTIONS] [REPO]" in bound
+
+
+def test_list_json_is_values_only(capsys: pytest.CaptureFixture[str], home: Path) -> None:
+    from containai.runtime.base import ContainerSpec
+
+    runtime = FakeRuntime()
+    labels = {
+        "ai.containai.session": "abc123",
+        "ai.containai.role": "agent",
+        "ai.containai.agent": "shell",
+        "ai.containai.mode": "persistent",
+        "ai.containai.created": "2026-01-01T00:00:00+00:00",
+    }
+    runtime.create_container(ContainerSpec(image="img", name="shell-s1", command=(), labels=labels))
+    assert launch("list-agents", "--json", home=home, runtime=runtime) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["schema"] == 2
+    (row,) = data["sessions"]
+    assert row["name"] == "shell-s1" and row["agent"] == "shell" and row["repo"] is None
+    assert isinstance(row["age_seconds"], int) and row["age_seconds"] > 0
+    assert "age" not in row
+
+
+def test_the_run_result_is_values_only() -> None:
+    from containai.cli.render import prompt_result_json
+    from containai.session.commands import PromptResult
+
+    result = PromptResult(
+        exit_status=0,
+        session="shell-s1",
+        session_id="abc",
+        workspace="overlay",
+        branch=None,
+        commits=0,
+        diffstat=" 2 files changed, 3 insertions(+), 1 deletion(-)",
+        duration_seconds=1.5,
+        kept=True,
+        message="the work was NOT brought back, so ... Fix the cause, then retry with `remove-agent`",
+        egress="blocked 3 requests to evil.test: allow it with --allow-domain evil.test",
+        kept_reason="refused to import: big.bin is larger than 1k",
+    )
+    data = prompt_result_json(result)
+    assert data["schema"] == 2
+    assert "message" not in data and "egress" not in data
+    assert data["changes"] == {"files_changed": 2, "insertions": 3, "deletions": 1}
+    assert data["kept"] is True and data["kept_reason"] == result.kept_reason
+
+
+def test_exit_codes_are_distinct_and_clear_of_the_shells() -> None:
+    from containai import errors
+
+    codes = [errors.EXIT_OK, errors.EXIT_NOT_READY, errors.EXIT_WORK_KEPT, errors.EXIT_CONTAINAI]
+    assert len(set(codes)) == len(codes)
+    assert errors.EXIT_WORK_KEPT not in (1, 2, 126, 127) and errors.EXIT_WORK_KEPT < 128
+    assert errors.EXIT_CONTAINAI == 125 and errors.EXIT_INTERRUPTED == 130
+    documented = {code for code, _ in errors.EXIT_CODES}
+    assert {str(code) for code in [*codes, errors.EXIT_INTERRUPTED]} <= documented

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from containai.cli.programs import launchers
 from containai.cli.reference import render_reference
+from containai.errors import EXIT_CODES
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli-reference.md"
 
@@ -21,13 +23,20 @@ def test_reference_covers_every_launcher_and_command() -> None:
         "containai doctor",
         "containai images build",
         "containai run",
+        "containai launch",
+        "containai connect",
+        "containai list",
+        "containai remove",
         "containai gc",
-        "run-claude",
-        "run-codex",
-        "run-copilot",
-        "launch-agent",
-        "connect-agent",
-        "list-agents",
-        "remove-agent",
+        *(program.name for program in launchers()),  # the one table of programs
     ):
         assert f"## `{name}`" in text
+    for program in launchers():
+        assert f"| `{program.name}` | `containai {' '.join(program.alias)}` |" in text
+
+
+def test_reference_documents_every_exit_code() -> None:
+    text = render_reference()
+    assert "## Exit codes" in text
+    for code, meaning in EXIT_CODES:
+        assert f"| {code} | {meaning} |" in text

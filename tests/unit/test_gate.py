@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from containai.errors import GateRefused
+from containai.hostgit import HostGit
 from containai.workspace.gate import (
     GatePolicy,
     ImportResult,
@@ -23,7 +24,6 @@ from containai.workspace.gate import (
     is_dotgit,
     parse_bundle_header,
     render_export_script,
-    worktrees_with,
 )
 
 BRANCH = "claude/session-3"
@@ -395,11 +395,11 @@ def test_current_branch_checked_out_in_another_work_tree_is_never_moved(world: W
 
 def test_worktrees_with_lists_every_checkout_of_a_branch(world: World, tmp_path: Path) -> None:
     git(world.host, "update-ref", REF, world.base)
-    assert worktrees_with(world.host, "refs/heads/main") == [world.host]
+    assert HostGit(world.host).worktrees_with("refs/heads/main") == [world.host]
     other = tmp_path / "other dir"
     git(world.host, "worktree", "add", "--quiet", str(other), BRANCH)
-    assert worktrees_with(world.host, REF) == [other]
-    assert worktrees_with(world.host, "refs/heads/nowhere") == []
+    assert HostGit(world.host).worktrees_with(REF) == [other]
+    assert HostGit(world.host).worktrees_with("refs/heads/nowhere") == []
 
 
 def test_updating_an_existing_submodule_pointer_is_allowed(world: World) -> None:

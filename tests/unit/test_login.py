@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from containai.errors import ConfigError
-from containai.gateway.login import CLAUDE_CLIENT_ID, ClaudeLogin, claude_login_file
+from containai.gateway.login import CLAUDE_CLIENT_ID, CLAUDE_TOKEN_URL, ClaudeLogin, claude_login_file
 
 from ..token_endpoint import TokenEndpoint
 
@@ -111,7 +111,9 @@ def test_where_the_login_is_found(tmp_path: Path) -> None:
     )
     assert ClaudeLogin.from_env({"HOME": str(tmp_path)}) is None  # no login: not offered
     write_login(tmp_path / ".claude" / ".credentials.json", access="a", refresh="r", expires_at=NOW)
-    found = ClaudeLogin.from_env(
-        {"HOME": str(tmp_path), "CONTAINAI_CLAUDE_TOKEN_URL": "http://127.0.0.1:9/t"}
-    )
-    assert found is not None and found.token_url == "http://127.0.0.1:9/t"  # noqa: S105  # a URL
+    # The refresh endpoint is never taken from the environment; only the tests pass another one.
+    env = {"HOME": str(tmp_path), "CONTAINAI_CLAUDE_TOKEN_URL": "http://127.0.0.1:9/t"}
+    found = ClaudeLogin.from_env(env)
+    assert found is not None and found.token_url == CLAUDE_TOKEN_URL
+    found = ClaudeLogin.from_env(env, token_url="http://127.0.0.1:9/t", check_seconds=1)  # noqa: S106  # a URL
+    assert found is not None and (found.token_url, found.check_seconds) == ("http://127.0.0.1:9/t", 1)

@@ -17,15 +17,6 @@ import pytest
 from containai.cli.app import run_cli
 from containai.cli.main import cli
 from containai.config import Paths
-from containai.egress.approvals import (
-    approve,
-    approve_mcp,
-    approved,
-    approved_mcp,
-    load_store,
-    repo_requests,
-    revoke_mcp,
-)
 from containai.errors import ConfigError
 from containai.mcp.config import (
     McpServer,
@@ -33,6 +24,15 @@ from containai.mcp.config import (
     parse_server,
     render_definition,
     resolve_mcp_servers,
+)
+from containai.trust import (
+    approve,
+    approve_mcp,
+    approved,
+    approved_mcp,
+    load_store,
+    repo_requests,
+    revoke_mcp,
 )
 
 GITHUB = {

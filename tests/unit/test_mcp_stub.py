@@ -1,7 +1,8 @@
-"""The in-container MCP stub (images/context/base/mcp-stub), run as the real script against a real broker.
+"""The in-container MCP stub (containai.inside.stub), run through its launcher against a real broker.
 
-The stub is a standard-library script for the agent image, so it is tested the way it runs: as
-processes (``install``, ``serve``, ``connect``), talking over real Unix sockets to a real Broker and
+The stub is a standard-library module for the agent image, so it is tested the way it runs: through
+the launcher the image build installs (``mcp-stub``, laid out as in the image by ``image_layout``),
+as processes (``install``, ``serve``, ``connect``), talking over real Unix sockets to a real Broker and
 BrokerServer in this process, and to real MCP servers (a stdio one in Python, an HTTP one on
 127.0.0.1). Each test's secret is a unique canary that must reach the MCP server and nothing the
 agent can see: not the client's output, the stub's files and log, argv, or the broker's audit.
@@ -35,11 +36,12 @@ import pytest
 
 from containai.broker.broker import Broker, Issued
 from containai.broker.server import BrokerServer
+from containai.inside.protocol import STUB_UID
 
-STUB = Path(__file__).resolve().parents[2] / "src/containai/images/context/base/mcp-stub"
+from .image_layout import lay_out
+
 SESSION, CONTAINER = "s1", "c1"
 T0 = 1_800_000_000.0
-STUB_UID = 65531
 TIMEOUT = 10.0
 
 MCP_SERVER = r"""
@@ -334,6 +336,15 @@ def private_base() -> Path:
     return Path("/run") if os.geteuid() == 0 else Path.home()
 
 
+STUB = Path("/nonexistent/mcp-stub")  # the launcher, laid out once for this module by _stub_launcher
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stub_launcher(tmp_path_factory: pytest.TempPathFactory) -> None:
+    global STUB  # one layout for the module; every helper here runs it
+    STUB = lay_out(tmp_path_factory.mktemp("image"), "base")["mcp-stub"]
+
+
 @pytest.fixture
 def env() -> Iterator[Environment]:
     # AF_UNIX paths are limited to 107 bytes, too short for pytest's tmp_path; and the stub refuses to
@@ -582,6 +593,9 @@ def test_a_server_that_outlives_its_client_is_stopped(env: Environment) -> None:
     code, _ = client.close()  # returns once the stub closed the connection: after the server ended
 
     assert code == 0
+    deadline = time.monotonic() + TIMEOUT  # the stub reaps it as it closes; on a busy machine, soon after
+    while Path(f"/proc/{server_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert not Path(f"/proc/{server_pid}").exists()
     assert "exited with -15" in stub.log
 
@@ -784,9 +798,7 @@ def test_serve_makes_itself_non_dumpable(env: Environment) -> None:
             break
     else:
         pytest.skip(f"no Python interpreter that uid {STUB_UID} may run")
-    stub_copy = env.root / "mcp-stub"
-    shutil.copy(STUB, stub_copy)
-    stub_copy.chmod(0o755)
+    stub_copy = lay_out(env.root / "image", "base")["mcp-stub"]  # where the stub's uid may read it
     spec = env.command_server(env={})
     spec["command"] = interpreter
     state = env.root / "state"

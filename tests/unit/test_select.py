@@ -137,3 +137,27 @@ def test_nothing_found_raises_with_hint() -> None:
     hint = caught.value.hint or ""
     assert "DOCKER_HOST" in hint
     assert "podman" in hint
+
+
+def test_environment_docker_goes_where_docker_host_says() -> None:
+    environ = {"CONTAINAI_RUNTIME": "docker", "DOCKER_HOST": "ssh://me@build-box"}
+    choice = resolve_engine(None, environ, home=HOME, exists=only(DOCKER_SOCK))
+    assert choice == EngineChoice(
+        "ssh://me@build-box", "docker", "environment CONTAINAI_RUNTIME, at DOCKER_HOST"
+    )
+    assert choice.describe() == "ssh://me@build-box (environment CONTAINAI_RUNTIME, at DOCKER_HOST)"
+
+
+def test_requested_docker_without_socket_says_how_to_start_docker() -> None:
+    with pytest.raises(EngineUnavailable) as caught:
+        resolve_engine("docker", {}, home=HOME, exists=only(PODMAN_ROOT_SOCK))
+    assert str(DOCKER_SOCK) in caught.value.message
+    assert str(HOME / ".docker/run/docker.sock") in caught.value.message
+    assert "DOCKER_HOST" in (caught.value.hint or "")
+
+
+def test_podman_is_auto_detected_when_docker_is_absent_and_says_so() -> None:
+    choice = resolve_engine(None, {}, home=HOME, exists=only(PODMAN_ROOT_SOCK))
+    assert choice == EngineChoice(
+        f"unix://{PODMAN_ROOT_SOCK}", "podman", f"auto-detected socket {PODMAN_ROOT_SOCK}"
+    )

@@ -294,16 +294,6 @@ def test_extra_docker_args_accept_resources() -> None:
     assert parse_extra_args("") == parse_extra_args("   ")
 
 
-def test_gate_blob_limit_from_the_environment() -> None:
-    from containai.workspace.gate import GatePolicy
-
-    assert GatePolicy.from_env({}) == GatePolicy()
-    assert GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "100m"}).max_blob_bytes == 100 * 2**20
-    assert GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "4096"}).max_blob_bytes == 4096
-    with pytest.raises(UsageError, match="CONTAINAI_GATE_MAX_BLOB"):
-        GatePolicy.from_env({"CONTAINAI_GATE_MAX_BLOB": "huge"})
-
-
 def test_gateway_config_file_is_written_through_base64(tmp_path: Path) -> None:
     import base64
     import subprocess as sp

@@ -46,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from containai.broker.broker import Broker, Peer
+from containai.cli.app import ArgumentParser, run_program
 from containai.config import Paths
 from containai.errors import (
     AuditUnavailable,
@@ -57,14 +58,18 @@ from containai.errors import (
     SecretUnavailable,
     WrongSession,
 )
+from containai.inside import protocol
 from containai.secrets.store import host_lookup
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 64 * 1024
 CONNECTION_TIMEOUT = 30.0
-STUB_OPS = frozenset({"redeem"})
-SESSION_STUB_OPS = frozenset({"redeem", "refresh"})  # a session's stub renews its own capabilities
+DRAIN_TIMEOUT = 1.0
+STUB_OPS = frozenset({protocol.OP_REDEEM})
+SESSION_STUB_OPS = frozenset(
+    {protocol.OP_REDEEM, protocol.OP_REFRESH}
+)  # a session's stub renews its own capabilities
 ADMIN_OPS = frozenset({"issue", "refresh", "revoke", "ping"})
 
 
@@ -146,6 +151,7 @@ class _Handler(socketserver.StreamRequestHandler):
         if peer.uid not in self.server.allowed_uids:
             # Refused before reading anything: a disallowed peer gets no parser to attack.
             self._reply(_failure(self._audit_peer(peer, op="connect")))
+            self._drain()
             return
         while True:
             try:
@@ -160,6 +166,16 @@ class _Handler(socketserver.StreamRequestHandler):
                 )
                 return
             self._reply(self._answer(line, peer))
+
+    def _drain(self) -> None:
+        """Close a refused connection cleanly: unread bytes at close would reset it, and the peer could
+        lose the refusal it was sent. What it sent is read (bounded) and thrown away, never parsed."""
+        with contextlib.suppress(OSError):
+            self.request.shutdown(socket.SHUT_WR)
+            self.request.settimeout(DRAIN_TIMEOUT)
+            left = MAX_REQUEST_BYTES
+            while left > 0 and (chunk := self.request.recv(min(left, 4096))):
+                left -= len(chunk)
 
     def _audit_peer(self, peer: Peer, *, op: str) -> BrokerError:
         try:
@@ -258,17 +274,17 @@ def _failure(exc: ContainAIError) -> dict[str, Any]:
     if isinstance(exc, CapabilityRefused):
         reason = exc.reason
     elif isinstance(exc, PeerRefused):
-        reason = "peer-refused"
+        reason = protocol.PEER_REFUSED
     elif isinstance(exc, AuditUnavailable):
-        reason = "audit-unavailable"
+        reason = protocol.AUDIT_UNAVAILABLE
     elif isinstance(exc, BundleRefused):
-        reason = "bundle-refused"
+        reason = protocol.BUNDLE_REFUSED
     elif isinstance(exc, SecretUnavailable):
-        reason = "secret-unavailable"
+        reason = protocol.SECRET_UNAVAILABLE
     elif isinstance(exc, BadRequest):
-        reason = "bad-request"
+        reason = protocol.BAD_REQUEST
     else:
-        reason = "refused"
+        reason = protocol.REFUSED
     return {"ok": False, "error": reason, "message": exc.message}
 
 
@@ -302,7 +318,7 @@ def harden_process() -> None:
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="secret-broker",
         description="ContainAI's host-side secret broker: capabilities and sealed bundles over Unix sockets.",
     )
@@ -318,21 +334,20 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """`secret-broker`, behind the same error boundary as every ContainAI program."""
+    return run_program(lambda: _serve(argv))
+
+
+def _serve(argv: Sequence[str] | None) -> int:
     logging.basicConfig(level=logging.INFO, format="secret-broker: %(message)s", stream=sys.stderr)
     args = _parse_args(argv)
-    try:
-        harden_process()
-        # The host's secret stores, as `containai secrets` sees them (CONTAINAI_HOME, keyring, env).
-        lookup = host_lookup(Paths.from_env(os.environ), os.environ)
-        broker = Broker(lookup=lookup, audit_path=args.audit, max_ttl=args.max_ttl)
-        servers = [BrokerServer(args.socket, broker, allowed_uids=args.allow_uid, group=args.socket_group)]
-        if args.admin_socket is not None:
-            servers.append(BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS))
-    except ContainAIError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"hint: {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+    harden_process()
+    # The host's secret stores, as `containai secrets` sees them (CONTAINAI_HOME, keyring, env).
+    lookup = host_lookup(Paths.from_env(os.environ), os.environ)
+    broker = Broker(lookup=lookup, audit_path=args.audit, max_ttl=args.max_ttl)
+    servers = [BrokerServer(args.socket, broker, allowed_uids=args.allow_uid, group=args.socket_group)]
+    if args.admin_socket is not None:
+        servers.append(BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS))
 
     def stop(signum: int, frame: object) -> None:
         # shutdown() waits for serve_forever() to return, so it cannot run in the thread serving.

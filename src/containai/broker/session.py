@@ -40,9 +40,11 @@ from typing import Any
 
 from containai.broker.broker import Broker
 from containai.broker.server import ADMIN_OPS, SESSION_STUB_OPS, BrokerServer, harden_process
+from containai.cli.app import ArgumentParser, run_program
 from containai.config import Paths
 from containai.errors import BrokerError, ContainAIError
-from containai.gateway.login import ClaudeLogin
+from containai.gateway.login import CHECK_SECONDS, CLAUDE_TOKEN_URL, ClaudeLogin
+from containai.inside import protocol
 from containai.runtime.base import StdinFeed
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice
@@ -50,14 +52,9 @@ from containai.secrets.store import host_lookup
 
 log = logging.getLogger(__name__)
 
-STUB_UID = 65531
-"""The MCP stub's uid in session containers: not the agent's, not root, not the relays' (65532/65533)."""
-STUB_SOCKET = "broker.sock"
-CONTAINER_DIR = "/run/containai/broker"
 PID_FILE = "broker.pid"
 SOCKETS_FILE = "broker.sockets"
 WATCH_INTERVAL = 2.0
-LOGIN_CHECK_SECONDS = 60.0
 _started: dict[int, subprocess.Popen[bytes]] = {}  # brokers this process started, reaped by stop()
 START_GRACE = 120.0
 STOPPED = frozenset(
@@ -125,7 +122,7 @@ def start(
     container: str,
     engine_url: str,
     gateway: str | None = None,
-    login: Path | None = None,
+    login: ClaudeLogin | None = None,
     timeout: float = 60.0,
 ) -> int:
     """Start the session's broker and wait until its admin socket answers; its pid.
@@ -154,7 +151,7 @@ def start(
         str(where.audit),
         "--engine-url",
         engine_url,
-        *(("--gateway", gateway, "--claude-login", str(login)) if gateway and login else ()),
+        *(_login_args(gateway, login) if gateway and login else ()),
     ]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # our own module, by absolute interpreter path
@@ -175,6 +172,13 @@ def start(
         time.sleep(0.05)
     process.terminate()
     raise BrokerError("the session's secret broker did not start in time", hint=f"see {log_path}")
+
+
+def _login_args(gateway: str, login: ClaudeLogin) -> tuple[str, ...]:
+    return (
+        *("--gateway", gateway, "--claude-login", str(login.path)),
+        *("--token-url", login.token_url, "--login-check-seconds", str(login.check_seconds)),
+    )
 
 
 def admin(path: Path, request: Mapping[str, object], *, timeout: float = 10.0) -> dict[str, Any]:
@@ -253,9 +257,9 @@ def _watch(broker: Broker, container: str, runtime: EngineRuntime, done: threadi
 
 def _start_gateway(args: argparse.Namespace, runtime: EngineRuntime) -> tuple[ClaudeLogin, StdinFeed, str]:
     """Start the gateway with the login's current access token (refreshed here first if need be)."""
-    login = ClaudeLogin.at(args.claude_login, os.environ)
+    login = ClaudeLogin(args.claude_login, token_url=args.token_url, check_seconds=args.login_check_seconds)
     tokens = login.current()
-    feed = runtime.start_with_feed(args.gateway)
+    feed = runtime.start_fed(args.gateway)
     feed.send(tokens.access.encode() + b"\n")
     log.info("gateway %s started with the host's Claude login", args.gateway)
     return login, feed, tokens.access
@@ -263,8 +267,7 @@ def _start_gateway(args: argparse.Namespace, runtime: EngineRuntime) -> tuple[Cl
 
 def _keep_fresh(login: ClaudeLogin, feed: StdinFeed, last: str, done: threading.Event) -> None:
     """Renew the access token on the host before it expires, and hand each new one to the gateway."""
-    interval = float(os.environ.get("CONTAINAI_LOGIN_CHECK_SECONDS") or LOGIN_CHECK_SECONDS)
-    while not done.wait(interval):
+    while not done.wait(login.check_seconds):
         try:
             access = login.current().access
         except ContainAIError as exc:
@@ -281,48 +284,51 @@ def _keep_fresh(login: ClaudeLogin, feed: StdinFeed, last: str, done: threading.
 
 
 def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="containai-session-broker", description=__doc__)
+    parser = ArgumentParser(prog="containai-session-broker", description=__doc__)
     parser.add_argument("--session", required=True)
     parser.add_argument("--container", required=True)
     parser.add_argument("--socket-dir", type=Path, required=True)
     parser.add_argument("--admin-socket", type=Path, required=True)
     parser.add_argument("--audit", type=Path, required=True)
     parser.add_argument("--engine-url", required=True)
-    parser.add_argument("--stub-uid", type=int, default=STUB_UID)
+    parser.add_argument("--stub-uid", type=int, default=protocol.STUB_UID)
     parser.add_argument("--max-ttl", type=int, default=300)
     parser.add_argument("--gateway", help="the gateway container to start, fed the login's access token")
     parser.add_argument("--claude-login", type=Path, help="the host's Claude Code login file")
+    parser.add_argument("--token-url", default=CLAUDE_TOKEN_URL, help="where the login is refreshed")
+    parser.add_argument("--login-check-seconds", type=float, default=CHECK_SECONDS)
     return parser.parse_args(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The session broker, behind the same error boundary as every ContainAI program."""
+    return run_program(lambda: _serve(argv))
+
+
+def _serve(argv: Sequence[str] | None) -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s session-broker: %(message)s", stream=sys.stderr
     )
     args = _parse_args(argv)
-    try:
-        harden_process()
-        broker = Broker(
-            lookup=host_lookup(Paths.from_env(os.environ), os.environ),
-            audit_path=args.audit,
-            max_ttl=args.max_ttl,
-        )
-        servers = [
-            BrokerServer(
-                args.socket_dir / STUB_SOCKET,
-                broker,
-                allowed_uids=[args.stub_uid],
-                ops=SESSION_STUB_OPS,
-                reachable=True,
-                bound=(args.session, args.container),
-            ),
-            BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
-        ]
-        runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
-        feed = _start_gateway(args, runtime) if args.gateway and args.claude_login else None
-    except ContainAIError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return exc.exit_code
+    harden_process()
+    broker = Broker(
+        lookup=host_lookup(Paths.from_env(os.environ), os.environ),
+        audit_path=args.audit,
+        max_ttl=args.max_ttl,
+    )
+    servers = [
+        BrokerServer(
+            args.socket_dir / protocol.BROKER_SOCKET_NAME,
+            broker,
+            allowed_uids=[args.stub_uid],
+            ops=SESSION_STUB_OPS,
+            reachable=True,
+            bound=(args.session, args.container),
+        ),
+        BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
+    ]
+    runtime = EngineRuntime(EngineChoice(args.engine_url, None, "the session launcher"))
+    feed = _start_gateway(args, runtime) if args.gateway and args.claude_login else None
 
     done = threading.Event()
     if feed is not None:

@@ -35,6 +35,7 @@ from containai.errors import (
     WrongContainer,
     WrongSession,
 )
+from containai.inside import protocol
 
 PREFIX = "cai1"
 MAX_TOKEN_CHARS = 4096
@@ -45,7 +46,7 @@ ID_HEX_CHARS = 32
 
 # Session ids, container ids, consumer (stub) names and secret names share one conservative alphabet:
 # they end up in audit lines and in the bundle's associated data, where ambiguity would be a bug.
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}")
+_NAME = re.compile(protocol.BROKER_NAME_PATTERN)
 _B64URL = re.compile(r"[A-Za-z0-9_-]*")
 _HEX_ID = re.compile(rf"[0-9a-f]{{{ID_HEX_CHARS}}}")
 _FIELDS = frozenset({"cid", "exp", "iat", "id", "names", "sid", "sub"})

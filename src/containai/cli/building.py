@@ -31,7 +31,7 @@ def build_images(
             arch=info.arch,
             base_image=base_image,
             ca_bundle=ca.value,
-            npm_registry=app.environ.get("CONTAINAI_NPM_REGISTRY", "https://registry.npmjs.org"),
+            npm_registry=app.settings().npm_registry.value,
         )
         built = run_build(runtime, steps, reporter)
     record_ca(ca.value, app.paths)

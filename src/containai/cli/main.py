@@ -1,46 +1,35 @@
-"""The `containai` umbrella command: parse flags, call the core, render. No logic lives here."""
+"""The `containai` command: one click group; parse flags, call the core, render. No logic lives here.
+
+The launchers (run-claude, launch-agent, ...) are aliases of its subcommands (see programs.toml and
+launchers.py). Importing this module is cheap: each command imports what it needs when it runs, so
+`containai --version` and `--help` never load the engine client, rich or cryptography.
+"""
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import sys
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import click
 
-from containai import __version__
+from containai import __version__, trust
 from containai.cli.app import AppContext, run_cli
-from containai.cli.building import build_images
-from containai.cli.launchers import (
-    SCOPE_HELP,
-    ConsoleReporter,
-    label_option,
-    run_agent,
-    scope_labels,
-    session_options,
-)
-from containai.cli.render import print_json, render_doctor
-from containai.doctor import run_doctor
-from containai.egress import approvals, sidecar
-from containai.errors import UsageError
-from containai.images.build import FROM_LABEL
-from containai.images.catalog import CHANNELS, PARTS, image_tag, parse_parts
-from containai.mcp.config import SERVER_NAME, McpResolution, render_definition, resolve_mcp_servers
-from containai.secrets import store as secret_store
-from containai.session import commands, manager
-from containai.session.repo import run_git
-from containai.workspace.gate import GatePolicy
+from containai.cli.options import SCOPE_HELP, label_option
+from containai.cli.sessions import SESSION_COMMANDS, reporter
+from containai.errors import EXIT_NOT_READY, UsageError
+from containai.images.catalog import CHANNELS, PARTS
+
+if TYPE_CHECKING:
+    from containai.mcp.config import McpResolution
 
 pass_app = click.make_pass_decorator(AppContext)
 
 CHANNEL_OPTION = click.option(
     "--channel",
     type=click.Choice(CHANNELS),
-    default="dev",
-    show_default=True,
-    help="Image channel: dev (local builds), prod (release), nightly.",
+    help="Image channel: dev (local builds), prod (release), nightly (default: dev, or the settings').",
 )
 
 
@@ -55,28 +44,45 @@ CHANNEL_OPTION = click.option(
 @pass_app
 def cli(app: AppContext, runtime: str | None, debug: bool) -> None:
     """Run AI coding agents in hardened containers."""
-    app.runtime_flag = runtime
+    app.flags = replace(app.flags, runtime=runtime, debug=app.flags.debug or debug)
     app.debug = app.debug or debug
+
+
+for _name, _command in SESSION_COMMANDS.items():
+    cli.add_command(_command, _name)
 
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option(
+    "--settings", "show_settings", is_flag=True, help="Also show every setting and where it came from."
+)
 @CHANNEL_OPTION
 @pass_app
-def doctor(app: AppContext, as_json: bool, channel: str) -> int:
+def doctor(app: AppContext, as_json: bool, show_settings: bool, channel: str | None) -> int:
     """Check the engine, git, images and disk; print the fix for anything that fails.
 
     Exits 1 when something blocks launching.
     """
-    report = run_doctor(app.runtime(), environ=app.environ, paths=app.paths, channel=channel)
+    from containai.cli.render import print_json, render_doctor, render_settings
+    from containai.cli.sessions import _repo_root
+    from containai.doctor import run_doctor
+
+    settings = app.settings(repo=_repo_root(None), channel=channel)
+    report = run_doctor(app.runtime(), environ=app.environ, paths=app.paths, channel=settings.channel.value)
     if as_json:
         data = report.to_json()
         data["log_file"] = str(app.paths.log_file)
-        print_json(app.out, data)
+        if show_settings:
+            data["settings"] = settings.to_json()
+        print_json(data)
     else:
         render_doctor(report, app.out)
+        if show_settings:
+            app.out.print("settings:", highlight=False)
+            render_settings(settings, app.out)
         app.out.print(f"log: {app.paths.log_file}", highlight=False)
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_NOT_READY
 
 
 @cli.group()
@@ -104,9 +110,16 @@ def images() -> None:
     "--no-pull", is_flag=True, help="Do not try to pull debian:bookworm-slim; bootstrap it locally."
 )
 @pass_app
-def images_build(app: AppContext, parts_text: str, channel: str, ca_cert: Path | None, no_pull: bool) -> None:
+def images_build(
+    app: AppContext, parts_text: str, channel: str | None, ca_cert: Path | None, no_pull: bool
+) -> None:
     """Build images (unchanged layers come from the cache, so a rebuild takes seconds)."""
-    built = build_images(app, parse_parts(parts_text), channel=channel, ca_cert=ca_cert, no_pull=no_pull)
+    from containai.cli.building import build_images
+    from containai.images.catalog import parse_parts
+
+    parts = parse_parts(parts_text)
+    channel = app.settings(channel=channel).channel.value
+    built = build_images(app, parts, channel=channel, ca_cert=ca_cert, no_pull=no_pull)
     for step, image in built:
         click.echo(f"{step.tag}\t{image.id}")  # tab-separated for scripts (rich would expand the tab)
 
@@ -115,8 +128,13 @@ def images_build(app: AppContext, parts_text: str, channel: str, ca_cert: Path |
 @CHANNEL_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 @pass_app
-def images_list(app: AppContext, channel: str, as_json: bool) -> None:
+def images_list(app: AppContext, channel: str | None, as_json: bool) -> None:
     """List ContainAI's images for a channel."""
+    from containai.cli.render import print_json
+    from containai.images.build import FROM_LABEL
+    from containai.images.catalog import image_tag
+
+    channel = app.settings(channel=channel).channel.value
     runtime = app.runtime()
     rows = []
     for part in PARTS:
@@ -132,45 +150,11 @@ def images_list(app: AppContext, channel: str, as_json: bool) -> None:
             }
         )
     if as_json:
-        print_json(app.out, {"schema": 1, "images": rows})
+        print_json({"schema": 1, "images": rows})
         return
     for row in rows:
         state = f"{str(row['id'])[7:19]}  {row['created']}" if row["present"] else "missing"
         app.out.print(f"{row['tag']:<28} {state}", highlight=False)
-
-
-class _CommandAfterDashes(click.Command):
-    """Keeps what follows ``--`` as the command to run, apart from REPO (click would merge them)."""
-
-    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
-        if "--" in args:
-            cut = args.index("--")
-            ctx.meta["containai.command"] = tuple(args[cut + 1 :])
-            args = args[:cut]
-        return super().parse_args(ctx, args)
-
-
-@cli.command(cls=_CommandAfterDashes)
-@click.argument("agent")
-@click.argument("repo", required=False, type=click.Path(path_type=Path))
-@session_options
-@click.option("--prompt", metavar="TEXT", help="Run the agent once, non-interactively, on TEXT.")
-@click.option(
-    "--json", "as_json", is_flag=True, help="With --prompt (or a command): print a JSON result at the end."
-)
-@click.pass_context
-def run(
-    ctx: click.Context, /, agent: str, repo: Path | None, prompt: str | None, as_json: bool, **opts: Any
-) -> int:
-    """Run AGENT (claude, codex, copilot, shell, or your own) in an ephemeral session on REPO.
-
-    Anything after -- is run instead of the agent's own command: `containai run shell -- make test`.
-    """
-    command: tuple[str, ...] = ctx.meta.get("containai.command", ())
-    if command and prompt is not None:
-        raise UsageError("--prompt and a command after -- do not go together", hint="use one of them")
-    app: AppContext = ctx.obj
-    return run_agent(app, agent, repo, prompt, as_json, command, opts)
 
 
 @cli.command()
@@ -182,6 +166,12 @@ def logs(app: AppContext, name: str, egress: bool, as_json: bool) -> None:
     """Show a session's logs (running or finished): with --egress, the proxy's audit."""
     if not egress:
         raise UsageError("say which log", hint=f"`containai logs {name} --egress` shows the egress audit")
+    import dataclasses
+    import json
+
+    from containai.egress import sidecar
+    from containai.session import commands
+
     text = commands.egress_audit_text(app.runtime(), name, state_root=app.paths.sessions_dir)
     records = sidecar.parse_audit(text)
     if as_json:
@@ -209,16 +199,14 @@ def network() -> None:
 def network_approve(app: AppContext, repo: Path, domains: tuple[str, ...]) -> None:
     """Allow sessions on REPO to reach DOMAINS it asks for (all it asks for, when none are named)."""
     root = repo.resolve()
-    requested = approvals.repo_requests(root)
+    requested = trust.repo_requests(root)
     chosen = domains or requested
     if not chosen:
-        raise UsageError(
-            f"{root} asks for no domains", hint=f"its requests go in {root / approvals.REPO_CONFIG}"
-        )
+        raise UsageError(f"{root} asks for no domains", hint=f"its requests go in {root / trust.REPO_CONFIG}")
     unasked = [d for d in chosen if d not in requested]
     if unasked:
-        ConsoleReporter(app).warn(f"{root} did not ask for {', '.join(unasked)}; approving anyway")
-    approved_now = approvals.approve(app.paths.approvals_file, root, chosen)
+        reporter(app).warn(f"{root} did not ask for {', '.join(unasked)}; approving anyway")
+    approved_now = trust.approve(app.paths.approvals_file, root, chosen)
     app.out.print(f"approved for {root}: {', '.join(approved_now)}", highlight=False)
 
 
@@ -228,8 +216,8 @@ def network_approve(app: AppContext, repo: Path, domains: tuple[str, ...]) -> No
 def network_show(app: AppContext, repo: Path | None) -> None:
     """What REPO asks to reach, and which of those you approved."""
     root = (repo or Path.cwd()).resolve()
-    requested = approvals.repo_requests(root)
-    ok = set(approvals.approved(app.paths.approvals_file, root))
+    requested = trust.repo_requests(root)
+    ok = set(trust.approved(app.paths.approvals_file, root))
     if not requested:
         app.out.print(f"{root} asks for no domains", highlight=False)
     for domain in requested:
@@ -241,12 +229,14 @@ def _find_repo_root(repo: Path | None) -> Path | None:
 
     Approvals are kept under that path, the one sessions look them up by.
     """
+    from containai.hostgit import HostGit
+
     start = (repo or Path.cwd()).resolve()
     if repo is not None and not start.is_dir():
         raise UsageError(f"{repo} is not a directory", hint="pass the path of a git repository")
-    result = run_git(start, "rev-parse", "--show-toplevel")
-    if result.returncode == 0:
-        return Path(result.stdout.strip())
+    top = HostGit(start).toplevel()
+    if top is not None:
+        return top
     if repo is None:
         return None
     raise UsageError(f"{start} is not inside a git repository", hint="pass a repository's path")
@@ -262,6 +252,8 @@ def _repo_root(repo: Path | None) -> Path:
 
 
 def _repo_and_names(words: tuple[str, ...]) -> tuple[Path | None, tuple[str, ...]]:
+    from containai.mcp.config import SERVER_NAME
+
     # A server name has no '/' or '.', so a first word that could not be one is the repository.
     if words and not SERVER_NAME.match(words[0]):
         return Path(words[0]), words[1:]
@@ -286,6 +278,10 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
 
     REPO defaults to the git repository of the working directory. Secrets are listed by name only.
     """
+    from containai.cli.render import print_json
+    from containai.mcp.config import resolve_mcp_servers
+    from containai.secrets import store as secret_store
+
     root = _find_repo_root(repo)
     resolution = resolve_mcp_servers(app.paths, root)
     statuses = resolution.statuses()
@@ -308,12 +304,12 @@ def mcp_ls(app: AppContext, repo: Path | None, as_json: bool) -> None:
             }
             for server, status in statuses
         ]
-        print_json(app.out, {"schema": 1, "repo": str(root) if root else None, "servers": rows})
+        print_json({"schema": 1, "repo": str(root) if root else None, "servers": rows})
         return
     if not statuses:
         app.err.print(
             f"no MCP servers: declare them as [mcp_servers.NAME] in {app.paths.config_file}"
-            + (f" or {root / approvals.REPO_CONFIG}" if root else ""),
+            + (f" or {root / trust.REPO_CONFIG}" if root else ""),
             markup=False,
         )
         return
@@ -365,6 +361,8 @@ def mcp_approve(app: AppContext, words: tuple[str, ...], yes: bool) -> int:
     later change to it waits for approval again. REPO defaults to the git repository of the working
     directory; write it as a path (./name) when it could be read as a server name.
     """
+    from containai.mcp.config import render_definition, resolve_mcp_servers
+
     repo, names = _repo_and_names(words)
     root = _repo_root(repo)
     resolution = resolve_mcp_servers(app.paths, root)
@@ -374,7 +372,7 @@ def mcp_approve(app: AppContext, words: tuple[str, ...], yes: bool) -> int:
     if not (waiting or approved_already or shadowed):
         raise UsageError(
             f"{root} declares no MCP servers",
-            hint=f"a repository's servers go in {root / approvals.REPO_CONFIG} as [mcp_servers.NAME]",
+            hint=f"a repository's servers go in {root / trust.REPO_CONFIG} as [mcp_servers.NAME]",
         )
     unknown = [n for n in names if n not in waiting and n not in approved_already and n not in shadowed]
     if unknown:
@@ -407,7 +405,7 @@ def mcp_approve(app: AppContext, words: tuple[str, ...], yes: bool) -> int:
         if not click.confirm(f"Let sessions on {root} run these servers?", default=False, err=True):
             app.err.print("nothing approved", markup=False)
             return 1
-    approvals.approve_mcp(app.paths.approvals_file, root, [entry.server for entry in chosen])
+    trust.approve_mcp(app.paths.approvals_file, root, [entry.server for entry in chosen])
     app.out.print(f"approved for {root}: {', '.join(e.server.name for e in chosen)}", markup=False)
     return 0
 
@@ -419,14 +417,14 @@ def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
     """Withdraw the approval of REPO's MCP servers NAME (all of them, when none are named)."""
     repo, names = _repo_and_names(words)
     root = _repo_root(repo)
-    pinned = approvals.approved_mcp(app.paths.approvals_file, root)
+    pinned = trust.approved_mcp(app.paths.approvals_file, root)
     unknown = [n for n in names if n not in pinned]
     if unknown:
         raise UsageError(
             f"no approval of {', '.join(unknown)} for {root}",
             hint=f"approved: {', '.join(sorted(pinned))}" if pinned else "nothing is approved for it",
         )
-    dropped = approvals.revoke_mcp(app.paths.approvals_file, root, names)
+    dropped = trust.revoke_mcp(app.paths.approvals_file, root, names)
     app.out.print(f"revoked for {root}: {', '.join(dropped) or 'nothing'}", markup=False)
 
 
@@ -435,12 +433,16 @@ def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
 @pass_app
 def gc(app: AppContext, labels: tuple[str, ...]) -> None:
     """Remove what dead sessions left behind (containers, volumes, networks), bringing their work home first."""
+    from containai.session import manager
+    from containai.workspace.gate import GatePolicy
+
+    settings = app.settings(labels=labels)
     removed = manager.gc(
         app.runtime(),
         state_root=app.paths.sessions_dir,
-        reporter=ConsoleReporter(app),
-        policy=GatePolicy.from_env(app.environ),
-        scope=scope_labels(app, labels),
+        reporter=reporter(app),
+        policy=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+        scope=settings.labels.value,
     )
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)
     for session in removed:
@@ -474,6 +476,8 @@ def secrets_set(
     app: AppContext, name: str, from_file: Path | None, from_stdin: bool, use_keyring: bool
 ) -> None:
     """Store secret NAME; without --stdin or --from-file, prompt for it with hidden input."""
+    from containai.secrets import store as secret_store
+
     secret_store.check_name(name)
     if click.get_current_context().args:
         raise UsageError(
@@ -507,9 +511,12 @@ def secrets_set(
 @pass_app
 def secrets_ls(app: AppContext, as_json: bool) -> None:
     """List secret names and where each comes from (never the values)."""
+    from containai.cli.render import print_json
+    from containai.secrets import store as secret_store
+
     listings = secret_store.list_secrets(secret_store.default_sources(app.paths, app.environ))
     if as_json:
-        print_json(app.out, {"schema": 1, "secrets": [listing.to_json() for listing in listings]})
+        print_json({"schema": 1, "secrets": [listing.to_json() for listing in listings]})
         return
     if not listings:
         app.err.print("no secrets stored; add one with `containai secrets set NAME`", highlight=False)
@@ -523,6 +530,8 @@ def secrets_ls(app: AppContext, as_json: bool) -> None:
 @pass_app
 def secrets_rm(app: AppContext, name: str) -> None:
     """Remove secret NAME from ContainAI's store and the OS keyring."""
+    from containai.secrets import store as secret_store
+
     removed = secret_store.remove_secret(name, secret_store.writable_stores(app.paths, app.environ))
     remaining = secret_store.resolve_secret(name, secret_store.default_sources(app.paths, app.environ))
     if not removed:
@@ -534,7 +543,7 @@ def secrets_rm(app: AppContext, name: str) -> None:
         )
     app.err.print(f"removed {name} from {', '.join(removed)}", highlight=False)
     if remaining:
-        ConsoleReporter(app).warn(f"{name} is still set in {remaining[1]}, and sessions will use that value")
+        reporter(app).warn(f"{name} is still set in {remaining[1]}, and sessions will use that value")
 
 
 def main() -> None:

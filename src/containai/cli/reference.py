@@ -1,4 +1,4 @@
-"""docs/cli-reference.md, generated from the commands themselves (a test keeps the file in step).
+"""docs/cli-reference.md, generated from the commands and the programs table (a test keeps it in step).
 
 python -m containai.cli.reference > docs/cli-reference.md
 """
@@ -7,14 +7,9 @@ from __future__ import annotations
 
 import click
 
-from containai.cli.launchers import (
-    connect_agent_command,
-    launch_agent_command,
-    list_agents_command,
-    remove_agent_command,
-    run_agent_command,
-)
+from containai.cli.launchers import launcher_commands
 from containai.cli.main import cli
+from containai.errors import EXIT_CODES
 
 
 def _help(command: click.Command, path: str) -> str:
@@ -34,22 +29,36 @@ def _walk(command: click.Command, path: str) -> list[tuple[str, click.Command]]:
 
 
 def render_reference() -> str:
-    commands = _walk(cli, "containai")
-    commands += [(f"run-{agent}", run_agent_command(agent)) for agent in ("claude", "codex", "copilot")]
-    commands += [
-        ("launch-agent", launch_agent_command),
-        ("connect-agent", connect_agent_command),
-        ("list-agents", list_agents_command),
-        ("remove-agent", remove_agent_command),
-    ]
+    launchers = launcher_commands()
     parts = [
         "# CLI reference",
         "",
         "Generated from the commands by `python -m containai.cli.reference`; do not edit by hand.",
-        "Every launcher also exists as `<name>-dev` (images built locally) and `<name>-nightly`;",
-        "the plain name is the release channel.",
+        "",
+        "## Launchers",
+        "",
+        "Each launcher is another name for a `containai` subcommand. Every launcher also exists as",
+        "`<name>-dev` (images built locally) and `<name>-nightly`; the plain name is the release",
+        "channel, and the name chooses the image channel (`--channel` overrides it).",
+        "",
+        "| Launcher | Same as |",
+        "| --- | --- |",
+        *(f"| `{p.name}` | `containai {' '.join(p.alias)}` |" for p, _ in launchers),
+        "",
+        "## Exit codes",
+        "",
+        "The same for `containai`, every launcher and the brokers (defined in `containai/errors.py`).",
+        "",
+        "| Code | Meaning |",
+        "| --- | --- |",
+        *(f"| {code} | {meaning} |" for code, meaning in EXIT_CODES),
+        "",
+        "Why these: an agent's own code must pass through, so ContainAI's codes keep clear of the codes",
+        "programs commonly use (1, 2) and of the shell's (126 cannot execute, 127 not found, 128+N a",
+        "signal). 125 is docker's; 75 is from sysexits.h, which ordinary programs rarely return.",
         "",
     ]
+    commands = _walk(cli, "containai") + [(p.name, command) for p, command in launchers]
     for path, command in commands:
         parts += [f"## `{path}`", "", "```text", _help(command, path).rstrip(), "```", ""]
     return "\n".join(parts)

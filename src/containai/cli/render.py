@@ -1,19 +1,33 @@
-"""Turning results into text: the doctor report, build progress, JSON envelopes."""
+"""Turning results into text: the doctor report, sessions, settings, build progress, JSON envelopes.
+
+Commands return data; this module is the one place that turns it into words (text mode) or into a
+versioned JSON envelope (``--json``), which holds values only, never sentences meant for a person.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
+from collections.abc import Sequence
+from datetime import datetime
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import click
 from rich.console import Console
 from rich.progress import Progress, SpinnerColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
 from rich.text import Text
 
+from containai.config import Settings
 from containai.doctor import Report
 from containai.images.build import BuildStep
 from containai.runtime.base import BuildEvent, ImageInfo
+
+if TYPE_CHECKING:
+    from containai.session.commands import PromptResult
+    from containai.session.manager import SessionRow
 
 log = logging.getLogger("containai.build")
 
@@ -34,8 +48,103 @@ def render_doctor(report: Report, console: Console) -> None:
     console.print(Text(verdict, style="bold green" if report.ok else "bold red"))
 
 
-def print_json(console: Console, data: Any) -> None:
-    console.print_json(json.dumps(data), highlight=False)
+def print_json(data: Any) -> None:
+    """A JSON document on stdout: plain, so that a script can read it whatever the terminal."""
+    click.echo(json.dumps(data, indent=2))
+
+
+class ConsoleReporter:
+    """Progress and warnings of a command, on stderr."""
+
+    def __init__(self, console: Console) -> None:
+        self.console = console
+
+    def note(self, text: str) -> None:
+        self.console.print(Text(f"• {text}", style="dim"))
+
+    def warn(self, text: str) -> None:
+        self.console.print(Text(f"! {text}", style="yellow"))
+
+
+_SHORTSTAT = re.compile(r"(\d+) (file|insertion|deletion)")
+
+
+def parse_shortstat(text: str) -> dict[str, int]:
+    """``git diff --shortstat`` as numbers: files changed, insertions, deletions."""
+    counts = {"files_changed": 0, "insertions": 0, "deletions": 0}
+    keys = {"file": "files_changed", "insertion": "insertions", "deletion": "deletions"}
+    for number, kind in _SHORTSTAT.findall(text):
+        counts[keys[kind]] = int(number)
+    return counts
+
+
+def prompt_result_json(result: PromptResult) -> dict[str, Any]:
+    """The result of `containai run --json`: values only (the sentences went to stderr).
+
+    Schema 2 dropped schema 1's ``message`` and ``egress`` sentences; ``kept_reason`` is the error
+    that kept the work in the session, ``changes`` the diffstat as numbers.
+    """
+    return {
+        "schema": 2,
+        "exit_status": result.exit_status,
+        "session": result.session,
+        "session_id": result.session_id,
+        "workspace": result.workspace,
+        "branch": result.branch,
+        "commits": result.commits,
+        "diffstat": result.diffstat,
+        "changes": parse_shortstat(result.diffstat),
+        "duration_seconds": result.duration_seconds,
+        "kept": result.kept,
+        "kept_reason": result.kept_reason,
+    }
+
+
+def _age_seconds(created: str, now: datetime) -> int | None:
+    try:
+        return int((now - datetime.fromisoformat(created)).total_seconds())
+    except ValueError:
+        return None
+
+
+def sessions_json(rows: Sequence[SessionRow], now: datetime) -> dict[str, Any]:
+    return {
+        "schema": 2,
+        "sessions": [
+            {
+                "name": row.name,
+                "agent": row.agent,
+                "repo": row.repo or None,
+                "branch": row.branch or None,
+                "status": row.status,
+                "mode": row.mode,
+                "created": row.created,
+                "age_seconds": _age_seconds(row.created, now),
+                "session": row.session,
+            }
+            for row in rows
+        ],
+    }
+
+
+def render_sessions(console: Console, rows: Sequence[SessionRow], now: datetime) -> None:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NAME", "AGENT", "REPO", "BRANCH", "STATUS", "AGE"):
+        table.add_column(column)
+    for row in rows:
+        table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", row.status, row.age(now))
+    console.print(table)
+
+
+def render_settings(settings: Settings, console: Console) -> None:
+    rows = settings.rows()
+    width = max(len(name) for name, _, _ in rows)
+    for name, value, source in rows:
+        line = Text()
+        line.append(f"{name:<{width}}  ", style="bold")
+        line.append(value)
+        line.append(f"  ({source})", style="dim")
+        console.print(line)
 
 
 class ConsoleBuildReporter:

@@ -19,14 +19,17 @@ from pathlib import Path
 
 from containai.egress.policy import EgressPolicy
 from containai.egress.squid import DEFAULT_PRIVATE_RANGES, AuditRecord, parse_audit_line, render_squid_conf
-from containai.errors import ConfigError, SessionError
+from containai.errors import SessionError
 from containai.images.catalog import image_tag
-from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
+from containai.inside import protocol
+from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, Mount
 
-SOCKET_DIR = "/run/containai-egress"
-SOCKET = f"{SOCKET_DIR}/proxy.sock"
+SOCKET_DIR = protocol.EGRESS_DIR
+SOCKET = protocol.PROXY_SOCKET
 RELAY_PORT = 3128
-RELAY_USER = "65533:65533"  # not the agent's uid: the agent can neither kill nor trace the relay
+RELAY_USER = protocol.user(
+    protocol.RELAY_UID
+)  # not the agent's uid: the agent can neither kill nor trace the relay
 PROXY_USER = "13:13"  # Debian's proxy user, who owns squid's folders in the image
 AUDIT_LOG = "/var/log/containai/egress.jsonl"
 SQUID_CONF = "/etc/containai/squid.conf"
@@ -35,37 +38,17 @@ PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
 
 @dataclass(frozen=True)
 class Lab:
-    """``CONTAINAI_EGRESS_LAB``, for tests: put the proxy on an existing (fake-internet) network.
+    """For tests only: put the proxy on an existing (fake-internet) network.
 
-    ``network=NAME,dns=IP,allow-range=CIDR``: the proxy joins NAME instead of a fresh egress network,
-    resolves names with the DNS server at IP, and does not count CIDR as private.
+    The proxy joins ``network`` instead of a fresh egress network, resolves names with the DNS
+    servers ``dns``, and does not count ``allow_ranges`` as private. ContainAI never reads this from
+    the environment or a file (it would let anyone lift the private-range deny list); the engine
+    tests inject it into the settings (tests/engine/lab_cli.py).
     """
 
     network: str
     dns: tuple[str, ...] = ()
     allow_ranges: tuple[str, ...] = ()
-
-
-def parse_lab(text: str) -> Lab | None:
-    if not text.strip():
-        return None
-    fields: dict[str, list[str]] = {}
-    for item in text.split(","):
-        key, sep, value = item.strip().partition("=")
-        if not sep or key not in ("network", "dns", "allow-range") or not value:
-            raise ConfigError(
-                f"CONTAINAI_EGRESS_LAB: {item!r} is not network=, dns= or allow-range=",
-                hint="e.g. network=fakeinet,dns=198.18.0.53,allow-range=198.18.0.0/24",
-            )
-        fields.setdefault(key, []).append(value)
-    if "network" not in fields:
-        raise ConfigError("CONTAINAI_EGRESS_LAB needs network=NAME", hint="name the network the proxy joins")
-    try:
-        dns = tuple(str(ipaddress.ip_address(v)) for v in fields.get("dns", []))
-        ranges = tuple(str(ipaddress.ip_network(v)) for v in fields.get("allow-range", []))
-    except ValueError as exc:
-        raise ConfigError(f"CONTAINAI_EGRESS_LAB: {exc}", hint="use IP addresses and CIDR ranges") from exc
-    return Lab(fields["network"][0], dns, ranges)
 
 
 @dataclass(frozen=True)
@@ -176,10 +159,7 @@ def wait_ready(predicate: Callable[[], bool], seconds: float, what: str) -> None
 
 
 def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str, str]) -> None:
-    """Network, volumes, the rendered squid.conf, then the proxy; ready when its socket exists."""
-    plan.conf_file.parent.mkdir(parents=True, exist_ok=True)
-    plan.conf_file.write_text(plan.squid_conf, encoding="utf-8")
-    plan.conf_file.chmod(0o644)
+    """Network, volumes, then the proxy (its squid.conf already written); ready when its socket exists."""
     if plan.create_network:
         runtime.create_network(plan.network, labels=labels)
     runtime.create_volume(plan.socket_volume, labels=labels)
@@ -194,7 +174,7 @@ def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str
             raise SessionError(
                 "the egress proxy exited at start", hint=f"its log: `docker logs {name}`; then `containai gc`"
             )
-        return runtime.exec(name, ["test", "-S", SOCKET], user=PROXY_USER) == 0
+        return runtime.exec(name, ExecSpec(("test", "-S", SOCKET), user=PROXY_USER)) == 0
 
     wait_ready(ready, 30, "the egress proxy")
 
@@ -206,11 +186,11 @@ def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
         f"TCP-LISTEN:{RELAY_PORT},bind=127.0.0.1,fork,reuseaddr",
         f"UNIX-CONNECT:{SOCKET}",
     ]
-    runtime.exec_detached(agent, relay, user=RELAY_USER)
+    runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
     # Listening is read from /proc, not probed with a connection: that would reach squid and leave an
     # empty transaction in the audit.
-    probe = ["grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
-    wait_ready(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the egress relay")
+    probe = ("grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
+    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the egress relay")
 
 
 def audit_text(runtime: ContainerRuntime, proxy: str) -> str:

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 CLAUDE_TOKEN_URL = "https://console.anthropic.com/v1/oauth/token"  # noqa: S105  # an endpoint, not a secret
 CLAUDE_CLIENT_ID = "9d1c250a-e61b-44d9-88ed-5944d1962f5e"  # Claude Code's public OAuth client
 REFRESH_MARGIN = 300.0  # refresh when the access token has less than this many seconds left
+CHECK_SECONDS = 60.0  # how often the session's broker looks at the login during a session
 TIMEOUT = 30.0
 
 
@@ -60,20 +61,25 @@ class ClaudeLogin:
         *,
         token_url: str = CLAUDE_TOKEN_URL,
         clock: Callable[[], float] = time.time,
+        check_seconds: float = CHECK_SECONDS,
     ) -> None:
+        # token_url and check_seconds are the engine tests' to change (a stand-in endpoint, a
+        # quicker check); ContainAI reads neither from the environment.
         self.path = path
         self.token_url = token_url
         self.clock = clock
+        self.check_seconds = check_seconds
 
     @classmethod
-    def at(cls, path: Path, environ: Mapping[str, str]) -> ClaudeLogin:
-        """The login file at ``path``, refreshed at the token endpoint (the tests' stand-in if set)."""
-        return cls(path, token_url=environ.get("CONTAINAI_CLAUDE_TOKEN_URL") or CLAUDE_TOKEN_URL)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ClaudeLogin | None:
-        """The login, when the host has one with a refresh token; None otherwise."""
-        login = cls.at(claude_login_file(environ), environ)
+    def from_env(
+        cls,
+        environ: Mapping[str, str],
+        *,
+        token_url: str = CLAUDE_TOKEN_URL,
+        check_seconds: float = CHECK_SECONDS,
+    ) -> ClaudeLogin | None:
+        """The login in HOME (or CLAUDE_CONFIG_DIR), when it has a refresh token; None otherwise."""
+        login = cls(claude_login_file(environ), token_url=token_url, check_seconds=check_seconds)
         try:
             login.read()
         except (SecretUnavailable, ConfigError):

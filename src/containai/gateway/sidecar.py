@@ -17,13 +17,14 @@ from containai.agents.definition import GatewayDef
 from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
-from containai.runtime.base import ContainerRuntime, ContainerSpec, Mount
+from containai.inside import protocol
+from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, Mount
 from containai.secrets.value import Secret
 
 PORT = 8787
-SOCKET_FOLDER = "/run/containai-gateway"
-GATEWAY_SOCKET = f"{SOCKET_FOLDER}/gateway.sock"
-USER = "65532:65532"  # the gateway image's own user: not the agent's, not root
+SOCKET_FOLDER = protocol.GATEWAY_DIR
+GATEWAY_SOCKET = protocol.GATEWAY_SOCKET
+USER = protocol.user(protocol.GATEWAY_UID)  # the gateway image's own user: not the agent's, not root
 PLACEHOLDER = "containai-placeholder-not-a-real-key"
 
 
@@ -41,7 +42,7 @@ def plan_gateway(
     """The gateway container, and the volume its socket lives on (shared read-only with the agent)."""
     volume = f"{session_name}-gateway-sock-{session_id}"
     command = (
-        "/usr/local/bin/containai-gateway",
+        protocol.GATEWAY_PROGRAM,
         "--listen",
         GATEWAY_SOCKET,
         "--proxy",
@@ -55,7 +56,7 @@ def plan_gateway(
         *(("--follow",) if follow else ()),
     )
     spec = ContainerSpec(
-        image=image_tag("logfwd", channel),
+        image=image_tag("gateway", channel),
         name=f"{session_name}-gateway",
         command=command,
         entrypoint=(),
@@ -105,7 +106,11 @@ def start_gateway(
     runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
 ) -> None:
     create_gateway(runtime, spec, volume, labels)
-    runtime.start_with_input(spec.name, (credential.reveal() + "\n").encode())
+    feed = runtime.start_fed(spec.name)
+    try:
+        feed.send((credential.reveal() + "\n").encode())
+    finally:
+        feed.close()
 
     def ready() -> bool:
         info = runtime.container(spec.name)
@@ -113,13 +118,13 @@ def start_gateway(
             raise SessionError(
                 "the credential gateway exited at start", hint=f"its log: `docker logs {spec.name}`"
             )
-        return runtime.exec(spec.name, ["test", "-S", GATEWAY_SOCKET], user=USER) == 0
+        return runtime.exec(spec.name, ExecSpec(("test", "-S", GATEWAY_SOCKET), user=USER)) == 0
 
     wait_ready(ready, 20, "the credential gateway")
 
 
 def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     relay = ["socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
-    runtime.exec_detached(agent, relay, user=RELAY_USER)
-    probe = ["grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp"]
-    wait_ready(lambda: runtime.exec(agent, probe, user=agent_user) == 0, 15, "the gateway relay")
+    runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
+    probe = ("grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
+    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the gateway relay")

@@ -1,8 +1,12 @@
 """Building ContainAI's images: plan (pure), then build each part in order with the layer cache.
 
 Every image carries a ``build-hash`` label: a hash of everything that goes into it (its build files,
-build arguments, the extra CA and its parent's hash). `containai doctor` recomputes it from the
-installed package to tell whether an image is stale.
+the ``containai.inside`` modules it runs, build arguments, the extra CA and its parent's hash).
+`containai doctor` recomputes it from the installed package to tell whether an image is stale.
+
+The programs that run inside the images are modules of ``containai.inside``: the build puts the ones
+a part runs under ``lib/`` in its context (the Dockerfile copies that to ``/usr/local/lib/containai``)
+and a launcher for each under ``bin/`` (copied to ``/usr/local/bin``).
 """
 
 from __future__ import annotations
@@ -24,13 +28,16 @@ from containai.images.bootstrap import BOOTSTRAP_TAG, bootstrap_base_image
 from containai.images.catalog import (
     AGENTS,
     LABEL_PREFIX,
+    PROGRAMS,
     SCHEMA_VERSION,
     Pins,
+    Program,
     context_name,
     image_tag,
     load_pins,
 )
-from containai.runtime.base import BuildEvent, ContainerRuntime, ImageInfo
+from containai.inside import protocol
+from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ImageInfo
 
 SLIM_IMAGE = "debian:bookworm-slim"
 HASH_LABEL = f"{LABEL_PREFIX}.build-hash"
@@ -88,7 +95,54 @@ def context_files(part: str) -> dict[str, bytes]:
                 found[name] = child.read_bytes()
 
     walk(root, "")
+    found.update(program_files(PROGRAMS.get(part, ())))
     return found
+
+
+INSIDE_PACKAGE = "containai/inside"
+IMAGE_PACKAGE_INIT = (
+    b'"""ContainAI\'s programs in this image (containai.inside); the rest of the package is on the host."""\n'
+)
+
+
+def render_launcher(program: Program, *, library: str = protocol.LIBRARY) -> bytes:
+    """``/usr/local/bin/<command>``: run the module's ``main`` in isolated mode, from the image's copy.
+
+    ``-I`` keeps the environment (PYTHONPATH, PYTHONSTARTUP, user site-packages) and the working
+    directory out of the import path: the agent controls those, and the stub runs with secrets."""
+    module = f"containai.inside.{program.module}"
+    return (
+        "#!/usr/bin/python3 -I\n"
+        f"# {program.command}: ContainAI's {module}, installed in {library} by the image build.\n"
+        "import sys\n"
+        "\n"
+        f"sys.path.insert(0, {library!r})\n"
+        f"from {module} import main  # noqa: E402\n"
+        "\n"
+        "sys.exit(main())\n"
+    ).encode()
+
+
+def inside_module(name: str) -> bytes:
+    """The source of ``containai.inside.<name>``, as installed."""
+    return resources.files("containai.inside").joinpath(f"{name}.py").read_bytes()
+
+
+def program_files(programs: Sequence[Program], *, library: str = protocol.LIBRARY) -> dict[str, bytes]:
+    """The modules and launchers of ``programs``, as context files: ``lib/containai/...`` and ``bin/...``.
+
+    Only the modules a part runs (with the package's ``__init__`` and ``protocol``), so that a change to
+    one program makes only the images that run it stale. ``library`` is where ``lib/`` will be (tests
+    lay the same files out in a temporary folder).
+    """
+    if not programs:
+        return {}
+    modules = ["__init__", "protocol", *sorted({p.module for p in programs})]
+    files = {f"lib/{INSIDE_PACKAGE}/{m}.py": inside_module(m) for m in modules}
+    # A regular package of our own, not a namespace: no other "containai" on sys.path can take its place.
+    files["lib/containai/__init__.py"] = IMAGE_PACKAGE_INIT
+    files.update({f"bin/{p.command}": render_launcher(p, library=library) for p in programs})
+    return files
 
 
 def compute_hash(
@@ -178,6 +232,7 @@ def plan_build(
             "base",
         )
     add("proxy", dict(common), "")
+    add("gateway", dict(common), "")
     add("logfwd", dict(common), "")
     return [step for step in steps if step.part in parts]
 
@@ -250,9 +305,7 @@ def run_build(
                 target.write_bytes(data)
                 if data.startswith(b"#!"):
                     target.chmod(0o755)
-            image = runtime.build(
-                context=context, tag=step.tag, buildargs=step.buildargs, labels=step.labels, on_event=tracker
-            )
+            image = runtime.build(BuildSpec(context, step.tag, step.buildargs, step.labels), tracker)
         reporter.part_done(step, image, cached=tracker.cached, seconds=time.monotonic() - started)
         built.append((step, image))
     return built

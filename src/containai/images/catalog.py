@@ -13,8 +13,25 @@ Channel = Literal["dev", "prod", "nightly"]
 CHANNELS: tuple[Channel, ...] = ("dev", "prod", "nightly")
 
 AGENTS = ("copilot", "codex", "claude")
-# Build order: the base first, since every agent image is built on it.
-PARTS = ("base", *AGENTS, "proxy", "logfwd")
+# Build order: the base first, since every agent image is built on it. Each sidecar has its own image,
+# named for its role: the egress proxy, the model-credential gateway, the log forwarder.
+PARTS = ("base", *AGENTS, "proxy", "gateway", "logfwd")
+
+
+@dataclass(frozen=True)
+class Program:
+    """A program of ``containai.inside`` that an image runs: ``/usr/local/bin/<command>`` runs ``<module>.main``."""
+
+    command: str
+    module: str
+
+
+# What each image gets of containai.inside (besides its protocol module); the agents inherit base's.
+PROGRAMS: dict[str, tuple[Program, ...]] = {
+    "base": (Program("containai-entrypoint", "entrypoint"), Program("mcp-stub", "stub")),
+    "gateway": (Program("containai-gateway", "gateway"),),
+    "logfwd": (Program("containai-logfwd", "logfwd"),),
+}
 
 LABEL_PREFIX = "ai.containai"
 SCHEMA_VERSION = "1"

@@ -37,8 +37,8 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 from containai.config import Paths, load_user_config
-from containai.egress import approvals
 from containai.errors import ConfigError
+from containai.trust import REPO_CONFIG, approved_mcp, load_repo_config
 
 Source = Literal["user", "repo"]
 
@@ -297,7 +297,7 @@ def load_servers(data: Mapping[str, Any], source: Source, origin: str) -> list[M
 
 def repo_servers(repo_root: Path) -> list[McpServer]:
     """The servers a repository's ``.containai/config.toml`` declares (untrusted)."""
-    return load_servers(approvals.load_repo_config(repo_root), "repo", str(repo_root / approvals.REPO_CONFIG))
+    return load_servers(load_repo_config(repo_root), "repo", str(repo_root / REPO_CONFIG))
 
 
 def resolve_mcp_servers(paths: Paths, repo_root: Path | None) -> McpResolution:
@@ -310,7 +310,7 @@ def resolve_mcp_servers(paths: Paths, repo_root: Path | None) -> McpResolution:
     if repo_root is None:
         return McpResolution(tuple(user))
     mine = {server.name for server in user}
-    pins = approvals.approved_mcp(paths.approvals_file, repo_root)
+    pins = approved_mcp(paths.approvals_file, repo_root)
     active: list[McpServer] = []
     pending: list[PendingServer] = []
     shadowed: list[McpServer] = []

@@ -32,9 +32,10 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from containai.errors import ConfigError
+from containai.inside import protocol
 from containai.mcp.config import SERVER_NAME
 
-STUB = "/usr/local/bin/mcp-stub"
+STUB = protocol.STUB_PROGRAM
 CODEX_STARTUP_TIMEOUT = 60
 
 # The agent definition's mcp_config -> (format, path relative to HOME).

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS
 from containai.runtime.select import EngineChoice, EngineKind
 
 
@@ -50,6 +51,35 @@ class BuildEvent:
     cached: bool = False
 
 
+@dataclass(frozen=True)
+class BuildSpec:
+    context: Path
+    tag: str
+    buildargs: Mapping[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+OutputSink = Callable[[str, bytes], None]
+"""Receives a command's output as it comes: ("stdout" or "stderr", a chunk)."""
+
+
+@dataclass(frozen=True)
+class ExecSpec:
+    """A command to run in a running container.
+
+    ``stdin``: bytes handed to it, then end of input (the one way to give an exec input). ``tty``: the
+    user's terminal is attached (interactive). ``detach``: started, left running, not waited for.
+    """
+
+    argv: tuple[str, ...]
+    user: str = ""
+    environment: Mapping[str, str] = field(default_factory=dict)
+    workdir: str = ""
+    stdin: bytes | None = None
+    tty: bool = False
+    detach: bool = False
+
+
 class StdinFeed(Protocol):
     """A container's standard input, held open by the host: what a gateway reads renewed credentials from."""
 
@@ -67,15 +97,9 @@ class ContainerRuntime(Protocol):
 
     def pull(self, ref: str) -> ImageInfo: ...
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo: ...
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        """Build ``spec.context`` into ``spec.tag``; each step's progress goes to ``on_event``."""
+        ...
 
     def import_rootfs(
         self, tarball: Path, *, tag: str, labels: Mapping[str, str], changes: Sequence[str] = ()
@@ -96,26 +120,9 @@ class ContainerRuntime(Protocol):
 
     def remove_container(self, ref: str) -> None: ...
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int: ...
-
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int: ...
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
+        """Run ``command`` in a running container; its exit code (0 when detached)."""
+        ...
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
@@ -133,19 +140,11 @@ class ContainerRuntime(Protocol):
         self, name: str, *, labels: Mapping[str, str], internal: bool = False
     ) -> NetworkInfo: ...
 
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None: ...
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]: ...
-
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None: ...
 
-    def start_with_input(self, ref: str, data: bytes) -> None: ...
-
-    def start_with_feed(self, ref: str) -> StdinFeed: ...
+    def start_fed(self, ref: str) -> StdinFeed:
+        """Start a container with its stdin held open for the caller (the one way to hand it a value)."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -177,12 +176,13 @@ class ContainerSpec:
     cap_add: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ("no-new-privileges:true",)
     network_mode: str = "none"
-    pids_limit: int = 512
-    memory_bytes: int = 8 * 2**30
-    nano_cpus: int = 2 * 10**9
+    # What a spec that sets no limits of its own gets: the same defaults as a session (containai.config).
+    pids_limit: int = DEFAULT_PIDS
+    memory_bytes: int = DEFAULT_MEMORY_BYTES
+    nano_cpus: int = DEFAULT_MAX_CPUS * 10**9
     ulimits: tuple[tuple[str, int, int], ...] = (("nofile", 4096, 8192), ("core", 0, 0))
     log_max_size: str = "10m"
-    stdin_open: bool = False  # for start_with_input: a value handed over on stdin, never in the config
+    stdin_open: bool = False  # for start_fed: a value handed over on stdin, never in the config
     entrypoint: tuple[str, ...] | None = None  # None: the image's own
 
 

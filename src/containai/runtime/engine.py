@@ -22,11 +22,14 @@ from docker.utils.socket import frames_iter
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
 from containai.runtime.base import (
     BuildEvent,
+    BuildSpec,
     ContainerInfo,
     ContainerSpec,
     EngineInfo,
+    ExecSpec,
     ImageInfo,
     NetworkInfo,
+    OutputSink,
     StdinFeed,
     VolumeInfo,
 )
@@ -71,9 +74,21 @@ def engine_kind(version: Mapping[str, Any]) -> EngineKind:
 def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> EngineInfo:
     """Build ``EngineInfo`` from the engine's /version and /info JSON (Docker's or Podman's)."""
     runc: Mapping[str, Any] = next(
-        (c for c in version.get("Components") or [] if str(c.get("Name", "")).lower() == "runc"), {}
+        (
+            c
+            for c in version.get("Components") or []
+            if str(c.get("Name", "")).lower() in ("runc", "oci runtime (runc)")
+        ),
+        {},
     )
-    runc_details = runc.get("Details") or {}
+    runc_version, runc_commit = (
+        str(runc.get("Version", "")),
+        str((runc.get("Details") or {}).get("GitCommit", "")),
+    )
+    if runc_version.startswith("runc version "):  # Podman: "runc version 1.1.5\ncommit: ...\nspec: ..."
+        lines = runc_version.splitlines()
+        runc_version = lines[0].removeprefix("runc version ").strip()
+        runc_commit = next((x.removeprefix("commit:").strip() for x in lines if x.startswith("commit:")), "")
     kind = engine_kind(version)
     security = tuple(str(s) for s in info.get("SecurityOptions") or [])
     rootless = any("rootless" in s for s in security)
@@ -87,8 +102,8 @@ def parse_engine_info(version: Mapping[str, Any], info: Mapping[str, Any]) -> En
         security_options=security,
         storage_driver=str(info.get("Driver", "")),
         root_dir=str(info.get("DockerRootDir", "")),
-        runc_version=str(runc.get("Version", "")),
-        runc_commit=str(runc_details.get("GitCommit", "")),
+        runc_version=runc_version,
+        runc_commit=runc_commit,
     )
 
 
@@ -385,108 +400,66 @@ class _EngineContainers:
             for volume in self.volumes({TMPFS_OF: found.name}):
                 self.remove_volume(volume.name)
 
-    def _exec_create(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str,
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        terminal: bool = False,
-        stdin: bool = False,
-    ) -> str:
-        """An exec instance; with ``terminal`` it gets a TTY and stdin, for an attached user."""
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
+        """Run ``command`` in the container (see ``ExecSpec``); its exit code (0 for a detached one)."""
+        verb = "attach to" if command.tty else "start" if command.detach else "run"
+        try:
+            if command.tty:
+                return self._exec_tty(ref, command)
+            exec_id = self._exec_create(ref, command)
+            if command.detach:
+                self.client.api.exec_start(exec_id, detach=True)
+                return 0
+            self._exec_stream(exec_id, command, on_output)
+            return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
+        except Exception as exc:
+            raise translate(exc, self.choice, f"{verb} {command.argv[0]} in {ref}") from exc
+
+    def _gated(self, command: ExecSpec) -> bool:
+        # Podman's exec can lose a short process's output when the process ends before the output is
+        # attached: the command waits for one line on stdin, sent once attached.
+        return self.kind == "podman" and command.stdin is None and not command.tty and not command.detach
+
+    def _exec_create(self, ref: str, command: ExecSpec) -> str:
+        gated = self._gated(command)
         created = self.client.api.exec_create(
             ref,
-            list(argv),
-            user=user,
-            environment=dict(environment or {}),
-            workdir=workdir or None,
-            tty=terminal,
-            stdin=terminal or stdin,
+            [*PODMAN_EXEC_GATE, *command.argv] if gated else list(command.argv),
+            user=command.user,
+            environment=dict(command.environment),
+            workdir=command.workdir or None,
+            tty=command.tty,
+            stdin=command.tty or gated or command.stdin is not None,
         )
         return str(created["Id"])
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int:
-        """Run ``argv`` in the container; stream stdout/stderr chunks to ``on_output`` as they come."""
-        api = self.client.api
-        gated = self.kind == "podman"
-        command = [*PODMAN_EXEC_GATE, *argv] if gated else list(argv)
+    def _exec_stream(self, exec_id: str, command: ExecSpec, on_output: OutputSink | None) -> None:
+        """Hand over stdin (data, or the gate's line), then EOF; stream stdout and stderr as they come."""
+        # The attached socket, read and closed here: the SDK's stream closes the socket's file wrapper
+        # but not the socket, which kept the descriptor (and on Podman the exec) open.
+        attached = self.client.api.exec_start(exec_id, socket=True)
+        raw = getattr(attached, "_sock", attached)
         try:
-            exec_id = self._exec_create(
-                ref, command, user=user, environment=environment, workdir=workdir, stdin=gated
-            )
-            # The attached socket, read and closed here: the SDK's stream leaves it open on Podman.
-            attached = api.exec_start(exec_id, socket=True)
-            raw = getattr(attached, "_sock", attached)
-            try:
-                if gated:  # attached now: let the command run
-                    with contextlib.suppress(BrokenPipeError):
-                        raw.sendall(b"\n")
-                    raw.shutdown(socket.SHUT_WR)
-                for stream, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
-                    if on_output is not None and chunk:
-                        on_output("stderr" if stream == 2 else "stdout", chunk)
-            finally:
-                attached.close()
-                raw.close()
-            return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
-        except Exception as exc:
-            raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]:
-        """Run ``argv`` with ``data`` on its stdin (then EOF): its exit code and its output, merged."""
-        api = self.client.api
-        try:
-            exec_id = self._exec_create(ref, argv, user=user, stdin=True)
-            attached = api.exec_start(exec_id, socket=True)
-            raw = getattr(attached, "_sock", attached)
-            try:
+            data = command.stdin if command.stdin is not None else b"\n" if self._gated(command) else None
+            if data is not None:
                 with contextlib.suppress(BrokenPipeError):  # a command that reads no input is no error
                     raw.sendall(data)
                 raw.shutdown(socket.SHUT_WR)
-                frames = frames_iter(attached, tty=False)  # type: ignore[no-untyped-call]
-                output = b"".join(chunk for _, chunk in frames)
-            finally:
-                attached.close()
-                raw.close()  # the wrapper's close leaves the socket itself open on some engines
-            return int(api.exec_inspect(exec_id).get("ExitCode") or 0), output
-        except Exception as exc:
-            raise translate(exc, self.choice, f"run {argv[0]} in {ref}") from exc
+            for stream, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
+                if on_output is not None and chunk:
+                    on_output("stderr" if stream == 2 else "stdout", chunk)
+        finally:
+            attached.close()
+            raw.close()
 
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int:
+    def _exec_tty(self, ref: str, command: ExecSpec) -> int:
         from containai.runtime.tty import attach_tty
 
         api = self.client.api
-        try:
-            exec_id = self._exec_create(
-                ref, argv, user=user, environment=environment, workdir=workdir, terminal=True
-            )
-            sock = api.exec_start(exec_id, tty=True, socket=True)
-            attach_tty(sock, resize=lambda rows, cols: api.exec_resize(exec_id, height=rows, width=cols))
-            return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
-        except Exception as exc:
-            raise translate(exc, self.choice, f"attach to {ref}") from exc
+        exec_id = self._exec_create(ref, command)
+        sock = api.exec_start(exec_id, tty=True, socket=True)
+        attach_tty(sock, resize=lambda rows, cols: api.exec_resize(exec_id, height=rows, width=cols))
+        return int(api.exec_inspect(exec_id).get("ExitCode") or 0)
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
@@ -552,16 +525,6 @@ class _EngineContainers:
             raise translate(exc, self.choice, f"create network {name}") from exc
         return NetworkInfo(network.name, dict(labels))
 
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None:
-        api = self.client.api
-        try:
-            exec_id = self._exec_create(ref, argv, user=user, environment=environment)
-            api.exec_start(exec_id, detach=True)
-        except Exception as exc:
-            raise translate(exc, self.choice, f"start {argv[0]} in {ref}") from exc
-
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
         """One regular file from a container (running or not), through the archive API."""
         try:
@@ -581,23 +544,9 @@ class _EngineContainers:
             handle = archive.extractfile(member) if member is not None else None
             return handle.read(max_bytes) if handle is not None else None
 
-    def start_with_input(self, ref: str, data: bytes) -> None:
-        """Start a container and hand ``data`` to its stdin, then close it: the value is in no config."""
-        api = self.client.api
-        try:
-            attached = api.attach_socket(ref, params={"stdin": 1, "stream": 1})
-            raw = getattr(attached, "_sock", attached)
-            try:
-                api.start(ref)
-                raw.sendall(data)
-            finally:
-                attached.close()
-                raw.close()
-        except Exception as exc:
-            raise translate(exc, self.choice, f"start {ref}") from exc
-
-    def start_with_feed(self, ref: str) -> StdinFeed:
-        """Start a container with its stdin attached, and keep it: lines sent later reach it too."""
+    def start_fed(self, ref: str) -> StdinFeed:
+        """Start a container with its stdin attached and held: what is sent reaches it, until closed.
+        The one way to hand a container a value (a key) that must be in no config, label or file."""
         api = self.client.api
         try:
             attached = api.attach_socket(ref, params={"stdin": 1, "stream": 1})
@@ -685,15 +634,8 @@ class EngineRuntime(_EngineContainers):
         except Exception as exc:
             raise translate(exc, self.choice, f"pull {ref}") from exc
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo:
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        context, tag, buildargs, labels = spec.context, spec.tag, spec.buildargs, spec.labels
         try:
             stream = self.client.api.build(
                 path=str(context),

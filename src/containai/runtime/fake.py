@@ -16,12 +16,15 @@ from typing import TYPE_CHECKING
 from containai.errors import EngineAPIError, EngineUnavailable
 from containai.runtime.base import (
     BuildEvent,
+    BuildSpec,
     ContainerInfo,
     ContainerRuntime,
     ContainerSpec,
     EngineInfo,
+    ExecSpec,
     ImageInfo,
     NetworkInfo,
+    OutputSink,
     VolumeInfo,
 )
 from containai.runtime.select import EngineChoice
@@ -65,6 +68,19 @@ class ExecCall:
     environment: Mapping[str, str] = field(default_factory=dict)
     workdir: str = ""
     tty: bool = False
+    detach: bool = False
+
+    @classmethod
+    def of(cls, ref: str, command: ExecSpec) -> ExecCall:
+        return cls(
+            ref,
+            command.argv,
+            command.user,
+            dict(command.environment),
+            command.workdir,
+            command.tty,
+            command.detach,
+        )
 
 
 def _image_id(*parts: object) -> str:
@@ -87,11 +103,30 @@ class _FakeFeed:
         self.closed = True
 
 
+@dataclass
+class ScriptedExec:
+    """An answer for the execs whose command line contains ``match``: output, exit code, or a failure."""
+
+    match: str
+    code: int = 0
+    stdout: bytes = b""
+    stderr: bytes = b""
+    error: Exception | None = None
+    times: int | None = None  # None: every time
+
+    def applies(self, argv: Sequence[str]) -> bool:
+        return (self.times is None or self.times > 0) and self.match in " ".join(argv)
+
+
 class FakeRuntime:
     """An engine in memory. ``unavailable=True`` makes ``info()`` fail as a stopped engine would.
 
     A build whose tag already holds an image with the same labels reports every step as cached,
     as the engine's layer cache would; any other build reports its steps as run.
+
+    Tests script it: ``script_exec(match, code=..., stdout=..., error=...)`` answers the execs whose
+    command line contains ``match`` (the latest script first); ``fail(method, error)`` makes the next
+    call of that method raise, as an engine that refuses would.
     """
 
     def __init__(
@@ -110,6 +145,8 @@ class FakeRuntime:
         self.pullable = set(pullable)
         self.unavailable = unavailable
         self.exec_exit_code = exec_exit_code
+        self.scripts: list[ScriptedExec] = []
+        self.failures: dict[str, list[Exception]] = {}
         self.builds: list[BuildCall] = []
         self.imports: list[ImportCall] = []
         self.pulls: list[str] = []
@@ -120,8 +157,7 @@ class FakeRuntime:
         self.networks_by_name: dict[str, NetworkInfo] = {}
         self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
         # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
-        self.exec_results: dict[tuple[str, ...], tuple[int, bytes]] = {}
-        self.inputs: list[tuple[str, bytes]] = []  # what start_with_input and exec_with_input handed over
+        self.inputs: list[tuple[str, bytes]] = []  # what a fed start or an exec with stdin handed over
         self.closed = False
 
     # Images and the engine.
@@ -150,15 +186,8 @@ class FakeRuntime:
             raise EngineAPIError(f"the engine refused to pull {ref}: no registry is reachable")
         return self.add_image(ref)
 
-    def build(
-        self,
-        *,
-        context: Path,
-        tag: str,
-        buildargs: Mapping[str, str],
-        labels: Mapping[str, str],
-        on_event: Callable[[BuildEvent], None],
-    ) -> ImageInfo:
+    def build(self, spec: BuildSpec, on_event: Callable[[BuildEvent], None]) -> ImageInfo:
+        context, tag, buildargs, labels = spec.context, spec.tag, spec.buildargs, spec.labels
         paths = {path.relative_to(context).as_posix(): path for path in context.rglob("*") if path.is_file()}
         files = {name: paths[name].read_bytes() for name in sorted(paths)}
         executables = frozenset(name for name, path in paths.items() if path.stat().st_mode & 0o111)
@@ -180,6 +209,34 @@ class FakeRuntime:
     def close(self) -> None:
         self.closed = True
 
+    def script_exec(self, match: str, **answer: object) -> ScriptedExec:
+        scripted = ScriptedExec(match, **answer)  # type: ignore[arg-type]  # the dataclass checks the names
+        self.scripts.insert(0, scripted)
+        return scripted
+
+    def fail(self, method: str, error: Exception) -> None:
+        """The next call of ``method`` raises ``error``."""
+        self.failures.setdefault(method, []).append(error)
+
+    def _maybe_fail(self, method: str) -> None:
+        if pending := self.failures.get(method):
+            raise pending.pop(0)
+
+    def _answer(self, argv: Sequence[str], on_output: Callable[[str, bytes], None] | None) -> int:
+        for scripted in self.scripts:
+            if scripted.applies(argv):
+                if scripted.times is not None:
+                    scripted.times -= 1
+                if scripted.error is not None:
+                    raise scripted.error
+                if on_output is not None:
+                    if scripted.stdout:
+                        on_output("stdout", scripted.stdout)
+                    if scripted.stderr:
+                        on_output("stderr", scripted.stderr)
+                return scripted.code
+        return self.exec_exit_code
+
     # Containers, volumes and networks.
 
     def _find(self, ref: str) -> ContainerInfo | None:
@@ -198,6 +255,7 @@ class FakeRuntime:
         self._set_status(ref, "exited", code)
 
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
+        self._maybe_fail("create_container")
         if self._find(spec.name) is not None:
             raise EngineAPIError(f"the engine refused to create container {spec.name}: the name is in use")
         info = ContainerInfo(
@@ -213,6 +271,7 @@ class FakeRuntime:
         return info
 
     def start(self, ref: str) -> None:
+        self._maybe_fail("start")
         self._set_status(ref, "running")
 
     def stop(self, ref: str, *, timeout: int = 10) -> None:
@@ -227,44 +286,28 @@ class FakeRuntime:
         return [c for c in self.containers_by_id.values() if _matches(c.labels, labels)]
 
     def remove_container(self, ref: str) -> None:
+        self._maybe_fail("remove_container")
         if (found := self._find(ref)) is not None:
             del self.containers_by_id[found.id]
             self.specs.pop(found.id, None)
 
-    def exec(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> int:
+    def exec(self, ref: str, command: ExecSpec, on_output: OutputSink | None = None) -> int:
         found = self._find(ref)
         if found is None or not found.running:
-            raise EngineAPIError(f"the engine refused to run {argv[0]} in {ref}: it is not running")
-        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir))
-        code, stdout = self.exec_results.get(tuple(argv), (self.exec_exit_code, b""))
-        if stdout and on_output is not None:
-            on_output("stdout", stdout)
-        return code
-
-    def exec_tty(
-        self,
-        ref: str,
-        argv: Sequence[str],
-        *,
-        user: str = "",
-        environment: Mapping[str, str] | None = None,
-        workdir: str = "",
-    ) -> int:
-        self.execs.append(ExecCall(ref, tuple(argv), user, dict(environment or {}), workdir, tty=True))
-        return self.exec_exit_code
+            raise EngineAPIError(f"the engine refused to run {command.argv[0]} in {ref}: it is not running")
+        self.execs.append(ExecCall.of(ref, command))
+        if command.stdin is not None:
+            self.inputs.append((ref, command.stdin))
+        self._maybe_fail("exec")
+        if command.tty:
+            return self.exec_exit_code
+        code = self._answer(command.argv, on_output)
+        return 0 if command.detach else code
 
     def create_volume(
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
     ) -> VolumeInfo:
+        self._maybe_fail("create_volume")
         volume = VolumeInfo(name, dict(labels), "local", dict(driver_opts or {}))
         self.volumes_by_name[name] = volume
         return volume
@@ -273,6 +316,7 @@ class FakeRuntime:
         return [v for v in self.volumes_by_name.values() if _matches(v.labels, labels)]
 
     def remove_volume(self, name: str) -> None:
+        self._maybe_fail("remove_volume")
         self.volumes_by_name.pop(name, None)
 
     def add_network(self, name: str, labels: Mapping[str, str]) -> NetworkInfo:
@@ -287,30 +331,14 @@ class FakeRuntime:
         self.networks_by_name.pop(name, None)
 
     def create_network(self, name: str, *, labels: Mapping[str, str], internal: bool = False) -> NetworkInfo:
+        self._maybe_fail("create_network")
         network = NetworkInfo(name, dict(labels))
         self.networks_by_name[name] = network
         return network
 
-    def exec_detached(
-        self, ref: str, argv: Sequence[str], *, user: str = "", environment: Mapping[str, str] | None = None
-    ) -> None:
-        self.exec(ref, argv, user=user, environment=environment)
-
-    def exec_with_input(
-        self, ref: str, argv: Sequence[str], data: bytes, *, user: str = ""
-    ) -> tuple[int, bytes]:
-        self.inputs.append((ref, data))
-        output: list[bytes] = []
-        code = self.exec(ref, argv, user=user, on_output=lambda _stream, chunk: output.append(chunk))
-        return code, b"".join(output)
-
-    def start_with_feed(self, ref: str) -> _FakeFeed:
+    def start_fed(self, ref: str) -> _FakeFeed:
         self.start(ref)
         return _FakeFeed(ref, self.inputs)
-
-    def start_with_input(self, ref: str, data: bytes) -> None:
-        self.start(ref)
-        self.inputs.append((ref, data))
 
     def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
         return self.files.get((ref, path))

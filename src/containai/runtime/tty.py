@@ -77,3 +77,4 @@ def attach_tty(
             signal.signal(signal.SIGWINCH, previous)
         with contextlib.suppress(Exception):
             sock.close()
+            conn.close()  # the wrapper's close alone leaves the socket open until garbage collection

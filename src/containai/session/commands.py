@@ -6,29 +6,27 @@ and renders.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
-import sys
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 from containai.config import Paths
 from containai.egress import sidecar
-from containai.errors import EXIT_CONTAINAI, UsageError
+from containai.errors import EXIT_CONTAINAI, EXIT_WORK_KEPT, UsageError
+from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, resolve_mcp_servers
-from containai.runtime.base import ContainerRuntime
+from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
 from containai.session import manager
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
-from containai.session.repo import RepoInfo, discover_repo, git
+from containai.session.repo import RepoInfo, discover_repo
 from containai.session.vscode import write_attach_config
 
 TMUX_SESSION = "agent"
@@ -64,22 +62,27 @@ class PromptResult:
     kept: bool
     message: str
     egress: str | None
+    kept_reason: str | None = None
 
 
 def _diffstat(plan: SessionPlan, branch: str | None) -> str:
     if plan.repo is None or branch is None or plan.branch is None:
         return ""
-    return git(
-        plan.repo.root, "diff", "--shortstat", plan.branch.base, f"refs/heads/{branch}", check=False
-    ).strip()
+    return HostGit(plan.repo.root).text(
+        "diff",
+        "--shortstat",
+        "--no-ext-diff",
+        "--no-textconv",
+        plan.branch.base,
+        f"refs/heads/{branch}",
+        check=False,
+    )
 
 
 def report_finish(result: manager.FinishResult, reporter: Reporter, prefix: str = "") -> None:
     (reporter.warn if result.kept else reporter.note)(f"{prefix}{result.message}")
-    if result.proxy_failure:
-        reporter.warn(f"{prefix}{result.proxy_failure}")
-    if result.egress:
-        reporter.warn(f"{prefix}{result.egress}")
+    for warning in result.warnings:
+        reporter.warn(f"{prefix}{warning}")
 
 
 def start_session(
@@ -96,9 +99,7 @@ def start_session(
         reporter=reporter,
         mcp_servers=usable_mcp_servers(paths, repo, request, reporter),
     )
-    manager.provision(runtime, plan, reporter, credential=request.credential)
-    if plan.gateway is not None:
-        reporter.note(f"the model credential stays in {plan.gateway.name}; the agent has a placeholder")
+    manager.provision(runtime, plan, reporter)
     try:
         write_attach_config(plan, home=Path(os.environ.get("HOME", "~")).expanduser())
     except OSError as exc:  # a convenience: never a reason to fail the session
@@ -185,9 +186,10 @@ def run_ephemeral(
         kept=result.kept,
         message=result.message,
         egress=result.egress,
+        kept_reason=result.kept_reason,
     )
     if result.kept and code == 0:
-        code = EXIT_CONTAINAI
+        code = EXIT_WORK_KEPT
     return code, summary
 
 
@@ -220,15 +222,11 @@ def launch_persistent(
     output: list[bytes] = []
     code = runtime.exec(
         plan.name,
-        tmux,
-        user=plan.user,
-        environment=manager.agent_environment(plan),
-        workdir=WORKSPACE,
+        ExecSpec(tuple(tmux), user=plan.user, environment=manager.agent_environment(plan), workdir=WORKSPACE),
         on_output=lambda _s, d: output.append(d),
     )
     if code != 0:
-        manager.teardown(runtime, plan.session_id, state_root=paths.sessions_dir)
-        manager.release_branch(plan)
+        manager.rollback(runtime, plan)
         raise UsageError(
             f"could not start {plan.agent.name} in tmux: {b''.join(output).decode(errors='replace').strip()}",
             hint="check the agent's command in its definition",
@@ -258,26 +256,19 @@ def connect(runtime: ContainerRuntime, name: str) -> int:
     if container is None or not container.running:
         raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
     user = container.user
-    alive = runtime.exec(name, ["tmux", "has-session", "-t", TMUX_SESSION], user=user)
+    alive = runtime.exec(name, ExecSpec(("tmux", "has-session", "-t", TMUX_SESSION), user=user))
     if alive != 0:
         raise UsageError(
             f"the agent in {name} has exited",
             hint=f"`remove-agent {name}` brings its work home and cleans up",
         )
     env = {"TERM": os.environ.get("TERM", "xterm-256color")}
-    return runtime.exec_tty(name, ["tmux", "attach-session", "-t", TMUX_SESSION], user=user, environment=env)
-
-
-def rows_as_json(rows: Sequence[manager.SessionRow], now: datetime) -> list[dict[str, Any]]:
-    return [{**asdict(row), "age": row.age(now)} for row in rows]
+    attach = ("tmux", "attach-session", "-t", TMUX_SESSION)
+    return runtime.exec(name, ExecSpec(attach, user=user, environment=env, tty=True))
 
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2) + "\n")
 
 
 def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path) -> str:

@@ -1,71 +1,67 @@
-"""Running sessions: provision, attach or prompt, bring the work home, tear down. Engine I/O lives here.
+"""Running sessions: plan, provision, finish, tear down, collect garbage. The parts do the work.
 
-Work is never lost: if the export or the import fails, the container and its workspace stay, and the
-user is told how to retry (`remove-agent NAME`). Everything a session creates carries its session
-label, so a crashed launcher's leftovers are found by `containai gc`.
+    plan ── reserve the branch ── each part plans ── the agent's container spec
+    provision ── each part's provision ── agent container created, started ── each part's start
+    finish ── each part's finish (the workspace brings the work home) ── teardown
+    teardown ── each part's teardown, reversed ── every labelled container, network, volume ── host state
+
+Work is never lost: when a part's finish says the session must be kept (the export or the import
+failed), nothing is torn down, and the user is told how to retry (`remove-agent NAME`). A failure
+while setting up undoes the whole session in one place (``SessionManager.rollback``). Everything a
+session creates carries its session label, so a crashed launcher's leftovers are found by `gc`.
+
+``SessionManager`` takes its effects as ``Ports``; the module-level functions wire the local ones.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import subprocess
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Any
 
 from containai.agents.definition import AgentDef
-from containai.broker import session as session_broker
 from containai.broker.session import BrokerPaths
-from containai.egress import approvals, sidecar
-from containai.egress.policy import resolve_policy
-from containai.egress.sidecar import Lab, plan_egress
-from containai.egress.squid import summarize_denials
-from containai.errors import ContainAIError, ImageMissing, SessionError, UsageError
-from containai.gateway import sidecar as gateway_sidecar
+from containai.config import NetworkSettings
+from containai.egress.sidecar import Lab
+from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
+from containai.inside import protocol
 from containai.mcp.config import McpServer
-from containai.runtime.base import ContainerInfo, ContainerRuntime, ContainerSpec, Mount
+from containai.runtime.base import ContainerInfo, ContainerRuntime, ExecSpec, Mount, NetworkInfo, VolumeInfo
 from containai.secrets.value import Secret
 from containai.session import naming
-from containai.session.mcp import agent_files, mcp_hosts, plan_mcp, start_stub
-from containai.session.mcp import mounts as mcp_mounts
-from containai.session.mcp import tmpfs as mcp_tmpfs
 from containai.session.naming import SessionLabels, container_name, new_session_id
+from containai.session.parts import (
+    FinishOptions,
+    PartPlan,
+    PartResult,
+    PlanContext,
+    SessionPart,
+    SessionRecord,
+    default_parts,
+)
 from containai.session.plan import (
-    CACHE,
-    EXPORT_BUNDLE,
-    REPO_MOUNT,
-    VSCODE_SERVER,
     WORKSPACE,
     Resources,
     SessionPlan,
     choose_workspace,
+    default_resources,
     hardened_spec,
     render_setup_script,
 )
-from containai.session.repo import BranchChoice, RepoInfo, branch_sha, choose_branch, delete_branch_if_at, git
-from containai.workspace.gate import (
-    GatePolicy,
-    ImportResult,
-    import_bundle,
-    render_export_script,
-    worktrees_with,
-)
+from containai.session.ports import Ports, Reporter
+from containai.session.repo import BranchChoice, RepoInfo
+from containai.workspace.gate import GatePolicy, ImportResult
 
 log = logging.getLogger("containai.session")
 
-MAX_BUNDLE_BYTES = 2 * 2**30
 DEFAULT_GATE = GatePolicy()
 
-
-class Reporter(Protocol):
-    def note(self, text: str) -> None: ...
-
-    def warn(self, text: str) -> None: ...
+__all__ = ["FinishResult", "NetworkSettings", "Reporter", "SessionManager", "SessionRequest"]
 
 
 @dataclass(frozen=True)
@@ -81,11 +77,11 @@ class SessionRequest:
     push: bool = True
     force: bool = False
     name: str | None = None
-    resources: Resources = field(default_factory=lambda: Resources(8 * 2**30, 2 * 10**9))
+    resources: Resources = field(default_factory=default_resources)
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
     allow_domains: tuple[str, ...] = ()  # --allow-domain
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
-    lab: Lab | None = None  # CONTAINAI_EGRESS_LAB (tests)
+    lab: Lab | None = None  # tests only: a fake internet for the proxy (never from the environment)
     approvals_file: Path | None = None  # domains the user approved for repositories
     credential: Secret | None = None  # the agent's model API key, for its gateway (never in its container)
     login: ClaudeLogin | None = None  # or the CLI's own login on the host, refreshed there by the broker
@@ -95,517 +91,31 @@ class SessionRequest:
 
 
 @dataclass(frozen=True)
-class NetworkSettings:
-    """The user's ``[network]`` settings (config.toml)."""
-
-    allow: tuple[str, ...] = ()
-    deny: tuple[str, ...] = ()
-    presets: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
 class FinishResult:
-    imported: ImportResult | None
     kept: bool  # the container and workspace were kept because bringing the work home failed
     message: str
-    egress: str | None = None  # what the proxy blocked, and how to allow it
-    proxy_failure: str | None = None  # the proxy stopped during the session
+    warnings: tuple[str, ...] = ()  # what else the user must know: a proxy that died, what it blocked
+    parts: Mapping[str, PartResult] = field(default_factory=dict)  # each part's own result, by role
 
+    @property
+    def imported(self) -> ImportResult | None:
+        """What the git gate brought home (the workspace part's result)."""
+        found = self.parts.get("workspace")
+        return found.detail if found is not None and isinstance(found.detail, ImportResult) else None
 
-def boot_id() -> str:
-    try:
-        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-    except OSError:
-        return "unknown"
-
-
-def launcher_alive(label: str) -> bool:
-    """Whether the process named by a ``launcher`` label (``<boot id>:<pid>``) still runs here."""
-    boot, _, pid = label.rpartition(":")
-    if boot != boot_id() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def git_identity(repo: RepoInfo | None) -> tuple[str, str]:
-    """The host user's name and e-mail for the agent's commits (values only; no config file goes in)."""
-    if repo is None:
-        return "ContainAI agent", "agent@containai.invalid"
-    name = git(repo.root, "config", "user.name", check=False).strip() or "ContainAI agent"
-    email = git(repo.root, "config", "user.email", check=False).strip() or "agent@containai.invalid"
-    return name, email
-
-
-def _owner(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_uid, stat.st_gid
-
-
-def plan(
-    runtime: ContainerRuntime,
-    request: SessionRequest,
-    *,
-    repo: RepoInfo | None,
-    state_root: Path,
-    reporter: Reporter,
-    now: Callable[[], datetime] = lambda: datetime.now(UTC),
-    mcp_servers: Sequence[McpServer] = (),
-) -> SessionPlan:
-    """Decide everything, and reserve the branch on the host (the only host change before launch)."""
-    info = runtime.info()
-    image = request.agent.image_ref(request.channel)
-    if runtime.image(image) is None:
-        part = request.agent.image
-        raise ImageMissing(
-            image,
-            build_hint=f"build it: `containai images build --channel {request.channel} --agents {part}`"
-            if "/" not in part and ":" not in part
-            else f"pull or build {image}",
-        )
-    push = request.push and repo is not None
-    if repo is not None and repo.dirty and not request.force:
-        shown = ", ".join(repo.dirty[:5]) + (
-            f" and {len(repo.dirty) - 5} more" if len(repo.dirty) > 5 else ""
-        )
-        raise UsageError(
-            f"{repo.root} has uncommitted changes: {shown}",
-            hint="commit or stash them first, or pass --force to launch anyway",
-        )
-    local = runtime.choice.base_url.startswith("unix://")
-    workspace = choose_workspace(
-        repo,
-        owner=_owner(repo.root) if repo else None,
-        local_engine=local,
-        rootless=info.rootless,
-        forced=request.workspace_mode,
-    )
-    # Decided before the branch is reserved: a bad domain must not leave a branch behind.
-    session_id = new_session_id()
-    policy = None
-    if request.network_proxy == "squid":
-        requested = approvals.repo_requests(repo.root) if repo else ()
-        ok = approvals.approved(request.approvals_file, repo.root) if repo and request.approvals_file else ()
-        waiting = [d for d in requested if d not in ok]
-        if waiting and repo is not None:
-            reporter.warn(
-                f"{repo.root} asks to reach {', '.join(waiting)}; not allowed until you approve: "
-                f"`containai network approve {repo.root} {' '.join(waiting)}`"
-            )
-        policy = resolve_policy(
-            session=session_id,
-            agent_endpoints={request.agent.name: request.agent.endpoints},
-            presets=request.network.presets,
-            # The user's MCP URL servers, and the repository's ones the user approved, are reachable.
-            config_allow=request.network.allow + mcp_hosts(mcp_servers),
-            config_deny=request.network.deny,
-            cli_allow=request.allow_domains,
-            repo_requested=requested,
-            repo_approved=ok,
-        )
-    branch: BranchChoice | None = None
-    if repo is not None:
-        branch = choose_branch(
-            repo,
-            request.agent.name,
-            requested=request.branch,
-            use_current=request.use_current_branch,
-            force=request.force,
-            now=now,
-        )
-        if branch.archived:
-            reporter.note(f"archived the old {branch.name} to {branch.archived}")
-    repo_name = repo.name if repo else "prompt"
-    branch_name = branch.name if branch else "workspace"
-    name = container_name(
-        request.agent.name,
-        request.name or repo_name,
-        branch_name if not request.name else "",
-        taken=lambda n: runtime.container(n) is not None,
-    )
-    labels = SessionLabels(
-        session=session_id,
-        agent=request.agent.name,
-        repo=str(repo.root) if repo else "",
-        branch=branch.name if branch else "",
-        base=branch.base if branch else "",
-        branch_created=branch.created if branch else False,
-        scope=dict(request.scope),
-        channel=request.channel,
-        mode=request.mode,
-        network_proxy=request.network_proxy,
-        workspace=workspace.mode,
-        push=push,
-        launcher=f"{boot_id()}:{os.getpid()}",
-        created=now().astimezone(UTC).isoformat(timespec="seconds"),
-    )
-    state_dir = state_root / session_id
-    volume_name = f"{name}-workspace-{session_id}"
-    volume_opts: dict[str, str] = {}
-    if workspace.mode == "overlay" and repo is not None:
-        volume_opts = {
-            "type": "overlay",
-            "device": "overlay",
-            "o": f"lowerdir={repo.root},upperdir={state_dir / 'upper'},workdir={state_dir / 'work'}",
-        }
-    # VS Code's server runs from ~/.vscode-server, which must allow exec (HOME is a noexec tmpfs).
-    # Programs that unpack and run code under HOME (VS Code's server, Copilot's native addon in
-    # ~/.cache) need exec there, which the noexec HOME tmpfs refuses: each gets a session volume.
-    mounts = [
-        Mount(WORKSPACE, volume_name, "volume"),
-        Mount(VSCODE_SERVER, f"{name}-vscode-{session_id}", "volume"),
-        Mount(CACHE, f"{name}-cache-{session_id}", "volume"),
-    ]
-    if repo is not None:
-        mounts.append(Mount(REPO_MOUNT, str(repo.root), "bind", read_only=True))
-    environment = {
-        "HOME": "/home/agent",
-        "TERM": os.environ.get("TERM", "xterm-256color"),
-        "CONTAINAI_SESSION": session_id,
-        "CONTAINAI_AGENT": request.agent.name,
-        "CONTAINAI_BRANCH": branch.name if branch else "",
-        "CONTAINAI_NETWORK_PROXY": request.network_proxy,
-        **request.agent.set_env,
-    }
-    egress = None
-    if policy is not None:
-        egress = plan_egress(
-            session_name=name,
-            session_id=session_id,
-            labels=labels.for_role("proxy"),
-            channel=request.channel,
-            policy=policy,
-            state_dir=state_dir,
-            lab=request.lab,
-        )
-        mounts += sidecar.agent_mounts(egress)
-        environment.update(sidecar.agent_environment())
-    gateway_spec, gateway_volume = None, ""
-    has_credential = request.credential is not None or request.login is not None
-    if egress is not None and request.agent.gateway is not None and has_credential:
-        gateway_spec, gateway_volume = gateway_sidecar.plan_gateway(
-            session_name=name,
-            session_id=session_id,
-            labels=labels.for_role("gateway"),
-            channel=request.channel,
-            gateway=request.agent.gateway,
-            egress_volume=egress.socket_volume,
-            upstream=request.gateway_upstream,
-            follow=request.login is not None,
-        )
-        mounts += gateway_sidecar.agent_mounts(gateway_volume)
-        environment.update(gateway_sidecar.agent_environment(request.agent.gateway))
-    # The session's broker on the host, for its MCP servers and for a host login fed to the gateway.
-    broker_paths = BrokerPaths.for_session(
-        state_dir, broker_audit_file(state_root, name, session_id), os.environ
-    )
-    mcp = plan_mcp(mcp_servers, broker=broker_paths, agent_uid=workspace.uid)
-    if mcp is not None:
-        mounts += mcp_mounts(mcp)
-    needs_broker = mcp is not None or (request.login is not None and gateway_spec is not None)
-    container = hardened_spec(
-        image=image,
-        name=name,
-        command=["/usr/local/bin/containai-entrypoint", "--hold"],
-        labels=labels.for_role("agent"),
-        uid=workspace.uid,
-        gid=workspace.gid,
-        mounts=mounts,
-        resources=request.resources,
-        environment=environment,
-        network_mode="none",
-        extra_tmpfs=mcp_tmpfs(mcp),
-    )
-    git_name, git_email = git_identity(repo)
-    return SessionPlan(
-        session_id=session_id,
-        name=name,
-        agent=request.agent,
-        image=image,
-        repo=repo,
-        branch=branch,
-        workspace=workspace,
-        labels=labels,
-        container=container,
-        volume_name=volume_name,
-        volume_opts=volume_opts,
-        state_dir=state_dir,
-        setup_script=render_setup_script(
-            workspace,
-            branch,
-            git_name=git_name,
-            git_email=git_email,
-            home_files=agent_files(mcp, request.agent.mcp_config, _gateway_files(request, gateway_spec)),
-        ),
-        environment=environment,
-        egress=egress,
-        gateway=gateway_spec,
-        gateway_volume=gateway_volume,
-        mcp=mcp,
-        broker=broker_paths if needs_broker else None,
-        login=request.login if gateway_spec is not None else None,
-    )
-
-
-def _gateway_files(request: SessionRequest, gateway: ContainerSpec | None) -> dict[str, str]:
-    """The agent's own config file that points it at the gateway, where its CLI needs one (Codex)."""
-    definition = request.agent.gateway
-    if gateway is None or definition is None or not definition.config_path or not definition.config:
-        return {}
-    return {
-        definition.config_path: definition.config.replace("{base_url}", gateway_sidecar.base_url(definition))
-    }
-
-
-def provision(
-    runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter, credential: Secret | None = None
-) -> None:
-    """Create the workspace and container, start it, and set up the branch. Undone whole on failure."""
-    try:
-        if plan.workspace.mode == "overlay":
-            for part in ("upper", "work"):
-                layer = plan.state_dir / part
-                layer.mkdir(parents=True, exist_ok=True)
-                # The overlay's root takes the upper layer's owner: it must be the agent's.
-                if os.geteuid() == 0:
-                    os.chown(layer, plan.workspace.uid, plan.workspace.gid)
-        runtime.create_volume(
-            plan.volume_name, labels=plan.labels.for_role("workspace"), driver_opts=plan.volume_opts
-        )
-        for mount in plan.container.mounts:
-            if mount.target in (VSCODE_SERVER, CACHE):
-                runtime.create_volume(mount.source, labels=plan.labels.for_role("home"))
-        if plan.egress is not None:
-            sidecar.start_proxy(runtime, plan.egress, plan.labels.for_role("proxy"))
-        if plan.gateway is not None and plan.login is not None:
-            plan.login.current()  # a refused refresh stops the launch here, with its own message
-            # Created here, started by the broker, which holds its stdin to feed it renewed tokens.
-            gateway_sidecar.create_gateway(
-                runtime, plan.gateway, plan.gateway_volume, plan.labels.for_role("gateway")
-            )
-        elif plan.gateway is not None and credential is not None:
-            gateway_sidecar.start_gateway(
-                runtime, plan.gateway, plan.gateway_volume, plan.labels.for_role("gateway"), credential
-            )
-        if plan.broker is not None:
-            session_broker.start(
-                plan.broker,
-                session=plan.session_id,
-                container=plan.name,
-                engine_url=runtime.choice.base_url,
-                gateway=plan.gateway.name if plan.gateway is not None and plan.login is not None else None,
-                login=plan.login.path if plan.login is not None else None,
-            )
-        runtime.create_container(plan.container)
-        runtime.start(plan.name)
-        if plan.egress is not None:
-            sidecar.start_relay(runtime, plan.name, plan.user)
-        if plan.gateway is not None:
-            gateway_sidecar.start_relay(runtime, plan.name, plan.user)
-        output: list[bytes] = []
-        code = runtime.exec(
-            plan.name,
-            ["bash", "-c", plan.setup_script],
-            user=plan.user,
-            workdir=WORKSPACE,
-            on_output=lambda _stream, data: output.append(data),
-        )
-        if code != 0:
-            detail = [
-                line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()
-            ]
-            log.warning("workspace set-up output:\n%s", "\n".join(detail))
-            first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
-            raise SessionError(
-                f"setting up the workspace failed: {first_error or (detail[-1] if detail else f'exit {code}')}",
-                hint="see the log file for the full output; nothing was changed on the host",
-            )
-        if plan.mcp is not None:
-            start_stub(
-                runtime,
-                plan.mcp,
-                session=plan.session_id,
-                container=plan.name,
-                agent_user=plan.user,
-                environment=plan.environment,
-            )
-    except BaseException:
-        teardown(runtime, plan.session_id, state_root=plan.state_dir.parent)
-        release_branch(plan)
-        raise
-    plan.state_dir.mkdir(parents=True, exist_ok=True)
-    (plan.state_dir / READY).touch()
-    reporter.note(f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}")
-    if plan.egress is not None:
-        allowed = ", ".join(plan.egress.policy.allow) or "nothing"
-        reporter.note(f"egress only through {plan.egress.proxy.name}, which allows: {allowed}")
-    else:
-        reporter.note("restricted: this session is offline (no network at all)")
-
-
-def release_branch(plan: SessionPlan) -> None:
-    """Drop the branch we reserved, if it still points where we created it (no work on it)."""
-    if plan.repo is not None and plan.branch is not None and plan.branch.created:
-        delete_branch_if_at(plan.repo.root, plan.branch.name, plan.branch.base)
-
-
-def agent_environment(plan: SessionPlan) -> dict[str, str]:
-    return dict(plan.environment)
-
-
-def run_interactive(runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str]) -> int:
-    return runtime.exec_tty(
-        plan.name, argv, user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE
-    )
-
-
-def run_streamed(
-    runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str], on_output: Callable[[str, bytes], None]
-) -> int:
-    return runtime.exec(
-        plan.name,
-        argv,
-        user=plan.user,
-        environment=agent_environment(plan),
-        workdir=WORKSPACE,
-        on_output=on_output,
-    )
-
-
-READY = "ready"  # in the session's host state folder once the workspace is set up: the agent may have worked
-
-
-def export_and_import(
-    runtime: ContainerRuntime,
-    container: ContainerInfo,
-    *,
-    state_root: Path,
-    policy: GatePolicy = DEFAULT_GATE,
-) -> ImportResult | None:
-    """Commit what is uncommitted, bundle the session branch in the container, import it on the host.
-
-    None when there is nothing to bring back: no new commits, or a session killed before its
-    workspace was ready (so no agent ever ran in it).
-    """
-    labels = SessionLabels.parse(container.labels)
-    user = container.user or "1000:1000"
-    output: list[bytes] = []
-    script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
-    code = runtime.exec(
-        container.name,
-        ["bash", "-c", script],
-        user=user,
-        workdir=WORKSPACE,
-        on_output=lambda _s, data: output.append(data),
-    )
-    if code == 3 and not (state_root / labels.session / READY).exists():
+    @property
+    def kept_reason(self) -> str | None:
+        """With ``kept``: the error that kept the work in the session (its message), when one did."""
+        for found in self.parts.values():
+            if found.keep and isinstance(found.detail, ContainAIError):
+                return found.detail.message
         return None
-    if code == 0 and runtime.exec(container.name, ["test", "-s", EXPORT_BUNDLE], user=user) != 0:
-        return None  # no new commits: the export wrote no bundle
-    if code != 0:
-        detail = b"".join(output).decode("utf-8", "replace").strip().splitlines()
-        raise SessionError(
-            f"exporting the work failed in {container.name}: {detail[-1] if detail else f'exit {code}'}"
-        )
-    with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
-        bundle = Path(work) / "session.bundle"
-        _copy_out(runtime, container.name, EXPORT_BUNDLE, user=user, target=bundle)
-        return import_bundle(
-            Path(labels.repo),
-            bundle,
-            branch=labels.branch,
-            base=labels.base,
-            policy=policy,
-            # The user's own branch (--use-current-branch): its work tree may move with it, when safe.
-            move_worktree=not labels.branch_created,
-        )
 
-
-def _copy_out(runtime: ContainerRuntime, container: str, path: str, *, user: str, target: Path) -> None:
-    """Copy a file out of the container through ``cat`` (streamed to disk, as the agent's user), and
-    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried."""
-    code, size, expected, stat = 0, 0, b"", bytearray()
-    for _ in range(3):
-        stat.clear()
-        runtime.exec(container, ["stat", "-c", "%s", path], user=user, on_output=lambda _s, d: stat.extend(d))
-        expected = bytes(stat).strip()
-        if not expected.isdigit():
-            continue
-        size = 0
-        with target.open("wb") as handle:
-
-            def save(stream: str, data: bytes) -> None:
-                nonlocal size
-                if stream == "stdout":
-                    size += len(data)
-                    if size <= MAX_BUNDLE_BYTES:
-                        handle.write(data)
-
-            code = runtime.exec(container, ["cat", path], user=user, on_output=save)
-        if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
-            return
-        if code != 0 or size > MAX_BUNDLE_BYTES:
-            break
-    raise SessionError(
-        f"copying the work out of {container} failed (exit {code}, {size} of {expected.decode() or '?'} bytes)"
-    )
-
-
-def finish(
-    runtime: ContainerRuntime,
-    name: str,
-    *,
-    push: bool,
-    keep_branch: bool,
-    state_root: Path,
-    policy: GatePolicy = DEFAULT_GATE,
-) -> FinishResult:
-    """Bring the session's work home (unless told not to), then remove all it created."""
-    container = runtime.container(name)
-    if container is None:
-        raise UsageError(f"no session named {name}", hint="see `list-agents`")
-    labels = SessionLabels.parse(container.labels)
-    imported: ImportResult | None = None
-    message = (
-        "the session's work was not brought back (--no-push)"
-        if labels.repo
-        else "no repository: nothing to bring back"
-    )
-    if push and labels.push and labels.repo and labels.branch:
-        try:
-            if not container.running:
-                runtime.start(container.name)
-            imported = export_and_import(runtime, container, state_root=state_root, policy=policy)
-        except ContainAIError as exc:
-            log.warning("export/import of %s failed: %s", name, exc, exc_info=True)
-            return FinishResult(
-                None,
-                kept=True,
-                message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
-                f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
-            )
-        message = describe_import(imported, labels.base) if imported else f"no new commits on {labels.branch}"
-    egress, proxy_failure = _egress_record(runtime, name, labels, state_root)
-    teardown(runtime, labels.session, state_root=state_root)
-    if labels.repo and labels.branch and labels.branch_created and not keep_branch:
-        repo = Path(labels.repo)
-        if branch_sha(repo, labels.branch) == labels.base and not worktrees_with(
-            repo, f"refs/heads/{labels.branch}"
-        ):
-            # Nothing was done on the branch we reserved: do not leave an empty branch behind. Only a
-            # branch ContainAI created goes, and never one checked out in a work tree.
-            delete_branch_if_at(repo, labels.branch, labels.base)
-    return FinishResult(imported, kept=False, message=message, egress=egress, proxy_failure=proxy_failure)
-
-
-def egress_log_file(state_root: Path, name: str, session: str) -> Path:
-    """Where a finished session's egress audit is kept on the host (`containai logs NAME --egress`)."""
-    return state_root.parent / "session-logs" / f"{name}-{session}.egress.jsonl"
+    @property
+    def egress(self) -> str | None:
+        """What the proxy blocked, and how to allow it (the egress part's summary)."""
+        found = self.parts.get("egress")
+        return found.detail if found is not None and isinstance(found.detail, str) else None
 
 
 def broker_audit_file(state_root: Path, name: str, session: str) -> Path:
@@ -613,56 +123,341 @@ def broker_audit_file(state_root: Path, name: str, session: str) -> Path:
     return state_root.parent / "session-logs" / f"{name}-{session}.broker.jsonl"
 
 
-def _egress_record(
-    runtime: ContainerRuntime, name: str, labels: SessionLabels, state_root: Path
-) -> tuple[str | None, str | None]:
-    """Keep the proxy's audit on the host, summarise what it blocked, and say if squid had died."""
-    proxy = runtime.container(f"{name}-proxy")
-    if proxy is None or proxy.labels.get(naming.SESSION) != labels.session:
-        return None, None
-    failure = None
-    if not proxy.running:
-        code = proxy.exit_code
-        failure = (
-            f"the egress proxy {proxy.name} stopped during the session (exit {code}): "
-            "from then on the agent had no network at all"
+class SessionManager:
+    """Runs a session's parts in order; undoes them in one place; never names a particular part."""
+
+    def __init__(self, ports: Ports, parts: Sequence[SessionPart[Any]] | None = None) -> None:
+        self.ports = ports
+        self.parts = tuple(parts) if parts is not None else default_parts()
+
+    # -- plan
+
+    def plan(
+        self,
+        request: SessionRequest,
+        *,
+        repo: RepoInfo | None,
+        mcp_servers: Sequence[McpServer] = (),
+        environ: Mapping[str, str] | None = None,
+    ) -> SessionPlan:
+        """Decide everything, and reserve the branch on the host (the only host change before launch)."""
+        ports = self.ports
+        runtime = ports.runtime
+        info = runtime.info()
+        image = request.agent.image_ref(request.channel)
+        if runtime.image(image) is None:
+            part = request.agent.image
+            raise ImageMissing(
+                image,
+                build_hint=f"build it: `containai images build --channel {request.channel} --agents {part}`"
+                if "/" not in part and ":" not in part
+                else f"pull or build {image}",
+            )
+        if repo is not None and repo.dirty and not request.force:
+            shown = ", ".join(repo.dirty[:5]) + (
+                f" and {len(repo.dirty) - 5} more" if len(repo.dirty) > 5 else ""
+            )
+            raise UsageError(
+                f"{repo.root} has uncommitted changes: {shown}",
+                hint="commit or stash them first, or pass --force to launch anyway",
+            )
+        workspace = choose_workspace(
+            repo,
+            owner=ports.git.owner(repo.root) if repo else None,
+            local_engine=runtime.choice.base_url.startswith("unix://"),
+            rootless=info.rootless,
+            forced=request.workspace_mode,
         )
-    text = sidecar.audit_text(runtime, proxy.name)
-    kept = egress_log_file(state_root, name, labels.session)
-    kept.parent.mkdir(parents=True, exist_ok=True)
-    kept.write_text(text, encoding="utf-8")
-    return summarize_denials(sidecar.parse_audit(text)), failure
-
-
-def describe_import(result: ImportResult, base: str) -> str:
-    if result.diverged:
-        return (
-            f"{result.commits} commit(s) brought back to a new branch {result.branch}, because "
-            f"{result.diverged_reason or 'the session branch could not take them'} "
-            f"(merge it with `git merge {result.branch}`)"
+        session_id = new_session_id()
+        branch: BranchChoice | None = None
+        if repo is not None:
+            branch = ports.git.choose_branch(
+                repo,
+                request.agent.name,
+                requested=request.branch,
+                use_current=request.use_current_branch,
+                force=request.force,
+                now=ports.clock,
+            )
+            if branch.archived:
+                ports.reporter.note(f"archived the old {branch.name} to {branch.archived}")
+        name = container_name(
+            request.agent.name,
+            request.name or (repo.name if repo else "prompt"),
+            (branch.name if branch else "workspace") if not request.name else "",
+            taken=lambda n: runtime.container(n) is not None,
         )
-    if result.commits == 0:
-        return f"no new commits on {result.branch}"
-    if result.worktree_updated:
-        return f"{result.commits} commit(s) brought back to {result.branch}, and its work tree moved forward with it"
-    return f"{result.commits} commit(s) brought back to {result.branch}"
+        labels = SessionLabels(
+            session=session_id,
+            agent=request.agent.name,
+            repo=str(repo.root) if repo else "",
+            branch=branch.name if branch else "",
+            base=branch.base if branch else "",
+            branch_created=branch.created if branch else False,
+            channel=request.channel,
+            mode=request.mode,
+            network_proxy=request.network_proxy,
+            workspace=workspace.mode,
+            push=request.push and repo is not None,
+            launcher=ports.host.launcher_id(),
+            created=ports.clock().astimezone(UTC).isoformat(timespec="seconds"),
+            scope=dict(request.scope),
+        )
+        state_dir = ports.host.root / session_id
+        try:
+            # Parts decide after the branch is reserved; a part that refuses (a bad domain) releases it.
+            planned = self._plan_parts(
+                PlanContext(
+                    request=request,
+                    session_id=session_id,
+                    name=name,
+                    labels=labels,
+                    repo=repo,
+                    branch=branch,
+                    workspace=workspace,
+                    state_dir=state_dir,
+                    mcp_servers=tuple(mcp_servers),
+                    broker=BrokerPaths.for_session(
+                        state_dir,
+                        broker_audit_file(ports.host.root, name, session_id),
+                        os.environ if environ is None else environ,
+                    ),
+                )
+            )
+        except BaseException:
+            self._teardown_parts(SessionRecord(name, labels, state_dir), FinishOptions())
+            raise
+        environment = {
+            "HOME": "/home/agent",
+            "TERM": (os.environ if environ is None else environ).get("TERM", "xterm-256color"),
+            "CONTAINAI_SESSION": session_id,
+            "CONTAINAI_AGENT": request.agent.name,
+            "CONTAINAI_BRANCH": branch.name if branch else "",
+            "CONTAINAI_NETWORK_PROXY": request.network_proxy,
+            **request.agent.set_env,
+        }
+        home_files: dict[str, str] = {}
+        tmpfs: dict[str, str] = {}
+        mounts: list[Mount] = []
+        for _, each in planned:
+            mounts += each.mounts
+            environment.update(each.environment)
+            tmpfs.update(each.tmpfs)
+            home_files.update(each.home_files)
+            for warning in each.warnings:
+                ports.reporter.warn(warning)
+        git_name, git_email = ports.git.identity(repo.root if repo else None)
+        return SessionPlan(
+            session_id=session_id,
+            name=name,
+            agent=request.agent,
+            image=image,
+            repo=repo,
+            branch=branch,
+            workspace=workspace,
+            labels=labels,
+            container=hardened_spec(
+                image=image,
+                name=name,
+                command=[protocol.ENTRYPOINT_PROGRAM, "--hold"],
+                labels=labels.for_role("agent"),
+                uid=workspace.uid,
+                gid=workspace.gid,
+                mounts=mounts,
+                resources=request.resources,
+                environment=environment,
+                network_mode="none",
+                extra_tmpfs=tmpfs,
+            ),
+            state_dir=state_dir,
+            setup_script=render_setup_script(
+                workspace, branch, git_name=git_name, git_email=git_email, home_files=home_files
+            ),
+            environment=environment,
+            parts=planned,
+        )
 
+    def _plan_parts(self, ctx: PlanContext) -> tuple[tuple[SessionPart[Any], PartPlan[Any]], ...]:
+        planned: list[tuple[SessionPart[Any], PartPlan[Any]]] = []
+        for part in self.parts:
+            found = part.plan(replace(ctx, earlier={p.role: p for _, p in planned}))
+            if found is not None:
+                planned.append((part, found))
+        return tuple(planned)
 
-def teardown(runtime: ContainerRuntime, session_id: str, *, state_root: Path) -> None:
-    """Remove every container, volume and network carrying the session's label, and its host state."""
-    selector = {naming.SESSION: session_id}
-    # First: the broker revokes every capability of the session as it stops.
-    session_broker.stop(state_root / session_id)
-    for container in runtime.containers(selector):
-        runtime.remove_container(container.id)
-    for network in runtime.networks(selector):
-        runtime.remove_network(network.name)
-    for volume in runtime.volumes(selector):
-        runtime.remove_volume(volume.name)
-    state = state_root / session_id
-    if state.exists():
-        # Overlay upper layers hold files the agent created, under its uid: remove as a tree.
-        subprocess.run(["rm", "-rf", "--one-file-system", str(state)], check=False)
+    # -- provision
+
+    def provision(self, plan: SessionPlan) -> None:
+        """Each part's provision, the agent's container, each part's start. Undone whole on failure."""
+        runtime = self.ports.runtime
+        try:
+            for part, planned in plan.parts:
+                part.provision(self.ports, plan, planned)
+            runtime.create_container(plan.container)
+            runtime.start(plan.name)
+            for part, planned in plan.parts:
+                part.start(self.ports, plan, planned)
+        except BaseException:
+            self.rollback(plan)
+            raise
+        self.ports.host.mark_ready(plan.state_dir)
+        self.ports.reporter.note(
+            f"session {plan.name}: {plan.workspace.reason}; branch {plan.labels.branch or '(none)'}"
+        )
+        if plan.labels.network_proxy == "restricted":
+            self.ports.reporter.note("restricted: this session is offline (no network at all)")
+
+    def rollback(self, plan: SessionPlan) -> None:
+        """Undo a session that did not come up: every part's teardown, then all it created."""
+        record = SessionRecord(
+            plan.name, plan.labels, plan.state_dir, self.ports.runtime.container(plan.name)
+        )
+        self.teardown(record, FinishOptions())
+
+    # -- finish
+
+    def record(self, name: str) -> SessionRecord:
+        container = self.ports.runtime.container(name)
+        if container is None or container.labels.get(naming.ROLE) != "agent":
+            raise UsageError(f"no session named {name}", hint="see `list-agents`")
+        labels = SessionLabels.parse(container.labels)
+        return SessionRecord(container.name, labels, self.ports.host.root / labels.session, container)
+
+    def finish(self, name: str, options: FinishOptions) -> FinishResult:
+        """Bring the session's work and records home (unless told not to), then remove all it created."""
+        record = self.record(name)
+        results: dict[str, PartResult] = {}
+        for part in self.parts:
+            try:
+                result = part.finish(self.ports, record, options)
+            except Exception as exc:
+                # Never wedged by one part: a part that holds the work keeps the session; any other
+                # failure is reported and the session still ends.
+                log.warning("finish of %s (%s) failed", name, part.role, exc_info=True)
+                why = exc.message if isinstance(exc, ContainAIError) else f"{type(exc).__name__}: {exc}"
+                result = PartResult(
+                    part.role,
+                    keep=part.holds_work,
+                    message=f"{name} is kept: its {part.role} could not finish: {why}. Retry with "
+                    f"`remove-agent {name}`"
+                    if part.holds_work
+                    else None,
+                    warnings=()
+                    if part.holds_work
+                    else (f"the session's {part.role} could not finish: {why}",),
+                    detail=exc if isinstance(exc, ContainAIError) else None,
+                )
+            if result is None:
+                continue
+            results[part.role] = result
+            if result.keep:
+                log.warning("%s: kept: %s", name, result.message)
+                return FinishResult(kept=True, message=result.message or "kept", parts=results)
+        self.teardown(record, options)
+        messages = [r.message for r in results.values() if r.message]
+        warnings = tuple(w for r in results.values() for w in r.warnings)
+        return FinishResult(False, "; ".join(messages) or "done", warnings, results)
+
+    # -- teardown
+
+    def teardown(self, record: SessionRecord, options: FinishOptions) -> None:
+        """Every part's teardown, then every container, network and volume with the session's label,
+        then its host state. Each step runs even when one before it failed; the first failure is raised
+        at the end."""
+        failure: BaseException | None = None
+        try:
+            self._teardown_parts(record, options)
+        except Exception as exc:
+            log.warning("teardown of %s: %s", record.name, exc, exc_info=True)
+            failure = exc
+        runtime = self.ports.runtime
+        selector = {naming.SESSION: record.labels.session}
+        steps: list[Callable[[], None]] = [
+            *(lambda c=c: runtime.remove_container(c.id) for c in runtime.containers(selector)),
+            *(lambda n=n: runtime.remove_network(n.name) for n in runtime.networks(selector)),
+            *(lambda v=v: runtime.remove_volume(v.name) for v in runtime.volumes(selector)),
+            lambda: self.ports.host.remove(record.state_dir),
+        ]
+        for step in steps:
+            try:
+                step()
+            except Exception as exc:
+                log.warning("teardown of %s: %s", record.name, exc, exc_info=True)
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    def _teardown_parts(self, record: SessionRecord, options: FinishOptions) -> None:
+        failure: BaseException | None = None
+        for part in reversed(self.parts):
+            try:
+                part.teardown(self.ports, record, options)
+            except Exception as exc:
+                log.warning("teardown of %s (%s): %s", record.name, part.role, exc, exc_info=True)
+                failure = failure or exc
+        if failure is not None:
+            raise failure
+
+    # -- sessions on the engine
+
+    def sessions(self, scope: Mapping[str, str] | None = None) -> list[SessionRow]:
+        """Every session's agent container, or only those carrying all of ``scope``'s labels."""
+        rows = []
+        for container in self.ports.runtime.containers({**(scope or {}), naming.ROLE: "agent"}):
+            labels = SessionLabels.parse(container.labels)
+            rows.append(
+                SessionRow(
+                    name=container.name,
+                    agent=labels.agent,
+                    repo=labels.repo,
+                    branch=labels.branch,
+                    status=container.status,
+                    mode=labels.mode,
+                    created=labels.created,
+                    session=labels.session,
+                )
+            )
+        return sorted(rows, key=lambda r: r.created)
+
+    def gc(self, *, policy: GatePolicy = DEFAULT_GATE, scope: Mapping[str, str] | None = None) -> list[str]:
+        """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first.
+
+        With ``scope``, only sessions whose resources carry all of its labels are looked at.
+        """
+        runtime = self.ports.runtime
+        # Every resource of a session carries all its labels: a session killed before its agent's
+        # container existed is still known (its repository, its reserved branch) from a volume.
+        sessions: dict[str, Mapping[str, str]] = {}
+        agents: dict[str, ContainerInfo] = {}
+        selector = {**(scope or {}), naming.SESSION: ""}
+        found: list[ContainerInfo | VolumeInfo | NetworkInfo] = [
+            *runtime.containers(selector),
+            *runtime.volumes(selector),
+            *runtime.networks(selector),
+        ]
+        for item in found:
+            sid = item.labels.get(naming.SESSION, "")
+            if len(item.labels) > len(sessions.get(sid, {})):
+                sessions[sid] = item.labels
+            if isinstance(item, ContainerInfo) and item.labels.get(naming.ROLE) == "agent":
+                agents[sid] = item
+        removed = []
+        for sid in sorted(s for s in sessions if s):
+            agent = agents.get(sid)
+            if agent is not None:
+                labels = SessionLabels.parse(agent.labels)
+                if labels.mode == "persistent" or self.ports.host.launcher_alive(labels.launcher):
+                    continue
+                result = self.finish(agent.name, FinishOptions(push=True, keep_branch=False, policy=policy))
+                if result.kept:
+                    self.ports.reporter.warn(result.message)
+                    continue
+                self.ports.reporter.note(f"{agent.name}: {result.message}")
+            else:
+                labels = SessionLabels.parse(sessions[sid])
+                self.teardown(SessionRecord(sid, labels, self.ports.host.root / sid), FinishOptions())
+            removed.append(sid)
+        return removed
 
 
 @dataclass(frozen=True)
@@ -687,24 +482,49 @@ class SessionRow:
         return f"{seconds}s"
 
 
+# -- the local wiring, for the commands --------------------------------------------------------------
+
+
+def local(runtime: ContainerRuntime, state_root: Path, reporter: Reporter | None = None) -> SessionManager:
+    return SessionManager(Ports.local(runtime, state_root=state_root, reporter=reporter))
+
+
+def plan(
+    runtime: ContainerRuntime,
+    request: SessionRequest,
+    *,
+    repo: RepoInfo | None,
+    state_root: Path,
+    reporter: Reporter,
+    mcp_servers: Sequence[McpServer] = (),
+) -> SessionPlan:
+    return local(runtime, state_root, reporter).plan(request, repo=repo, mcp_servers=mcp_servers)
+
+
+def provision(runtime: ContainerRuntime, plan: SessionPlan, reporter: Reporter) -> None:
+    local(runtime, plan.state_dir.parent, reporter).provision(plan)
+
+
+def rollback(runtime: ContainerRuntime, plan: SessionPlan) -> None:
+    local(runtime, plan.state_dir.parent).rollback(plan)
+
+
+def finish(
+    runtime: ContainerRuntime,
+    name: str,
+    *,
+    push: bool,
+    keep_branch: bool,
+    state_root: Path,
+    policy: GatePolicy = DEFAULT_GATE,
+) -> FinishResult:
+    return local(runtime, state_root).finish(
+        name, FinishOptions(push=push, keep_branch=keep_branch, policy=policy)
+    )
+
+
 def list_sessions(runtime: ContainerRuntime, scope: Mapping[str, str] | None = None) -> list[SessionRow]:
-    """Every session's agent container, or only those carrying all of ``scope``'s labels."""
-    rows = []
-    for container in runtime.containers({**(scope or {}), naming.ROLE: "agent"}):
-        labels = SessionLabels.parse(container.labels)
-        rows.append(
-            SessionRow(
-                name=container.name,
-                agent=labels.agent,
-                repo=labels.repo,
-                branch=labels.branch,
-                status=container.status,
-                mode=labels.mode,
-                created=labels.created,
-                session=labels.session,
-            )
-        )
-    return sorted(rows, key=lambda r: r.created)
+    return SessionManager(Ports.local(runtime, state_root=Path())).sessions(scope)
 
 
 def gc(
@@ -715,37 +535,25 @@ def gc(
     policy: GatePolicy = DEFAULT_GATE,
     scope: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first.
+    return local(runtime, state_root, reporter).gc(policy=policy, scope=scope)
 
-    With ``scope``, only sessions whose resources carry all of its labels are looked at.
-    """
-    sessions: dict[str, list[Mapping[str, str]]] = {}
-    agents: dict[str, ContainerInfo] = {}
-    selector = {**(scope or {}), naming.SESSION: ""}
-    for container in runtime.containers(selector):
-        sid = container.labels.get(naming.SESSION, "")
-        sessions.setdefault(sid, []).append(container.labels)
-        if container.labels.get(naming.ROLE) == "agent":
-            agents[sid] = container
-    for volume in runtime.volumes(selector):
-        sessions.setdefault(volume.labels.get(naming.SESSION, ""), []).append(volume.labels)
-    for network in runtime.networks(selector):
-        sessions.setdefault(network.labels.get(naming.SESSION, ""), []).append(network.labels)
-    removed = []
-    for sid in sorted(s for s in sessions if s):
-        agent = agents.get(sid)
-        if agent is not None:
-            labels = SessionLabels.parse(agent.labels)
-            if labels.mode == "persistent" or launcher_alive(labels.launcher):
-                continue
-            result = finish(
-                runtime, agent.name, push=True, keep_branch=False, state_root=state_root, policy=policy
-            )
-            if result.kept:
-                reporter.warn(result.message)
-                continue
-            reporter.note(f"{agent.name}: {result.message}")
-        else:
-            teardown(runtime, sid, state_root=state_root)
-        removed.append(sid)
-    return removed
+
+def agent_environment(plan: SessionPlan) -> dict[str, str]:
+    return dict(plan.environment)
+
+
+def run_interactive(runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str]) -> int:
+    return runtime.exec(plan.name, agent_exec(plan, argv, tty=True))
+
+
+def run_streamed(
+    runtime: ContainerRuntime, plan: SessionPlan, argv: Sequence[str], on_output: Callable[[str, bytes], None]
+) -> int:
+    return runtime.exec(plan.name, agent_exec(plan, argv), on_output)
+
+
+def agent_exec(plan: SessionPlan, argv: Sequence[str], *, tty: bool = False) -> ExecSpec:
+    """A command as the agent runs it: its user, its environment, in the workspace."""
+    return ExecSpec(
+        tuple(argv), user=plan.user, environment=agent_environment(plan), workdir=WORKSPACE, tty=tty
+    )

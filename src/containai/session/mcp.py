@@ -14,20 +14,33 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from containai.broker import session as session_broker
-from containai.broker.session import STUB_UID, BrokerPaths
+from containai.broker.session import BrokerPaths
 from containai.errors import SessionError, UsageError
+from containai.inside import protocol
+from containai.inside.protocol import STUB_UID
 from containai.mcp.config import McpServer
 from containai.mcp.render import render_mcp_files
-from containai.runtime.base import ContainerRuntime, Mount
+from containai.runtime.base import ContainerRuntime, ExecSpec, Mount
+from containai.session.parts import BasePart, FinishOptions, PartPlan, PlanContext, SessionRecord
+from containai.text import last_line
 
-STUB = "/usr/local/bin/mcp-stub"
-STUB_STATE = "/run/containai/mcp"
-STUB_USER = f"{STUB_UID}:{STUB_UID}"
+if TYPE_CHECKING:
+    from containai.gateway.login import ClaudeLogin
+    from containai.session.plan import SessionPlan
+    from containai.session.ports import Ports
+
+STUB = protocol.STUB_PROGRAM
+STUB_STATE = protocol.STUB_STATE
+STUB_USER = protocol.user(STUB_UID)
+STUB_FRONT = f"{STUB_STATE}/{protocol.FRONT_SOCKET_NAME}"
+STUB_LOG = f"{STUB_STATE}/{protocol.STUB_LOG_NAME}"
 STUB_TMPFS = f"rw,noexec,nosuid,nodev,size=512m,uid={STUB_UID},gid={STUB_UID},mode=0711"
 CAPABILITY_TTL = 300
 READY_TIMEOUT = 20.0
@@ -57,7 +70,7 @@ def mcp_hosts(servers: Sequence[McpServer]) -> tuple[str, ...]:
 
 def mounts(mcp: McpPlan) -> list[Mount]:
     # Read-only is no obstacle to connect(): the socket is the only thing in there that matters.
-    return [Mount(session_broker.CONTAINER_DIR, str(mcp.broker.socket_dir), "bind", read_only=True)]
+    return [Mount(protocol.BROKER_DIR, str(mcp.broker.socket_dir), "bind", read_only=True)]
 
 
 def tmpfs(mcp: McpPlan | None) -> dict[str, str]:
@@ -79,6 +92,7 @@ def start_stub(
     container: str,
     agent_user: str,
     environment: Mapping[str, str],
+    admin: Callable[[Path, Mapping[str, object]], dict[str, Any]] = session_broker.admin,
 ) -> None:
     """Issue each server's first capability, hand them to the stub on stdin, and start it."""
     caps: dict[str, dict[str, str]] = {}
@@ -86,7 +100,7 @@ def start_stub(
         names = server.secret_names()
         if not names:
             continue
-        answer = session_broker.admin(
+        answer = admin(
             mcp.broker.admin_socket,
             {
                 "op": "issue",
@@ -101,41 +115,116 @@ def start_stub(
     config = {
         "session": session,
         "container": container,
-        "broker": f"{session_broker.CONTAINER_DIR}/{session_broker.STUB_SOCKET}",
+        "broker": protocol.BROKER_SOCKET,
         # Never the workspace: the agent writes there, and a server that resolves code from its working
         # directory (npx's node_modules/.bin, Python's sys.path) would run the agent's, with the secrets.
         "cwd": f"{STUB_STATE}/home",
         "servers": {server.name: server.stub_spec() for server in mcp.servers},
     }
     document = json.dumps({"config": config, "caps": caps}).encode("utf-8")
-    code, output = runtime.exec_with_input(
-        container, [STUB, "install", "--state", STUB_STATE], document, user=STUB_USER
+    installed: list[bytes] = []
+    code = runtime.exec(
+        container,
+        ExecSpec((STUB, "install", "--state", STUB_STATE), user=STUB_USER, stdin=document),
+        on_output=lambda _stream, data: installed.append(data),
     )
     if code != 0:
         raise SessionError(
-            f"setting up the MCP stub failed: {output.decode('utf-8', 'replace').strip()[-300:]}",
+            f"setting up the MCP stub failed: {last_line(b''.join(installed))}",
             hint="is the image older than this ContainAI? rebuild it with `containai images build`",
         )
     proxy = {k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
-    runtime.exec_detached(
-        container, [STUB, "serve", "--state", STUB_STATE], user=STUB_USER, environment=proxy
+    runtime.exec(
+        container,
+        ExecSpec((STUB, "serve", "--state", STUB_STATE), user=STUB_USER, environment=proxy, detach=True),
     )
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         # Asked as the agent: the front door must be reachable by the uid that will use it.
-        if runtime.exec(container, ["test", "-S", f"{STUB_STATE}/front.sock"], user=agent_user) == 0:
+        if runtime.exec(container, ExecSpec(("test", "-S", STUB_FRONT), user=agent_user)) == 0:
             return
         time.sleep(0.1)
     # The stub's log is its own (0600): read its last line as the stub, for the reason it gave.
     said: list[bytes] = []
     runtime.exec(
         container,
-        ["tail", "-n", "1", f"{STUB_STATE}/stub.log"],
-        user=STUB_USER,
+        ExecSpec(("tail", "-n", "1", STUB_LOG), user=STUB_USER),
         on_output=lambda _stream, data: said.append(data),
     )
-    reason = b"".join(said).decode("utf-8", "replace").strip().partition("not serving: ")[2]
+    reason = last_line(b"".join(said)).partition(protocol.STUB_NOT_SERVING)[2]
     raise SessionError(
         f"the MCP stub did not start{f': {reason}' if reason else ''}",
-        hint=f"its log is {STUB_STATE}/stub.log in the container",
+        hint=f"its log is {STUB_LOG} in the container",
     )
+
+
+class McpPart(BasePart[McpPlan]):
+    """The session's MCP servers: the stub in the agent's container, each CLI's config pointing at it."""
+
+    role = "mcp"
+
+    def plan(self, ctx: PlanContext) -> PartPlan[McpPlan] | None:
+        mcp = plan_mcp(ctx.mcp_servers, broker=ctx.broker, agent_uid=ctx.workspace.uid)
+        if mcp is None:
+            return None
+        earlier: dict[str, str] = {}
+        for planned in ctx.earlier.values():
+            earlier.update(planned.home_files)
+        return PartPlan(
+            self.role,
+            mcp,
+            mounts=tuple(mounts(mcp)),
+            tmpfs=tmpfs(mcp),
+            # Merged into the files earlier parts write (Codex's config.toml holds the gateway's provider).
+            home_files=agent_files(mcp, ctx.request.agent.mcp_config, earlier),
+            needs_broker=True,
+        )
+
+    def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[McpPlan]) -> None:
+        start_stub(
+            ports.runtime,
+            planned.detail,
+            session=session.session_id,
+            container=session.name,
+            agent_user=session.user,
+            environment=session.environment,
+            admin=ports.broker.admin,
+        )
+
+
+@dataclass(frozen=True)
+class BrokerPlan:
+    paths: BrokerPaths
+    gateway: str | None  # the gateway container the broker starts and feeds a host login's tokens
+    login: ClaudeLogin | None
+
+
+class BrokerPart(BasePart[BrokerPlan]):
+    """The session's broker on the host, for MCP servers' secrets and a host login fed to the gateway."""
+
+    role = "broker"
+
+    def plan(self, ctx: PlanContext) -> PartPlan[BrokerPlan] | None:
+        if not any(planned.needs_broker for planned in ctx.earlier.values()):
+            return None
+        gateway = ctx.earlier.get("gateway")
+        login = getattr(gateway.detail, "login", None) if gateway is not None else None
+        name = (
+            getattr(gateway.detail.spec, "name", None) if gateway is not None and login is not None else None
+        )
+        return PartPlan(self.role, BrokerPlan(ctx.broker, name, login))
+
+    def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[BrokerPlan]) -> None:
+        plan = planned.detail
+        ports.broker.start(
+            plan.paths,
+            session=session.session_id,
+            container=session.name,
+            engine_url=ports.runtime.choice.base_url,
+            gateway=plan.gateway,
+            login=plan.login,
+        )
+
+    def teardown(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> None:
+        # The broker revokes every capability of the session as it stops; a no-op when none runs.
+        ports.broker.stop(record.state_dir)

@@ -12,29 +12,25 @@ import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from containai.agents.definition import AgentDef
-from containai.broker.session import BrokerPaths
-from containai.egress.sidecar import EgressPlan
+from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY, DEFAULT_PIDS
 from containai.errors import UsageError
-from containai.gateway.login import ClaudeLogin
+from containai.inside import protocol
 from containai.runtime.base import ContainerSpec, Mount
-from containai.session.mcp import McpPlan
 from containai.session.naming import SessionLabels
+from containai.session.parts import PartPlan, SessionPart
 from containai.session.repo import BranchChoice, RepoInfo
 
 WorkspaceMode = Literal["overlay", "clone", "empty"]
-AGENT_UID = 1000
-WORKSPACE = "/workspace"
+AGENT_UID = protocol.AGENT_UID
+WORKSPACE = protocol.WORKSPACE
 REPO_MOUNT = "/repo"
 HOME = "/home/agent"
 VSCODE_SERVER = f"{HOME}/.vscode-server"
 CACHE = f"{HOME}/.cache"
 EXPORT_BUNDLE = "/tmp/containai-session.bundle"  # noqa: S108  # a path inside the container's own tmpfs
-
-DEFAULT_MEMORY = "8g"
-DEFAULT_PIDS = 1024
 
 
 @dataclass(frozen=True)
@@ -100,7 +96,7 @@ def parse_memory(text: str) -> int:
 
 def parse_cpus(text: str | None, available: int) -> int:
     if text is None:
-        return min(4, max(1, available)) * 10**9
+        return min(DEFAULT_MAX_CPUS, max(1, available)) * 10**9
     try:
         value = float(text)
     except ValueError:
@@ -117,8 +113,17 @@ class Resources:
     pids: int = DEFAULT_PIDS
 
 
+def default_resources(available: int | None = None) -> Resources:
+    """The defaults of containai/config.py; the CLI passes the resolved settings instead."""
+    import os
+
+    return Resources(parse_memory(DEFAULT_MEMORY), parse_cpus(None, available or os.cpu_count() or 1))
+
+
 @dataclass(frozen=True)
 class SessionPlan:
+    """Everything a session will be, decided before anything is created (``session.manager.plan``)."""
+
     session_id: str
     name: str
     agent: AgentDef
@@ -127,22 +132,19 @@ class SessionPlan:
     branch: BranchChoice | None
     workspace: WorkspaceChoice
     labels: SessionLabels
-    container: ContainerSpec
-    volume_name: str
-    volume_opts: Mapping[str, str]
+    container: ContainerSpec  # the agent's own container
     state_dir: Path
     setup_script: str
     environment: Mapping[str, str] = field(default_factory=dict)
-    egress: EgressPlan | None = None
-    gateway: ContainerSpec | None = None  # the model-credential gateway, when the agent has one
-    gateway_volume: str = ""
-    mcp: McpPlan | None = None  # the session's MCP servers, their broker and stub
-    broker: BrokerPaths | None = None  # the session's broker on the host (MCP servers, a host login)
-    login: ClaudeLogin | None = None  # the host login the broker feeds to the gateway
+    # Each part of the session with its plan, in the order the parts run.
+    parts: tuple[tuple[SessionPart[Any], PartPlan[Any]], ...] = ()
 
     @property
     def user(self) -> str:
         return f"{self.workspace.uid}:{self.workspace.gid}"
+
+    def planned(self, role: str) -> PartPlan[Any] | None:
+        return next((planned for _, planned in self.parts if planned.role == role), None)
 
 
 def hardened_spec(

@@ -18,23 +18,21 @@ checks on it. The host's work tree, index and HEAD are never touched.
 
 from __future__ import annotations
 
-import contextvars
 import os
 import re
 import shlex
-import shutil
 import stat
 import subprocess
 import tempfile
-import unicodedata
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 from containai.errors import GateRefused, HostToolError, UsageError
-from containai.workspace.owner import owner_identity
+from containai.hostgit import FSCK_ERRORS, HEX_LENGTH, PACK_TIMEOUT, HostGit
+from containai.text import printable
 
 __all__ = [
     "GatePolicy",
@@ -50,20 +48,6 @@ class GatePolicy:
     max_blob_bytes: int = 50 * 2**20
     # Caps the input to index-pack too, so a bundle cannot fill the quarantine's disk unchecked.
     max_bundle_bytes: int = 2**30
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> GatePolicy:
-        """``CONTAINAI_GATE_MAX_BLOB`` (bytes, or with k/m/g) raises or lowers the blob limit."""
-        text = environ.get("CONTAINAI_GATE_MAX_BLOB", "").strip().lower()
-        if not text:
-            return cls()
-        match = re.fullmatch(r"(\d+)([kmg]?)b?", text)
-        if not match:
-            raise UsageError(
-                f"CONTAINAI_GATE_MAX_BLOB={text!r} is not a size", hint="use bytes or a size like 100m"
-            )
-        scale = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30}[match.group(2)]
-        return cls(max_blob_bytes=int(match.group(1)) * scale)
 
 
 @dataclass(frozen=True)
@@ -87,105 +71,11 @@ class BundleHeader:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Hardened host git
+# Host git output (every call goes through HostGit, hardened in one place)
 
-
-# fsck findings that are only warnings by default but are how a tree smuggles a path into .git.
-_FSCK_ERRORS = (
-    "hasDotgit",
-    "hasDot",
-    "hasDotdot",
-    "fullPathname",
-    "zeroPaddedFilemode",
-    "emptyName",
-    "badFilemode",
-    "nullSha1",
-)
-
-# Every host git call carries these. They pin behaviour that a repository (ours, the quarantine's,
-# or anything reachable through one) could otherwise turn into command execution or network access.
-_HARDENING = (
-    "--no-replace-objects",
-    *("-c", "core.hooksPath=/dev/null"),
-    *("-c", "core.fsmonitor=false"),
-    *("-c", "core.attributesFile=/dev/null"),
-    *("-c", "core.protectNTFS=true"),
-    *("-c", "core.protectHFS=true"),
-    *("-c", "protocol.allow=never"),
-    # The only transport the gate uses is a local path to its own quarantine repository.
-    *("-c", "protocol.file.allow=always"),
-    *("-c", "gc.auto=0"),
-    *("-c", "maintenance.auto=false"),
-    *("-c", "fetch.recurseSubmodules=false"),
-    *("-c", "submodule.recurse=false"),
-    # The landing fetch from the quarantine re-checks what it receives (a file:// fetch does fsck).
-    *("-c", "transfer.fsckObjects=true"),
-    *(arg for key in ("fsck", "fetch.fsck") for msg in _FSCK_ERRORS for arg in ("-c", f"{key}.{msg}=error")),
-)
 
 # index-pack takes the severities on its command line; it does not read fsck.* config.
-_STRICT = "--strict=" + ",".join(f"{msg}=error" for msg in _FSCK_ERRORS)
-
-
-# Who host git runs as during an import: the repository's owner when we are root and the repository
-# is not root's, so that no root-owned refs or objects end up in a user's .git (see owner_identity).
-_RUN_AS: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("containai_gate_run_as", default={})  # noqa: B039  # never mutated
-
-
-def _clean_env(environ: Mapping[str, str]) -> dict[str, str]:
-    env = {key: value for key, value in environ.items() if not key.startswith("GIT_")}
-    env.update(
-        GIT_CONFIG_NOSYSTEM="1",
-        GIT_CONFIG_GLOBAL="/dev/null",
-        GIT_ATTR_NOSYSTEM="1",
-        GIT_TERMINAL_PROMPT="0",
-        GIT_NO_REPLACE_OBJECTS="1",
-        GIT_LFS_SKIP_SMUDGE="1",
-        GIT_OPTIONAL_LOCKS="0",
-        LC_ALL="C",
-    )
-    return env
-
-
-def _git_exe() -> str:
-    exe = shutil.which("git")
-    if exe is None:
-        raise HostToolError("git is not installed", hint="install it: `sudo apt-get install git`")
-    return exe
-
-
-def run_git(
-    *args: str,
-    cwd: Path | None = None,
-    git_dir: Path | None = None,
-    input_bytes: bytes | None = None,
-    stdin: BinaryIO | None = None,
-    check: bool = True,
-    config: Sequence[str] = (),
-) -> subprocess.CompletedProcess[bytes]:
-    """Run the host's git hardened: clean env, no system or global config, no hooks, no shell.
-
-    ``git_dir`` is only ever the gate's own quarantine; ``cwd`` the trusted host repository.
-    ``config`` adds ``-c`` pairs of the caller's (see ``_filters_off``).
-    """
-    where: tuple[str, ...] = (f"--git-dir={git_dir}",) if git_dir is not None else ()
-    if cwd is not None and git_dir is None:
-        where = ("-C", str(cwd))
-    result = subprocess.run(
-        [_git_exe(), *_HARDENING, *config, *where, *args],
-        input=input_bytes,
-        stdin=stdin,
-        capture_output=True,
-        env=_clean_env(os.environ),
-        cwd=cwd,
-        check=False,
-        **_RUN_AS.get(),
-    )
-    if check and result.returncode != 0:
-        raise HostToolError(
-            f"git {args[0]} failed: {_last_line(result.stderr) or f'exit {result.returncode}'}"
-        )
-    return result
+_STRICT = "--strict=" + ",".join(f"{msg}=error" for msg in FSCK_ERRORS)
 
 
 def _last_line(stderr: bytes) -> str:
@@ -201,7 +91,7 @@ def _out(result: subprocess.CompletedProcess[bytes]) -> str:
 # Bundle header (untrusted input; parsed here so that git never reads the bundle)
 
 _SIGNATURES = {b"# v2 git bundle\n": 2, b"# v3 git bundle\n": 3}
-_HEX = {"sha1": 40, "sha256": 64}
+_HEX = HEX_LENGTH
 _MAX_HEADER_LINE = 4096
 _MAX_HEADER_BYTES = 2**20
 
@@ -337,19 +227,8 @@ def check_symlink(path: bytes, target: bytes) -> str | None:
 
 
 def _show(value: bytes | str) -> str:
-    """A path or name made safe for a terminal: control and format characters escaped."""
-    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
-    out = []
-    for ch in text:
-        if ch == "\\":
-            out.append("\\\\")
-        elif "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8
-            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
-        elif unicodedata.category(ch) in ("Cc", "Cf"):
-            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    return "'" + "".join(out) + "'"
+    """A path or name made safe for a terminal (control and format characters escaped), quoted."""
+    return "'" + printable(value, limit=4096) + "'"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -363,7 +242,7 @@ class _Entry:
     path: bytes
 
 
-def _diff_entries(quarantine: Path, commits: Sequence[str]) -> Iterator[_Entry]:
+def _diff_entries(git: HostGit, quarantine: Path, commits: Sequence[str]) -> Iterator[_Entry]:
     """Every (mode, sha, path) a new commit adds or changes, against each of its parents.
 
     An entry a commit shares with a parent was either checked at that parent (a new commit) or is
@@ -371,7 +250,7 @@ def _diff_entries(quarantine: Path, commits: Sequence[str]) -> Iterator[_Entry]:
     """
     if not commits:
         return
-    out = run_git(
+    out = git.run(
         "diff-tree",
         "--stdin",
         "-r",
@@ -394,15 +273,14 @@ def _diff_entries(quarantine: Path, commits: Sequence[str]) -> Iterator[_Entry]:
                 yield _Entry(dst_mode, dst_sha, path)
 
 
-def _object_info(git_dir: Path | None, cwd: Path | None, shas: Iterable[str]) -> dict[str, tuple[str, int]]:
+def _object_info(git: HostGit, git_dir: Path | None, shas: Iterable[str]) -> dict[str, tuple[str, int]]:
     wanted = list(dict.fromkeys(shas))
     if not wanted:
         return {}
-    out = run_git(
+    out = git.run(
         "cat-file",
         "--batch-check=%(objectname) %(objecttype) %(objectsize)",
         git_dir=git_dir,
-        cwd=cwd,
         input_bytes="".join(f"{s}\n" for s in wanted).encode(),
     ).stdout.decode()
     info = {}
@@ -413,11 +291,11 @@ def _object_info(git_dir: Path | None, cwd: Path | None, shas: Iterable[str]) ->
     return info
 
 
-def _read_blobs(quarantine: Path, shas: Iterable[str]) -> dict[str, bytes]:
+def _read_blobs(git: HostGit, quarantine: Path, shas: Iterable[str]) -> dict[str, bytes]:
     wanted = list(dict.fromkeys(shas))
     if not wanted:
         return {}
-    out = run_git(
+    out = git.run(
         "cat-file", "--batch", git_dir=quarantine, input_bytes="".join(f"{s}\n" for s in wanted).encode()
     ).stdout
     blobs = {}
@@ -433,10 +311,10 @@ def _read_blobs(quarantine: Path, shas: Iterable[str]) -> dict[str, bytes]:
     return blobs
 
 
-def _submodule_config(git_dir: Path | None, cwd: Path | None, blob: str) -> dict[tuple[str, str], str] | None:
+def _submodule_config(git: HostGit, git_dir: Path | None, blob: str) -> dict[tuple[str, str], str] | None:
     """``{(name, key): value}`` for the url and update keys of a .gitmodules blob; None if unparsable."""
-    result = run_git(
-        "config", f"--blob={blob}", "--no-includes", "-z", "--list", git_dir=git_dir, cwd=cwd, check=False
+    result = git.run(
+        "config", f"--blob={blob}", "--no-includes", "-z", "--list", git_dir=git_dir, check=False
     )
     if result.returncode != 0:
         return None
@@ -451,8 +329,8 @@ def _submodule_config(git_dir: Path | None, cwd: Path | None, blob: str) -> dict
     return found
 
 
-def _base_gitlinks(repo: Path, base: str) -> set[bytes]:
-    out = run_git("ls-tree", "-r", "-z", "--full-tree", base, cwd=repo).stdout
+def _base_gitlinks(git: HostGit, base: str) -> set[bytes]:
+    out = git.run("ls-tree", "-r", "-z", "--full-tree", base).stdout
     links = set()
     for item in out.split(b"\0"):
         meta, _, path = item.partition(b"\t")
@@ -462,7 +340,7 @@ def _base_gitlinks(repo: Path, base: str) -> set[bytes]:
 
 
 def _check_entries(
-    repo: Path, quarantine: Path, base: str, entries: list[_Entry], policy: GatePolicy
+    git: HostGit, quarantine: Path, base: str, entries: list[_Entry], policy: GatePolicy
 ) -> list[str]:
     reasons: list[str] = []
     for entry in entries:
@@ -471,10 +349,10 @@ def _check_entries(
             reasons.append(f"{_show(entry.path)}: unusual file mode {entry.mode}")
 
     blob_entries = [e for e in entries if e.mode in ("100644", "100755", "120000")]
-    info = _object_info(quarantine, None, (e.sha for e in blob_entries))
+    info = _object_info(git, quarantine, (e.sha for e in blob_entries))
     oversized = [e for e in blob_entries if info.get(e.sha, ("", 0))[1] > policy.max_blob_bytes]
     # A big blob the host already holds is not something the agent introduced.
-    already = _object_info(None, repo, (e.sha for e in oversized))
+    already = _object_info(git, None, (e.sha for e in oversized))
     for entry in oversized:
         if entry.sha not in already:
             reasons.append(
@@ -482,7 +360,7 @@ def _check_entries(
             )
 
     links = [e for e in entries if e.mode == "120000" and info.get(e.sha, ("", 0))[1] <= 4096]
-    targets = _read_blobs(quarantine, (e.sha for e in links))
+    targets = _read_blobs(git, quarantine, (e.sha for e in links))
     for entry in entries:
         if entry.mode != "120000":
             continue
@@ -493,22 +371,22 @@ def _check_entries(
 
     gitlinks = [e for e in entries if e.mode == "160000"]
     if gitlinks:
-        known = _base_gitlinks(repo, base)
+        known = _base_gitlinks(git, base)
         for entry in gitlinks:
             if entry.path not in known:
                 reasons.append(f"{_show(entry.path)}: new submodule (gitlink) not in the session's base")
 
     modules = [e for e in entries if is_dotgitmodules(e.path.rsplit(b"/", 1)[-1])]
     if modules:
-        has_base = run_git("cat-file", "-e", f"{base}:.gitmodules", cwd=repo, check=False).returncode == 0
-        before = (_submodule_config(None, repo, f"{base}:.gitmodules") if has_base else {}) or {}
+        has_base = git.run("cat-file", "-e", f"{base}:.gitmodules", check=False).returncode == 0
+        before = (_submodule_config(git, None, f"{base}:.gitmodules") if has_base else {}) or {}
         for entry in modules:
             if entry.mode in ("120000", "160000"):
                 reasons.append(f"{_show(entry.path)}: .gitmodules must be a regular file")
                 continue
             if entry.mode == "040000":
                 continue
-            after = _submodule_config(quarantine, None, entry.sha)
+            after = _submodule_config(git, quarantine, entry.sha)
             if after is None:
                 reasons.append(f"{_show(entry.path)}: .gitmodules cannot be parsed")
                 continue
@@ -545,6 +423,7 @@ def import_bundle(
     policy: GatePolicy = GatePolicy(),
     now: Callable[[], datetime] = _utc_now,
     move_worktree: bool = False,
+    git: HostGit | None = None,
 ) -> ImportResult:
     """Validate ``bundle`` in quarantine and land its one branch in ``repo``.
 
@@ -555,72 +434,35 @@ def import_bundle(
 
     Raises GateRefused (every reason found) when the bundle fails a check; nothing is written then.
     """
-    identity = owner_identity(repo)
-    token = _RUN_AS.set(identity)
-    try:
-        ref = f"refs/heads/{branch}"
-        if run_git("check-ref-format", ref, cwd=repo, check=False).returncode != 0 or branch.startswith("-"):
-            raise UsageError(
-                f"{branch!r} is not a valid branch name",
-                hint="pass the session's branch, e.g. claude/session-3",
-            )
-        object_format = _out(run_git("rev-parse", "--show-object-format", cwd=repo))
-        objects = Path(
-            _out(run_git("rev-parse", "--path-format=absolute", "--git-path", "objects", cwd=repo))
+    git = git or HostGit(repo)
+    ref = f"refs/heads/{branch}"
+    if not git.valid_branch_name(branch):
+        raise UsageError(
+            f"{branch!r} is not a valid branch name",
+            hint="pass the session's branch, e.g. claude/session-3",
         )
+    objects = Path(_out(git.run("rev-parse", "--path-format=absolute", "--git-path", "objects")))
 
-        def refuse(reasons: Sequence[str]) -> GateRefused:
-            return GateRefused(reasons, bundle=bundle, branch=branch)
+    def refuse(reasons: Sequence[str]) -> GateRefused:
+        return GateRefused(reasons, bundle=bundle, branch=branch)
 
-        return _import(
-            repo,
-            bundle,
-            ref,
-            branch,
-            base,
-            policy,
-            now,
-            objects,
-            object_format,
-            refuse,
-            identity,
-            move_worktree,
-        )
-    finally:
-        _RUN_AS.reset(token)
-
-
-def _import(
-    repo: Path,
-    bundle: Path,
-    ref: str,
-    branch: str,
-    base: str,
-    policy: GatePolicy,
-    now: Callable[[], datetime],
-    objects: Path,
-    object_format: str,
-    refuse: Callable[[Sequence[str]], GateRefused],
-    identity: Mapping[str, Any],
-    move_worktree: bool,
-) -> ImportResult:
     with tempfile.TemporaryDirectory(prefix="containai-gate-") as tmp:
-        if identity:
-            os.chown(tmp, identity["user"], identity["group"])
+        if git.run_as:
+            # The quarantine is written by git running as the repository's owner (see owner_identity).
+            os.chown(tmp, git.run_as["user"], git.run_as["group"])
         quarantine = Path(tmp) / "quarantine.git"
-        tip = _validate(repo, bundle, ref, base, policy, quarantine, objects, object_format, refuse)
-        return _land(repo, quarantine, branch, base, tip, now, move_worktree=move_worktree)
+        tip = _validate(git, bundle, ref, base, policy, quarantine, objects, refuse)
+        return _land(git, quarantine, branch, base, tip, now, move_worktree=move_worktree)
 
 
 def _validate(
-    repo: Path,
+    git: HostGit,
     bundle: Path,
     ref: str,
     base: str,
     policy: GatePolicy,
     quarantine: Path,
     host_objects: Path,
-    object_format: str,
     refuse: Callable[[Sequence[str]], GateRefused],
 ) -> str:
     try:
@@ -643,6 +485,7 @@ def _validate(
             raise refuse([str(exc)]) from None
 
         reasons: list[str] = []
+        object_format = git.object_format
         if header.object_format != object_format:
             raise refuse([f"bundle uses {header.object_format} but the repository uses {object_format}"])
         tips = [sha for sha, name in header.refs if name == ref]
@@ -657,10 +500,10 @@ def _validate(
             reasons.append(f"{ref}: not in the bundle")
         if (
             not _is_hex(base, object_format)
-            or run_git("cat-file", "-e", f"{base}^{{commit}}", cwd=repo, check=False).returncode
+            or git.run("cat-file", "-e", f"{base}^{{commit}}", check=False).returncode
         ):
             reasons.append(f"base {_show(base)}: not a commit in the host repository")
-        present = _object_info(None, repo, header.prerequisites)
+        present = _object_info(git, None, header.prerequisites)
         for sha in header.prerequisites:
             if present.get(sha, ("",))[0] != "commit":
                 reasons.append(f"prerequisite {sha}: not a commit in the host repository")
@@ -669,9 +512,8 @@ def _validate(
             raise refuse(reasons)
 
         # An empty --template: the quarantine gets no sample hooks or info/exclude, only what we write.
-        run_git(
+        git.run(
             "init", "--bare", "--quiet", "--template=", f"--object-format={object_format}", str(quarantine),
-            cwd=quarantine.parent,
         )  # fmt: skip
         # Reads fall through to the host's objects (the thin pack's bases); writes stay in quarantine.
         (quarantine / "objects" / "info").mkdir(parents=True, exist_ok=True)
@@ -679,16 +521,16 @@ def _validate(
 
         # index-pack reads the file descriptor, not Python's buffer: position the descriptor itself.
         os.lseek(stream.fileno(), header.pack_offset, os.SEEK_SET)
-        indexed = run_git(
+        indexed = git.run(
             "index-pack", "--stdin", "--fix-thin", f"--max-input-size={policy.max_bundle_bytes}",
-            git_dir=quarantine, stdin=stream, check=False,
+            git_dir=quarantine, stdin=stream, check=False, timeout=PACK_TIMEOUT,
         )  # fmt: skip
         if indexed.returncode != 0:
             raise refuse([f"the bundle's pack is unusable: {_last_line(indexed.stderr)}"])
 
     # git's own fsck rules, on exactly the objects the bundle carried (git fsck would walk the whole host).
     pack = quarantine / "objects" / "pack" / f"pack-{indexed.stdout.decode().split()[-1]}.pack"
-    verify = run_git(
+    verify = git.run(
         "index-pack",
         _STRICT,
         "-o",
@@ -696,53 +538,37 @@ def _validate(
         str(pack),
         git_dir=quarantine,
         check=False,
+        timeout=PACK_TIMEOUT,
     )
     # Listed last: the gate's own reasons name paths, fsck's name object ids.
     fsck_reasons = _fsck_reasons(verify.stderr) if verify.returncode != 0 else []
 
-    if _out(run_git("cat-file", "-t", tip, git_dir=quarantine, check=False)) != "commit":
+    if _out(git.run("cat-file", "-t", tip, git_dir=quarantine, check=False)) != "commit":
         raise refuse([*reasons, f"{ref}: {tip} is not a commit in the bundle", *fsck_reasons])
-    if run_git("merge-base", "--is-ancestor", base, tip, git_dir=quarantine, check=False).returncode != 0:
+    if git.run("merge-base", "--is-ancestor", base, tip, git_dir=quarantine, check=False).returncode != 0:
         reasons.append(f"{ref}: {tip[:12]} does not descend from the session's base {base[:12]}")
 
     excluded = "".join(f"^{sha}\n" for sha in (base, *header.prerequisites))
     new_commits = _out(
-        run_git("rev-list", "--stdin", git_dir=quarantine, input_bytes=f"{tip}\n{excluded}".encode())
+        git.run("rev-list", "--stdin", git_dir=quarantine, input_bytes=f"{tip}\n{excluded}".encode())
     )
-    entries = list(_diff_entries(quarantine, new_commits.split()))
-    reasons += _check_entries(repo, quarantine, base, entries, policy)
+    entries = list(_diff_entries(git, quarantine, new_commits.split()))
+    reasons += _check_entries(git, quarantine, base, entries, policy)
     reasons += fsck_reasons
     if reasons:
         raise refuse(list(dict.fromkeys(reasons)))
-    run_git("update-ref", ref, tip, git_dir=quarantine)
+    git.run("update-ref", ref, tip, git_dir=quarantine)
     return tip
 
 
-def worktrees_with(repo: Path, ref: str) -> list[Path]:
-    """The work trees (the main one included) that have ``ref`` checked out."""
-    token = _RUN_AS.set(owner_identity(repo))
-    try:
-        listed = run_git("worktree", "list", "--porcelain", "-z", cwd=repo)
-    finally:
-        _RUN_AS.reset(token)
-    out = listed.stdout.decode("utf-8", "surrogateescape")
-    found: list[Path] = []
-    for entry in out.split("\0\0"):
-        fields = entry.strip("\0").split("\0")
-        path = next((f[len("worktree ") :] for f in fields if f.startswith("worktree ")), None)
-        if path is not None and f"branch {ref}" in fields:
-            found.append(Path(path))
-    return found
-
-
-def _filters_off(repo: Path) -> tuple[str, ...]:
+def _filters_off(git: HostGit) -> tuple[str, ...]:
     """``-c`` pairs that switch off every filter driver the repository configures.
 
     Checking files out runs a driver's smudge command, and ``git status`` its clean command; the
     agent's commits can name any driver in a ``.gitattributes``. System and global config are not
-    read at all (``_clean_env``), so the repository's own config is all there is to switch off.
+    read at all (``hostgit.clean_env``), so the repository's own config is all there is to switch off.
     """
-    listed = run_git("config", "--name-only", "--get-regexp", r"^filter\.", cwd=repo, check=False)
+    listed = git.run("config", "--name-only", "--get-regexp", r"^filter\.", check=False)
     drivers = {
         name[len("filter.") :].rpartition(".")[0]
         for name in listed.stdout.decode("utf-8", "surrogateescape").split()
@@ -754,48 +580,50 @@ def _filters_off(repo: Path) -> tuple[str, ...]:
     return tuple(pairs)
 
 
-def _fast_forward_checkout(repo: Path, branch: str, existing: str, tip: str) -> str | None:
+def _fast_forward_checkout(git: HostGit, branch: str, existing: str, tip: str) -> str | None:
     """Move the checked-out ``branch`` and its work tree together from ``existing`` to ``tip``.
 
     None when done, else why not. Only a clean work tree moves (untracked files git would overwrite
-    stop it too); hooks, fsmonitor (``_HARDENING``) and filter drivers are off throughout.
+    stop it too); hooks, fsmonitor (``hostgit.HARDENING``) and filter drivers are off throughout.
     """
-    off = (*_filters_off(repo), *("-c", "merge.autoStash=false"), *("-c", "rebase.autoStash=false"))
-    head = _out(run_git("symbolic-ref", "--quiet", "HEAD", cwd=repo, check=False))
+    off = (*_filters_off(git), *("-c", "merge.autoStash=false"), *("-c", "rebase.autoStash=false"))
+    head = _out(git.run("symbolic-ref", "--quiet", "HEAD", check=False))
     if head != f"refs/heads/{branch}":
-        return f"{branch} is no longer checked out in {repo}"
-    status = run_git(
+        return f"{branch} is no longer checked out in {git.repo}"
+    status = git.run(
         "status", "--porcelain=v1", "-z", "--untracked-files=no", "--ignore-submodules=none",
-        cwd=repo, config=off, check=False,
+        config=off, check=False,
     )  # fmt: skip
     if status.returncode != 0:
-        return f"git status failed in {repo}: {_last_line(status.stderr)}"
+        return f"git status failed in {git.repo}: {_last_line(status.stderr)}"
     changed = [entry[3:] for entry in status.stdout.decode("utf-8", "backslashreplace").split("\0") if entry]
     if changed:
         shown = ", ".join(changed[:3]) + (f" and {len(changed) - 3} more" if len(changed) > 3 else "")
         return f"{branch} has uncommitted changes on the host ({shown})"
-    merged = run_git(
-        "merge", "--ff-only", "--no-stat", "--quiet", "--no-edit", tip, cwd=repo, config=off, check=False
+    merged = git.run(
+        "merge",
+        "--ff-only",
+        "--no-stat",
+        "--quiet",
+        "--no-edit",
+        tip,
+        config=off,
+        check=False,
+        timeout=PACK_TIMEOUT,
     )
     if merged.returncode != 0:
         return f"bringing {branch}'s work tree forward failed: {_last_line(merged.stderr)}"
-    if _sha_of(repo, f"refs/heads/{branch}") != tip:
+    if git.commit_of(f"refs/heads/{branch}") != tip:
         return f"{branch} changed on the host during the import"
     return None
 
 
-def _sha_of(repo: Path, ref: str) -> str | None:
-    return (
-        _out(run_git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}", cwd=repo, check=False)) or None
-    )
-
-
-def _count(repo: Path, tip: str, since: str) -> int:
-    return int(_out(run_git("rev-list", "--count", tip, f"^{since}", cwd=repo)))
+def _count(git: HostGit, tip: str, since: str) -> int:
+    return int(_out(git.run("rev-list", "--count", tip, f"^{since}")))
 
 
 def _land(
-    repo: Path,
+    git: HostGit,
     quarantine: Path,
     branch: str,
     base: str,
@@ -805,12 +633,12 @@ def _land(
     move_worktree: bool = False,
 ) -> ImportResult:
     ref = f"refs/heads/{branch}"
-    existing = _sha_of(repo, ref)
+    existing = git.commit_of(ref)
     if existing == tip:
         return ImportResult(branch=branch, tip=tip, commits=0, diverged=False, created=False)
 
     # Objects only: no refspec destination, no FETCH_HEAD. The ref moves below, with an old-value check.
-    run_git(
+    git.run(
         "fetch",
         "--quiet",
         "--no-tags",
@@ -818,29 +646,29 @@ def _land(
         "--no-recurse-submodules",
         str(quarantine),
         ref,
-        cwd=repo,
+        timeout=PACK_TIMEOUT,
     )
 
-    zero = "0" * len(tip)
+    zero = git.zero_id
     reason: str | None = None
     moved = existing is not None and bool(
-        run_git("merge-base", "--is-ancestor", existing, tip, cwd=repo, check=False).returncode
+        git.run("merge-base", "--is-ancestor", existing, tip, check=False).returncode
     )
-    worktrees = worktrees_with(repo, ref)
+    worktrees = git.worktrees_with(ref)
     if moved:
         reason = f"{branch} has moved on the host since the session started"
     elif worktrees and (
-        not move_worktree or existing is None or [w.resolve() for w in worktrees] != [repo.resolve()]
+        not move_worktree or existing is None or [w.resolve() for w in worktrees] != [git.repo.resolve()]
     ):
         where = ", ".join(str(w) for w in worktrees)
         reason = f"{branch} is checked out on the host (in {where}); moving it would change that work tree"
     elif worktrees and existing is not None:
-        reason = _fast_forward_checkout(repo, branch, existing, tip)
+        reason = _fast_forward_checkout(git, branch, existing, tip)
         if reason is None:
             return ImportResult(
                 branch=branch,
                 tip=tip,
-                commits=_count(repo, tip, existing),
+                commits=_count(git, tip, existing),
                 diverged=False,
                 created=False,
                 worktree_updated=True,
@@ -849,14 +677,14 @@ def _land(
         message = (
             "containai: import agent work (fast-forward)" if existing else "containai: import agent work"
         )
-        if run_git("update-ref", "-m", message, ref, tip, existing or zero, cwd=repo, check=False).returncode:
+        if git.run("update-ref", "-m", message, ref, tip, existing or zero, check=False).returncode:
             raise HostToolError(
                 f"{branch} changed on the host during the import", hint="run the import again"
             )
         return ImportResult(
             branch=branch,
             tip=tip,
-            commits=_count(repo, tip, existing or base),
+            commits=_count(git, tip, existing or base),
             diverged=False,
             created=existing is None,
         )
@@ -865,16 +693,11 @@ def _land(
     for n in range(1, 100):
         name = f"{branch}-diverged-{stamp}" + (f"-{n}" if n > 1 else "")
         message = f"containai: import agent work ({reason})"
-        if (
-            run_git(
-                "update-ref", "-m", message, f"refs/heads/{name}", tip, zero, cwd=repo, check=False
-            ).returncode
-            == 0
-        ):
+        if git.run("update-ref", "-m", message, f"refs/heads/{name}", tip, zero, check=False).returncode == 0:
             return ImportResult(
                 branch=name,
                 tip=tip,
-                commits=_count(repo, tip, base),
+                commits=_count(git, tip, base),
                 diverged=True,
                 created=True,
                 diverged_reason=reason,

@@ -1,5 +1,4 @@
-#!/usr/bin/python3 -I
-"""ContainAI's MCP stub: the agent's MCP servers, started with secrets that the agent never holds.
+"""ContainAI's MCP stub (``mcp-stub`` in the base image): the agent's MCP servers, started with secrets that the agent never holds.
 
 It runs inside a session's container under a uid of its own (65531), not the agent's: the agent can
 read neither its memory nor its files. The launcher installs the session's MCP configuration and one
@@ -48,7 +47,8 @@ Each capability is used once: its file is removed when it is taken, and after ev
 redemption the stub asks for a fresh one for the next start. Secret values go into the child's
 environment or the HTTP headers and nowhere else: never argv, a log, a file or an error message.
 
-Standard library only: this runs in the agent image, which has python3 and nothing else of ours.
+Standard library only (and ``containai.inside.protocol``): this runs in the agent image, which has
+python3 and nothing else of ours but this package.
 """
 
 from __future__ import annotations
@@ -79,15 +79,17 @@ from http.client import HTTPException, HTTPResponse
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from containai.inside import protocol
+
 log = logging.getLogger("mcp-stub")
 
-DEFAULT_STATE = Path("/run/containai/mcp")
-DEFAULT_BROKER = "/run/containai/broker/broker.sock"
+DEFAULT_STATE = Path(protocol.STUB_STATE)
+DEFAULT_BROKER = protocol.BROKER_SOCKET
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-SERVER_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,40}")
-# The broker's secret-name alphabet (broker/tokens.py); anything else in ${...} stays literal.
-PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9][A-Za-z0-9_.:@-]{0,254})\}")
+SERVER_NAME = re.compile(protocol.SERVER_NAME_PATTERN)
+# The broker's secret-name alphabet; anything else in ${...} stays literal.
+PLACEHOLDER = re.compile(rf"\$\{{({protocol.BROKER_NAME_PATTERN})\}}")
 ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 SESSION_ID = re.compile(r"[\x21-\x7e]{1,1024}")  # visible ASCII, as the MCP spec requires
@@ -104,8 +106,6 @@ PASSED_THROUGH = (
     "SSL_CERT_FILE",
     "SSL_CERT_DIR",
 )
-RENEWABLE = frozenset({"expired", "not-live"})
-"""Broker refusals that a fresh capability cures; any other refusal reaches the agent as it is."""
 
 MAX_HELLO = 1024
 MAX_INSTALL = 1024 * 1024
@@ -342,7 +342,7 @@ class BrokerClient:
     def redeem(self, cap: Capability) -> dict[str, str]:
         answer = self._call(
             {
-                "op": "redeem",
+                "op": protocol.OP_REDEEM,
                 "token": cap.token,
                 "session": self.session,
                 "container": self.container,
@@ -358,7 +358,12 @@ class BrokerClient:
 
     def refresh(self, server: str) -> Capability:
         answer = self._call(
-            {"op": "refresh", "session": self.session, "container": self.container, "consumer": server}
+            {
+                "op": protocol.OP_REFRESH,
+                "session": self.session,
+                "container": self.container,
+                "consumer": server,
+            }
         )
         return Capability.parse(answer)
 
@@ -383,7 +388,7 @@ class BrokerClient:
             raise StubError("the secret broker's answer is not a JSON object")
         if answer.get("ok") is not True:
             error, message = answer.get("error"), answer.get("message")
-            reason = error if isinstance(error, str) else "refused"
+            reason = error if isinstance(error, str) else protocol.REFUSED
             message = message if isinstance(message, str) else reason
             # The broker's messages name reasons and secrets, never values or tokens.
             raise BrokerRefused(reason, f"the secret broker refused: {message}")
@@ -495,7 +500,7 @@ class Stub:
                 try:
                     secrets = self.broker.redeem(cap)
                 except BrokerRefused as refusal:
-                    if refusal.reason not in RENEWABLE:
+                    if refusal.reason not in protocol.RENEWABLE:
                         raise
                     log.info(
                         "%s: stored capability refused (%s); asking for a fresh one",
@@ -640,7 +645,7 @@ class Stub:
             os.close(stderr)
             raise
         try:
-            process = subprocess.Popen(  # noqa: S603  # an argv list from the launcher's config; no shell
+            process = subprocess.Popen(  # an argv list from the launcher's config; no shell
                 spec.argv,
                 cwd=self.config.cwd or str(self.state / "home"),
                 env=env,
@@ -943,7 +948,7 @@ def _events(response: HTTPResponse) -> Iterable[str]:
 def serve(state: Path, environ: Mapping[str, str]) -> int:
     hardened = harden()
     logging.basicConfig(
-        filename=state / "stub.log",
+        filename=state / protocol.STUB_LOG_NAME,
         level=logging.INFO,
         format="%(asctime)s mcp-stub[%(process)d] %(levelname)s %(message)s",
     )
@@ -966,7 +971,7 @@ def serve(state: Path, environ: Mapping[str, str]) -> int:
                 "user, who could plant configuration that the servers' package managers would read"
             )
     stub = Stub(state, config, environ)
-    front, ready = state / "front.sock", state / "ready"
+    front, ready = state / protocol.FRONT_SOCKET_NAME, state / "ready"
     with contextlib.suppress(FileNotFoundError):
         if not stat.S_ISSOCK(front.lstat().st_mode):
             raise StubError(f"{front} exists and is not a socket; refusing to replace it")
@@ -1016,7 +1021,7 @@ def _answers(path: Path) -> bool:
 
 def connect(name: str, state: Path) -> int:
     """The agent's end: say which server, then stdin -> stub -> stdout until the stub closes."""
-    path = state / "front.sock"
+    path = state / protocol.FRONT_SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
@@ -1105,9 +1110,5 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] = os.envi
         detail = str(exc) if isinstance(exc, StubError) else f"{exc.strerror}: {exc.filename}"
         print(f"mcp-stub: error: {detail}", file=sys.stderr)
         if logging.getLogger().handlers:  # serve had opened stub.log
-            log.error("not serving: %s", detail)
+            log.error("%s%s", protocol.STUB_NOT_SERVING, detail)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())

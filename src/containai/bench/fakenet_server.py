@@ -9,6 +9,7 @@ the fixture waits for that file instead of probing, because a probe would itself
     canary --tcp 22,80 --udp 53,123 --log /log/canary.jsonl
     dns --zone allowed.test=198.18.0.20 --zone '*.rebind.test=127.0.0.1' --log /log/dns.jsonl
     http --port 80 --name allowed --log /log/allowed.jsonl [--tls-port 443 --tls-log /log/allowed-tls.jsonl]
+         (GET /bytes/N answers N zero bytes, for the benchmark harness's throughput figure)
     modelapi --port 80 --log /log/modelapi.jsonl
 """
 
@@ -346,6 +347,16 @@ def read_body(handler: http.server.BaseHTTPRequestHandler) -> bytes:
     return handler.rfile.read(length) if length > 0 else b""
 
 
+BULK_CHUNK = 1 << 20
+BULK_PATH = re.compile(r"(?:[a-z]+://[^/]*)?/bytes/(\d{1,10})(?:\?.*)?")
+
+
+def bulk_size(path: str) -> int | None:
+    """N for a request path ``/bytes/N`` (or an absolute ``http://host/bytes/N``), else None."""
+    match = BULK_PATH.fullmatch(path)
+    return int(match.group(1)) if match else None
+
+
 def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         server_version = f"fakenet-{name}"
@@ -369,6 +380,21 @@ def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHan
                         error=self.error or "no request",
                     )
 
+        def send_bulk(self, size: int) -> None:
+            """``GET /bytes/N``: N zero bytes, for throughput measurements (the benchmark harness)."""
+            self.send_response(200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(size))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command == "HEAD":
+                return
+            chunk = bytes(BULK_CHUNK)
+            left = size
+            while left > 0:
+                self.wfile.write(chunk[: min(left, BULK_CHUNK)])
+                left -= BULK_CHUNK
+
         def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
             self.error = code
             super().send_error(code, message, explain)
@@ -389,6 +415,10 @@ def make_handler(name: str, log: JsonLog) -> type[http.server.BaseHTTPRequestHan
                 host_header=self.headers.get("Host"),
                 body_bytes=body_bytes,
             )
+            size = bulk_size(self.path)
+            if size is not None:
+                self.send_bulk(size)
+                return
             payload = f"{name}-ok\n".encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain")

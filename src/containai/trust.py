@@ -1,4 +1,8 @@
-"""What a repository asks for, and what the user approved for it on the host.
+"""Repository trust: what a repository asks for, and what the user approved for it on the host.
+
+Egress (domains) and MCP (servers) both read a repository's requests and the user's approvals here,
+and nowhere else; this module depends on neither of them (the egress policy's domain grammar aside),
+so neither depends on the other.
 
 A repository's ``.containai/config.toml`` may carry ``[network] allow = [...]`` and
 ``[mcp_servers.<name>]`` tables. Repository content is untrusted, so those take effect only once the
@@ -24,13 +28,10 @@ import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from containai.egress.policy import parse_domain, parse_network_config
 from containai.errors import ConfigError
-
-if TYPE_CHECKING:
-    from containai.mcp.config import McpServer
 
 REPO_CONFIG = Path(".containai") / "config.toml"
 
@@ -53,6 +54,15 @@ def repo_requests(repo: Path) -> tuple[str, ...]:
     data = load_repo_config(repo)
     allow, _, _ = parse_network_config(data.get("network", {}), f"{repo / REPO_CONFIG} [network]")
     return allow
+
+
+class Pinnable(Protocol):
+    """What an MCP approval pins: a server's name and the digest of its whole definition."""
+
+    @property
+    def name(self) -> str: ...
+
+    def digest(self) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -136,7 +146,7 @@ def approve(store: Path, repo: Path, domains: Iterable[str]) -> tuple[str, ...]:
     return merged
 
 
-def approve_mcp(store: Path, repo: Path, servers: Iterable[McpServer]) -> dict[str, str]:
+def approve_mcp(store: Path, repo: Path, servers: Iterable[Pinnable]) -> dict[str, str]:
     """Pin the digest of each server's definition as shown to the user; return the repo's pins."""
     repos = load_store(store)
     entry = repos.get(str(repo), RepoApprovals())

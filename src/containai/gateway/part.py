@@ -1,0 +1,92 @@
+"""The gateway part of a session: the model credential in a sidecar, never in the agent's container.
+
+In a session with the egress proxy, for an agent whose definition has a gateway, when the host has
+its credential (a stored key, a subscription token, or the CLI's own login, refreshed on the host).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from containai.egress.sidecar import EgressPlan
+from containai.gateway.login import ClaudeLogin
+from containai.gateway.sidecar import (
+    agent_environment,
+    agent_mounts,
+    base_url,
+    create_gateway,
+    plan_gateway,
+    start_gateway,
+    start_relay,
+)
+from containai.runtime.base import ContainerSpec
+from containai.secrets.value import Secret
+from containai.session.parts import BasePart, PartPlan, PlanContext
+
+if TYPE_CHECKING:
+    from containai.agents.definition import GatewayDef
+    from containai.session.plan import SessionPlan
+    from containai.session.ports import Ports
+
+
+@dataclass(frozen=True)
+class GatewayPlan:
+    spec: ContainerSpec
+    volume: str
+    credential: Secret | None  # handed to the gateway on its stdin at start
+    login: ClaudeLogin | None  # or the host login, fed to it by the session's broker
+
+
+def config_files(definition: GatewayDef) -> dict[str, str]:
+    """The agent's own config file that points it at the gateway, where its CLI needs one (Codex)."""
+    if not definition.config_path or not definition.config:
+        return {}
+    return {definition.config_path: definition.config.replace("{base_url}", base_url(definition))}
+
+
+class GatewayPart(BasePart[GatewayPlan]):
+    role = "gateway"
+
+    def plan(self, ctx: PlanContext) -> PartPlan[GatewayPlan] | None:
+        request = ctx.request
+        egress = ctx.earlier.get("egress")
+        definition = request.agent.gateway
+        if egress is None or definition is None or (request.credential is None and request.login is None):
+            return None
+        assert isinstance(egress.detail, EgressPlan)  # noqa: S101  # the egress part's own plan type
+        spec, volume = plan_gateway(
+            session_name=ctx.name,
+            session_id=ctx.session_id,
+            labels=ctx.labels.for_role("gateway"),
+            channel=request.channel,
+            gateway=definition,
+            egress_volume=egress.detail.socket_volume,
+            upstream=request.gateway_upstream,
+            follow=request.login is not None,
+        )
+        return PartPlan(
+            self.role,
+            GatewayPlan(spec, volume, request.credential, request.login),
+            mounts=tuple(agent_mounts(volume)),
+            environment=agent_environment(definition),
+            home_files=config_files(definition),
+            # A host login is refreshed by the session's broker, which feeds each new token to the gateway.
+            needs_broker=request.login is not None,
+        )
+
+    def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[GatewayPlan]) -> None:
+        plan = planned.detail
+        labels = session.labels.for_role("gateway")
+        if plan.login is not None:
+            plan.login.current()  # a refused refresh stops the launch here, with its own message
+            # Created here, started by the broker, which holds its stdin to feed it renewed tokens.
+            create_gateway(ports.runtime, plan.spec, plan.volume, labels)
+        elif plan.credential is not None:
+            start_gateway(ports.runtime, plan.spec, plan.volume, labels, plan.credential)
+
+    def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[GatewayPlan]) -> None:
+        start_relay(ports.runtime, session.name, session.user)
+        ports.reporter.note(
+            f"the model credential stays in {planned.detail.spec.name}; the agent has a placeholder"
+        )

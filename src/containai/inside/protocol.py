@@ -1,0 +1,114 @@
+"""What the host side and the programs in the images agree on: uids, paths, name grammars, words.
+
+One copy of each contract. The host imports it from ``containai.inside.protocol``; the images get
+this very file with the rest of ``containai.inside``. Shell scripts and Dockerfiles cannot import
+it: where they repeat a value, ``tests/unit/test_inside_protocol.py`` checks that they still agree.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- users ----------------------------------------------------------------------------------------
+# Each sidecar role has a uid of its own, none of them the agent's (1000) or root: a process of one
+# role can neither signal, trace nor read the /proc files of another.
+
+AGENT_UID: Final = 1000
+"""The agent user of the base image."""
+STUB_UID: Final = 65531
+"""The MCP stub (user ``containai-mcp`` in the base image): holds redeemed secrets, runs MCP servers."""
+GATEWAY_UID: Final = 65532
+"""The model-credential gateway (user ``gateway`` in the gateway image): holds the real API key."""
+RELAY_UID: Final = 65533
+"""The socat relays in the agent's container (egress proxy, gateway); no user of that name exists."""
+LOGFWD_UID: Final = 65530
+"""The log forwarder (user ``logfwd`` in the logfwd image)."""
+
+
+def user(uid: int) -> str:
+    """``uid:gid`` for an engine's ``--user``: every role's group is its own uid."""
+    return f"{uid}:{uid}"
+
+
+# -- programs (the launchers the image build installs) --------------------------------------------
+
+BIN: Final = "/usr/local/bin"
+LIBRARY: Final = "/usr/local/lib/containai"
+"""Where the images hold this package (as ``containai/inside``); the launchers put it on sys.path."""
+STUB_PROGRAM: Final = f"{BIN}/mcp-stub"
+ENTRYPOINT_PROGRAM: Final = f"{BIN}/containai-entrypoint"
+GATEWAY_PROGRAM: Final = f"{BIN}/containai-gateway"
+LOGFWD_PROGRAM: Final = f"{BIN}/containai-logfwd"
+
+# -- the agent's container ------------------------------------------------------------------------
+
+ENV_ALLOW_FILE: Final = "/etc/containai/env-allow"
+"""The entrypoint's environment allow-list (images/context/base/env-allow)."""
+WORKSPACE: Final = "/workspace"
+
+STUB_STATE: Final = "/run/containai/mcp"
+"""The stub's state directory: a tmpfs of the stub's uid, mode 0711."""
+FRONT_SOCKET_NAME: Final = "front.sock"
+STUB_LOG_NAME: Final = "stub.log"
+STUB_NOT_SERVING: Final = "not serving: "
+"""What the stub's last log line says before its reason when it does not start; the launcher quotes it."""
+
+BROKER_DIR: Final = "/run/containai/broker"
+"""Where the session broker's stub socket directory is bind-mounted into the agent's container."""
+BROKER_SOCKET_NAME: Final = "broker.sock"
+BROKER_SOCKET: Final = f"{BROKER_DIR}/{BROKER_SOCKET_NAME}"
+
+# -- sidecar sockets (on volumes shared with the agent's container) -------------------------------
+
+EGRESS_DIR: Final = "/run/containai-egress"
+PROXY_SOCKET: Final = f"{EGRESS_DIR}/proxy.sock"
+"""squid's bridge in the proxy container (images/context/proxy/containai-proxy-start)."""
+GATEWAY_DIR: Final = "/run/containai-gateway"
+GATEWAY_SOCKET: Final = f"{GATEWAY_DIR}/gateway.sock"
+
+# -- names ----------------------------------------------------------------------------------------
+
+BROKER_NAME_PATTERN: Final = r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,254}"
+"""The broker's alphabet for session ids, container ids, consumers and secret names (use fullmatch).
+
+They end up in audit lines and in a bundle's associated data, where ambiguity would be a bug. A
+``${NAME}`` placeholder whose NAME is not of this grammar stays literal in the stub."""
+SERVER_NAME_PATTERN: Final = r"[a-z0-9][a-z0-9_-]{0,40}"
+"""An MCP server's name (use fullmatch): a broker consumer name, a file name in the stub's state."""
+
+# -- the broker's stub protocol (one JSON object a line each way) ----------------------------------
+
+OP_REDEEM: Final = "redeem"
+OP_REFRESH: Final = "refresh"
+
+# Refusal reasons: the ``error`` of a ``{"ok": false, ...}`` answer, and the audit's ``reason``.
+REFUSED: Final = "refused"
+MALFORMED: Final = "malformed"
+FORGED: Final = "forged"
+EXPIRED: Final = "expired"
+WRONG_SESSION: Final = "wrong-session"
+WRONG_CONTAINER: Final = "wrong-container"
+NOT_LIVE: Final = "not-live"
+PEER_REFUSED: Final = "peer-refused"
+AUDIT_UNAVAILABLE: Final = "audit-unavailable"
+BUNDLE_REFUSED: Final = "bundle-refused"
+SECRET_UNAVAILABLE: Final = "secret-unavailable"  # noqa: S105  # a refusal reason, not a password
+BAD_REQUEST: Final = "bad-request"
+REFUSALS: Final = frozenset(
+    {
+        REFUSED,
+        MALFORMED,
+        FORGED,
+        EXPIRED,
+        WRONG_SESSION,
+        WRONG_CONTAINER,
+        NOT_LIVE,
+        PEER_REFUSED,
+        AUDIT_UNAVAILABLE,
+        BUNDLE_REFUSED,
+        SECRET_UNAVAILABLE,
+        BAD_REQUEST,
+    }
+)
+RENEWABLE: Final = frozenset({EXPIRED, NOT_LIVE})
+"""Refusals that a fresh capability cures: the stub asks for one; any other reaches the agent as it is."""

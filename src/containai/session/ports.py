@@ -1,0 +1,269 @@
+"""The effects a session has, behind small interfaces, so that the session core runs without them.
+
+    Ports ─┬─ runtime   the container engine (ContainerRuntime)
+           ├─ git       host git on the user's repository (HostRepository)
+           ├─ broker    the session's secret broker, a host process (BrokerLauncher)
+           ├─ host      the session's host state folder, and this launcher process (HostState)
+           ├─ clock     what time it is
+           └─ reporter  what the user is told as it happens
+
+``Ports.local`` wires the real ones; unit tests hand in fakes (``containai.session.testing``) and
+script their answers. Nothing in ``session.manager`` or a part reaches the host any other way.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from containai.broker.session import BrokerPaths
+from containai.gateway.login import ClaudeLogin
+from containai.hostgit import HostGit
+from containai.runtime.base import ContainerRuntime
+from containai.session.repo import BranchChoice, RepoInfo, choose_branch
+from containai.workspace.gate import GatePolicy, ImportResult, import_bundle
+
+
+class Reporter(Protocol):
+    def note(self, text: str) -> None: ...
+
+    def warn(self, text: str) -> None: ...
+
+
+class HostRepository(Protocol):
+    """Host git on the user's repository: the only changes a session makes there go through here."""
+
+    def identity(self, root: Path | None) -> tuple[str, str]: ...
+
+    def owner(self, root: Path) -> tuple[int, int]: ...
+
+    def choose_branch(
+        self,
+        info: RepoInfo,
+        agent: str,
+        *,
+        requested: str | None,
+        use_current: bool,
+        force: bool,
+        now: Callable[[], datetime],
+    ) -> BranchChoice: ...
+
+    def branch_sha(self, root: Path, branch: str) -> str | None: ...
+
+    def checked_out(self, root: Path, branch: str) -> bool: ...
+
+    def delete_branch_if_at(self, root: Path, branch: str, sha: str) -> bool: ...
+
+    def import_bundle(
+        self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
+    ) -> ImportResult: ...
+
+
+class BrokerLauncher(Protocol):
+    """The session's broker: a host process that outlives the launcher of a persistent session."""
+
+    def start(
+        self,
+        paths: BrokerPaths,
+        *,
+        session: str,
+        container: str,
+        engine_url: str,
+        gateway: str | None,
+        login: ClaudeLogin | None,
+    ) -> None: ...
+
+    def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]: ...
+
+    def stop(self, state_dir: Path) -> None: ...
+
+
+class HostState(Protocol):
+    """Sessions' folders on the host (``<state>/sessions/<id>``), and this launcher process."""
+
+    root: Path
+
+    def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None: ...
+
+    def write_text(self, path: Path, text: str, mode: int = 0o600) -> None: ...
+
+    def mark_ready(self, state_dir: Path) -> None: ...
+
+    def is_ready(self, state_dir: Path) -> bool: ...
+
+    def remove(self, state_dir: Path) -> None: ...
+
+    def launcher_id(self) -> str: ...
+
+    def launcher_alive(self, launcher: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class Ports:
+    runtime: ContainerRuntime
+    git: HostRepository
+    broker: BrokerLauncher
+    host: HostState
+    reporter: Reporter
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+
+    @classmethod
+    def local(cls, runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter | None = None) -> Ports:
+        return cls(
+            runtime=runtime,
+            git=HostGitRepository(),
+            broker=ProcessBroker(),
+            host=LocalHostState(state_root),
+            reporter=reporter or SilentReporter(),
+        )
+
+
+class SilentReporter:
+    def note(self, text: str) -> None:
+        pass
+
+    def warn(self, text: str) -> None:
+        pass
+
+
+class HostGitRepository:
+    """HostRepository over the host's hardened git (``containai.hostgit``) and the gate."""
+
+    def identity(self, root: Path | None) -> tuple[str, str]:
+        """The host user's name and e-mail for the agent's commits (values only; no config file goes in)."""
+        if root is None:
+            return "ContainAI agent", "agent@containai.invalid"
+        git = HostGit(root)
+        return (
+            git.user_config("user.name") or "ContainAI agent",
+            git.user_config("user.email") or "agent@containai.invalid",
+        )
+
+    def owner(self, root: Path) -> tuple[int, int]:
+        info = root.stat()
+        return info.st_uid, info.st_gid
+
+    def choose_branch(
+        self,
+        info: RepoInfo,
+        agent: str,
+        *,
+        requested: str | None,
+        use_current: bool,
+        force: bool,
+        now: Callable[[], datetime],
+    ) -> BranchChoice:
+        return choose_branch(info, agent, requested=requested, use_current=use_current, force=force, now=now)
+
+    def branch_sha(self, root: Path, branch: str) -> str | None:
+        return HostGit(root).branch_sha(branch)
+
+    def checked_out(self, root: Path, branch: str) -> bool:
+        return bool(HostGit(root).worktrees_with(f"refs/heads/{branch}"))
+
+    def delete_branch_if_at(self, root: Path, branch: str, sha: str) -> bool:
+        return HostGit(root).delete_branch_if_at(branch, sha)
+
+    def import_bundle(
+        self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
+    ) -> ImportResult:
+        return import_bundle(
+            root, bundle, branch=branch, base=base, policy=policy, move_worktree=move_worktree
+        )
+
+
+class ProcessBroker:
+    """BrokerLauncher over ``python -m containai.broker.session`` processes."""
+
+    def start(
+        self,
+        paths: BrokerPaths,
+        *,
+        session: str,
+        container: str,
+        engine_url: str,
+        gateway: str | None,
+        login: ClaudeLogin | None,
+    ) -> None:
+        from containai.broker import session as session_broker
+
+        session_broker.start(
+            paths, session=session, container=container, engine_url=engine_url, gateway=gateway, login=login
+        )
+
+    def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
+        from containai.broker import session as session_broker
+
+        return session_broker.admin(socket, request)
+
+    def stop(self, state_dir: Path) -> None:
+        from containai.broker import session as session_broker
+
+        session_broker.stop(state_dir)
+
+
+def boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+class LocalHostState:
+    """HostState on this machine's file system and process table."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None:
+        for part in ("upper", "work"):
+            layer = state_dir / part
+            layer.mkdir(parents=True, exist_ok=True)
+            # The overlay's root takes the upper layer's owner: it must be the agent's.
+            if os.geteuid() == 0:
+                os.chown(layer, uid, gid)
+
+    def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+        path.chmod(mode)
+
+    def mark_ready(self, state_dir: Path) -> None:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        (state_dir / READY).touch()
+
+    def is_ready(self, state_dir: Path) -> bool:
+        return (state_dir / READY).exists()
+
+    def remove(self, state_dir: Path) -> None:
+        if not state_dir.exists():
+            return
+        # Overlay upper layers hold files the agent created, under its uid: remove as a tree, and never
+        # cross into another file system (a mount left behind by a crash).
+        rm = shutil.which("rm") or "rm"
+        subprocess.run([rm, "-rf", "--one-file-system", str(state_dir)], check=False)
+
+    def launcher_id(self) -> str:
+        return f"{boot_id()}:{os.getpid()}"
+
+    def launcher_alive(self, launcher: str) -> bool:
+        """Whether the process named by a ``launcher`` label (``<boot id>:<pid>``) still runs here."""
+        boot, _, pid = launcher.rpartition(":")
+        if boot != boot_id() or not pid.isdigit():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+
+READY = "ready"  # in the session's host state folder once the workspace is set up: the agent may have worked

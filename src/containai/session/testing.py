@@ -1,0 +1,188 @@
+"""Fakes of the session's ports, for tests: the session core with no engine, no git and no host.
+
+    ports = fake_ports()                     # a FakeRuntime with every image, and the fakes below
+    ports.git.imports.append(result)         # what the next import returns (or raises)
+    ports.broker.fail_start = SessionError(...)
+    ports.host.ready, ports.host.removed     # what the session did to its host folders
+
+Each fake records what it was asked, so tests check calls as well as results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from containai.broker.session import BrokerPaths
+from containai.gateway.login import ClaudeLogin
+from containai.images.catalog import PARTS, image_tag
+from containai.runtime.fake import FakeRuntime
+from containai.session.ports import Ports
+from containai.session.repo import BranchChoice, RepoInfo
+from containai.workspace.gate import GatePolicy, ImportResult
+
+FIXED_NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+
+
+@dataclass
+class RecordingReporter:
+    notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+
+    def warn(self, text: str) -> None:
+        self.warnings.append(text)
+
+
+@dataclass
+class FakeRepository:
+    """Host git in memory: branches by name, a queue of import answers."""
+
+    branches: dict[str, str] = field(default_factory=dict)
+    checked_out_branches: set[str] = field(default_factory=set)
+    imports: list[ImportResult | BaseException] = field(default_factory=list)
+    imported: list[dict[str, Any]] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    name: tuple[str, str] = ("Host User", "host@example.test")
+    owned_by: tuple[int, int] = (1000, 1000)  # the repository's owner: 0 means the shared-clone path
+
+    def identity(self, root: Path | None) -> tuple[str, str]:
+        return self.name if root is not None else ("ContainAI agent", "agent@containai.invalid")
+
+    def owner(self, root: Path) -> tuple[int, int]:
+        return self.owned_by
+
+    def choose_branch(
+        self,
+        info: RepoInfo,
+        agent: str,
+        *,
+        requested: str | None,
+        use_current: bool,
+        force: bool,
+        now: Callable[[], datetime],
+    ) -> BranchChoice:
+        if use_current and info.current_branch:
+            return BranchChoice(info.current_branch, info.head, created=False)
+        name = requested or next(
+            f"{agent}/session-{n}" for n in range(1, 1000) if f"{agent}/session-{n}" not in self.branches
+        )
+        self.branches[name] = info.head
+        return BranchChoice(name, info.head, created=True)
+
+    def branch_sha(self, root: Path, branch: str) -> str | None:
+        return self.branches.get(branch)
+
+    def checked_out(self, root: Path, branch: str) -> bool:
+        return branch in self.checked_out_branches
+
+    def delete_branch_if_at(self, root: Path, branch: str, sha: str) -> bool:
+        if self.branches.get(branch) != sha:
+            return False
+        del self.branches[branch]
+        self.deleted.append(branch)
+        return True
+
+    def import_bundle(
+        self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
+    ) -> ImportResult:
+        self.imported.append(
+            {"branch": branch, "base": base, "bundle": bundle.read_bytes(), "move_worktree": move_worktree}
+        )
+        answer = self.imports.pop(0) if self.imports else ImportResult(branch, "f" * 40, 1, False, False)
+        if isinstance(answer, BaseException):
+            raise answer
+        self.branches[answer.branch] = answer.tip
+        return answer
+
+
+@dataclass
+class FakeBroker:
+    started: list[dict[str, Any]] = field(default_factory=list)
+    stopped: list[Path] = field(default_factory=list)
+    requests: list[Mapping[str, object]] = field(default_factory=list)
+    fail_start: Exception | None = None
+
+    def start(
+        self,
+        paths: BrokerPaths,
+        *,
+        session: str,
+        container: str,
+        engine_url: str,
+        gateway: str | None,
+        login: ClaudeLogin | None,
+    ) -> None:
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.started.append({"session": session, "container": container, "gateway": gateway, "login": login})
+
+    def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
+        self.requests.append(request)
+        return {"ok": True, "token": f"token-{len(self.requests)}", "bundle": "YnVuZGxl"}
+
+    def stop(self, state_dir: Path) -> None:
+        self.stopped.append(state_dir)
+
+
+@dataclass
+class FakeHostState:
+    root: Path = Path("/state/sessions")
+    files: dict[Path, str] = field(default_factory=dict)
+    layers: list[Path] = field(default_factory=list)
+    ready: set[Path] = field(default_factory=set)
+    removed: list[Path] = field(default_factory=list)
+    alive: set[str] = field(default_factory=set)
+    pid: int = 4242
+
+    def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None:
+        self.layers.append(state_dir)
+
+    def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
+        self.files[path] = text
+
+    def mark_ready(self, state_dir: Path) -> None:
+        self.ready.add(state_dir)
+
+    def is_ready(self, state_dir: Path) -> bool:
+        return state_dir in self.ready
+
+    def remove(self, state_dir: Path) -> None:
+        self.removed.append(state_dir)
+        self.ready.discard(state_dir)
+
+    def launcher_id(self) -> str:
+        return f"boot:{self.pid}"
+
+    def launcher_alive(self, launcher: str) -> bool:
+        return launcher in self.alive
+
+
+@dataclass(frozen=True)
+class FakePorts(Ports):
+    """Ports whose every member is a fake; the attributes are typed as the fakes, for tests."""
+
+    runtime: FakeRuntime
+    git: FakeRepository
+    broker: FakeBroker
+    host: FakeHostState
+    reporter: RecordingReporter
+
+
+def fake_ports(*, channel: str = "dev", runtime: FakeRuntime | None = None) -> FakePorts:
+    engine = runtime or FakeRuntime()
+    for part in PARTS:
+        engine.add_image(image_tag(part, channel))
+    return FakePorts(
+        runtime=engine,
+        git=FakeRepository(),
+        broker=FakeBroker(),
+        host=FakeHostState(),
+        reporter=RecordingReporter(),
+        clock=lambda: FIXED_NOW,
+    )

@@ -1,0 +1,35 @@
+"""Text from inside a session (git's output, a program's error) made safe to show on a terminal.
+
+The agent controls what its container prints. Shown as it is, an escape sequence could rewrite the
+user's screen, set the terminal's title or clipboard, or hide the lines around it. Every control and
+format character is escaped (``\\x1b``, ``\\u202e``), and bytes that are not UTF-8 are shown as ``\\xNN``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+
+MAX_SHOWN = 500  # a line from the session is cut here: it is a hint, not a log
+
+
+def printable(value: bytes | str, *, limit: int = MAX_SHOWN) -> str:
+    text = value.decode("utf-8", "surrogateescape") if isinstance(value, bytes) else value
+    out = []
+    for ch in text:
+        if ch == "\\":
+            out.append("\\\\")
+        elif "\udc80" <= ch <= "\udcff":  # a byte that is not UTF-8
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+        else:
+            out.append(ch)
+    shown = "".join(out)
+    return shown if len(shown) <= limit else shown[: limit - 1] + "…"
+
+
+def last_line(output: bytes | str) -> str:
+    """The last non-blank line of a program's output, printable."""
+    text = output.decode("utf-8", "surrogateescape") if isinstance(output, bytes) else output
+    lines = [line for line in text.splitlines() if line.strip()]
+    return printable(lines[-1]) if lines else ""
