@@ -348,7 +348,7 @@ def test_a_missing_proxy_image_is_built_on_first_use(
 ) -> None:
     channel = "nightly"
     for part in ("proxy", "base"):
-        with contextlib.suppress(docker.errors.ImageNotFound):  # absent already: that is the point
+        with contextlib.suppress(docker.errors.NotFound):  # absent already (Podman says only Not Found)
             engine.client.images.remove(f"containai-{part}:{channel}")
     engine.client.images.get(f"containai-base:{CHANNEL}").tag("containai-base", channel)
     try:
@@ -372,5 +372,5 @@ def test_a_missing_proxy_image_is_built_on_first_use(
         )
     finally:
         for part in ("proxy", "base"):
-            with contextlib.suppress(docker.errors.ImageNotFound):
+            with contextlib.suppress(docker.errors.NotFound):
                 engine.client.images.remove(f"containai-{part}:{channel}")

@@ -144,3 +144,11 @@ def test_podman_containers_get_no_ipv6_as_dockers_do() -> None:
         "net.ipv6.conf.default.disable_ipv6": "1",
     }
     assert "sysctls" not in create_request(SPEC, "docker").kwargs
+
+
+def test_podman_runs_the_command_itself_when_the_entrypoint_is_cleared() -> None:
+    spec = ContainerSpec(image="i", name="n", command=("gateway", "--listen", "x"), labels={}, entrypoint=())
+    podman = create_request(spec, "podman").kwargs
+    assert (podman["entrypoint"], podman["command"]) == (["gateway"], ["--listen", "x"])
+    docker_kwargs = create_request(spec, "docker").kwargs
+    assert (docker_kwargs["entrypoint"], docker_kwargs["command"]) == ([], ["gateway", "--listen", "x"])

@@ -272,6 +272,10 @@ def create_request(spec: ContainerSpec, kind: EngineKind = "docker") -> CreateRe
     kwargs["ulimits"] = [docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in _podman_ulimits(spec)]
     if volumes:
         kwargs["volumes"] = {v.name: {"bind": v.target, "mode": v.mode} for v in volumes}
+    if spec.entrypoint == () and spec.command:
+        # Podman reads an empty entrypoint as "the image's own": the command's first word takes its place.
+        kwargs["entrypoint"] = [spec.command[0]]
+        kwargs["command"] = list(spec.command[1:])
     # No IPv6 in the container, not even on lo: what Docker gives a container on a network without it.
     kwargs["sysctls"] = dict.fromkeys(PODMAN_NO_IPV6, "1")
     return CreateRequest(kwargs, volumes)
