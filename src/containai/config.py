@@ -11,7 +11,9 @@ The defaults live here and nowhere else.
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -318,19 +320,58 @@ def _settings_table(data: Mapping[str, Any], where: Path, *, repo: bool) -> dict
     return {key: str(value) if not isinstance(value, str) else value for key, value in table.items()}
 
 
+REPO_CONFIG_MAX_BYTES = 256 * 2**10  # a repository's config is a few lines; its content is untrusted
+# The tables a repository's config may hold: its settings, the domains and the MCP servers it asks for.
+REPO_TABLES = frozenset({SETTINGS_TABLE, "network", "mcp_servers"})
+
+
 def load_repo_config(repo: Path) -> dict[str, Any]:
-    """A repository's .containai/config.toml as a table; an empty one when it has none."""
+    """A repository's .containai/config.toml as a table; an empty one when it has none.
+
+    The file is the repository's, so untrusted: it must be a regular file inside the repository (not a
+    link out of it, nor a device), at most ``REPO_CONFIG_MAX_BYTES``, valid TOML, with only the
+    tables in ``REPO_TABLES``. Anything else is refused with one line that says what to fix.
+    """
     path = repo / REPO_SETTINGS
     try:
-        text = path.read_text(encoding="utf-8")
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return {}
     except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", hint="check its permissions") from exc
+        reason = "it is a symbolic link" if exc.errno == errno.ELOOP else exc.strerror
+        raise ConfigError(
+            f"cannot read {path}: {reason}", hint="make it a plain file in the repository, or remove it"
+        ) from exc
+    with os.fdopen(fd, "rb") as handle:
+        info = os.fstat(handle.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path} is not a plain file", hint="make it a plain file, or remove it")
+        if not Path(os.path.realpath(path.parent)).is_relative_to(Path(os.path.realpath(repo))):
+            raise ConfigError(
+                f"{path} lies outside the repository (through a link)", hint="make .containai a plain folder"
+            )
+        data = handle.read(REPO_CONFIG_MAX_BYTES + 1)
+    if len(data) > REPO_CONFIG_MAX_BYTES:
+        raise ConfigError(
+            f"{path} is larger than {REPO_CONFIG_MAX_BYTES // 2**10} KiB",
+            hint="a repository's config holds a few settings, domains and servers: shorten it",
+        )
     try:
-        return tomllib.loads(text)
+        table = tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path} is not UTF-8 text", hint="fix the file") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path} is not valid TOML: {exc}", hint="fix the file") from exc
+    except RecursionError as exc:
+        raise ConfigError(f"{path} nests too deeply", hint="fix the file") from exc
+    unknown = sorted(set(table) - REPO_TABLES)
+    if unknown:
+        shown = ", ".join(repr(key)[:40] for key in unknown[:3]) + (" ..." if len(unknown) > 3 else "")
+        raise ConfigError(
+            f"{path}: {shown} is not something a repository's config may hold",
+            hint=f"the tables there are {', '.join(sorted(REPO_TABLES))}; remove the rest",
+        )
+    return table
 
 
 def resolve_settings(

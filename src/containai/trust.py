@@ -30,23 +30,11 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
+from containai.config import REPO_SETTINGS, load_repo_config
 from containai.egress.policy import parse_domain, parse_network_config
 from containai.errors import ConfigError
 
-REPO_CONFIG = Path(".containai") / "config.toml"
-
-
-def load_repo_config(repo: Path) -> dict[str, Any]:
-    """The repository's ``.containai/config.toml`` as a table; an empty one when it has none."""
-    path = repo / REPO_CONFIG
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return {}
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(
-            f"{path} cannot be read: {exc}", hint="fix or remove the repository's config"
-        ) from exc
+REPO_CONFIG = REPO_SETTINGS
 
 
 def repo_requests(repo: Path) -> tuple[str, ...]:

@@ -467,7 +467,7 @@ def test_a_bad_repo_server_names_the_repo_file(paths: Paths, repo: Path) -> None
     with pytest.raises(ConfigError, match=r"repo/\.containai/config\.toml: mcp_servers\.x"):
         resolve_mcp_servers(paths, repo)
     (repo / ".containai" / "config.toml").write_text("[mcp_servers.x\n")
-    with pytest.raises(ConfigError, match="cannot be read"):
+    with pytest.raises(ConfigError, match="is not valid TOML"):
         resolve_mcp_servers(paths, repo)
 
 

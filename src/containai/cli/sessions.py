@@ -47,9 +47,9 @@ def _repo_root(repo: Path | None) -> Path | None:
     return HostGit(start).toplevel()
 
 
-def session_settings(app: AppContext, repo: Path | None, options: SessionOptions) -> Settings:
+def session_settings(app: AppContext, root: Path | None, options: SessionOptions) -> Settings:
     return app.settings(
-        repo=_repo_root(repo),
+        repo=root,
         channel=options.channel,
         memory=options.memory,
         cpus=options.cpu,
@@ -60,19 +60,22 @@ def session_settings(app: AppContext, repo: Path | None, options: SessionOptions
 def build_request(
     app: AppContext, agent_name: str, repo: Path | None, mode: str, options: SessionOptions
 ) -> SessionRequest:
+    """The request for a session, with every input checked before the engine is touched."""
     from containai.agents.definition import get_agent
+    from containai.session.commands import find_repo
     from containai.session.manager import SessionRequest
     from containai.session.plan import Resources
     from containai.workspace.gate import GatePolicy
 
-    settings = session_settings(app, repo, options)
-    credential = model_credential(
-        app, settings, get_agent(agent_name, settings.paths.value.agents_dir), options.network_proxy
-    )
+    agent = get_agent(agent_name, app.paths.agents_dir)
+    found = find_repo(repo, Path.cwd(), paths=app.paths, environ=app.environ, branch=options.branch)
+    settings = session_settings(app, found.root if found else None, options)
+    credential = model_credential(app, settings, agent, options.network_proxy)
     return SessionRequest(
         agent=credential.agent,
         repo_path=repo,
         cwd=Path.cwd(),
+        repo=found,
         channel=settings.channel.value,
         mode=mode,
         network_proxy=options.network_proxy,

@@ -36,9 +36,9 @@ from types import MappingProxyType
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from containai.config import Paths, load_user_config
+from containai.config import Paths, load_repo_config, load_user_config
 from containai.errors import ConfigError
-from containai.trust import REPO_CONFIG, approved_mcp, load_repo_config
+from containai.trust import REPO_CONFIG, approved_mcp
 
 Source = Literal["user", "repo"]
 

@@ -16,17 +16,18 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 
+from containai import trust
 from containai.config import Paths
 from containai.egress import sidecar
 from containai.errors import EXIT_CONTAINAI, EXIT_WORK_KEPT, UsageError
 from containai.hostgit import HostGit
-from containai.mcp.config import McpServer, resolve_mcp_servers
+from containai.mcp.config import McpServer, repo_servers, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
 from containai.session import manager
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
-from containai.session.repo import RepoInfo, discover_repo
+from containai.session.repo import RepoInfo, discover_repo, protected_directories, validate_branch
 from containai.session.vscode import write_attach_config
 
 TMUX_SESSION = "agent"
@@ -85,10 +86,48 @@ def report_finish(result: manager.FinishResult, reporter: Reporter, prefix: str 
         reporter.warn(f"{prefix}{warning}")
 
 
+def find_repo(
+    repo_path: Path | None,
+    cwd: Path,
+    *,
+    paths: Paths,
+    environ: Mapping[str, str],
+    branch: str | None = None,
+) -> RepoInfo | None:
+    """The session's repository, checked before the engine is touched or anything is created.
+
+    Refuses, each with one line that says the fix: a path that is no repository's (a file, a bare
+    repository, one with no commits), a repository that is or holds a home folder or ContainAI's own
+    files, a ``--branch`` name git refuses, and a repository config that cannot be used.
+    """
+    owner = _owner(repo_path or cwd)
+    protected = protected_directories(
+        environ, extra=(paths.config_dir, paths.state_dir), owners=(owner,) if owner is not None else ()
+    )
+    repo = discover_repo(repo_path, cwd, protected=protected)
+    if repo is None:
+        return None
+    if branch is not None:
+        validate_branch(HostGit(repo.root), branch)
+    # The repository's requests are parsed now, so a hostile file is refused before anything exists.
+    trust.repo_requests(repo.root)
+    repo_servers(repo.root)
+    return repo
+
+
+def _owner(path: Path) -> int | None:
+    try:
+        return path.resolve().stat().st_uid
+    except OSError:
+        return None
+
+
 def start_session(
     runtime: ContainerRuntime, request: SessionRequest, *, paths: Paths, reporter: Reporter
 ) -> SessionPlan:
-    repo = discover_repo(request.repo_path, request.cwd)
+    repo = request.repo or find_repo(
+        request.repo_path, request.cwd, paths=paths, environ=os.environ, branch=request.branch
+    )
     if repo is None:
         reporter.note("no git repository here: the agent gets an empty workspace, and no work is pushed back")
     plan = manager.plan(

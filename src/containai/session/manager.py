@@ -88,6 +88,7 @@ class SessionRequest:
     gateway_upstream: str | None = None  # CONTAINAI_GATEWAY_UPSTREAM: another API endpoint
     gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
     scope: Mapping[str, str] = field(default_factory=dict)  # --label / CONTAINAI_LABELS
+    repo: RepoInfo | None = None  # found and checked already (commands.find_repo); else found at start
 
 
 @dataclass(frozen=True)

@@ -62,7 +62,7 @@ def choose_workspace(
         )
     uid, gid = owner or (AGENT_UID, AGENT_UID)
     if forced == "clone":
-        return WorkspaceChoice("clone", "shared clone (CONTAINAI_WORKSPACE=clone)", AGENT_UID, AGENT_UID)
+        return _clone(repo, "shared clone (CONTAINAI_WORKSPACE=clone)")
     reasons = []
     if not local_engine:
         reasons.append("the engine is not on this machine")
@@ -74,13 +74,27 @@ def choose_workspace(
         )
     if uid == 0:
         reasons.append("the repository is owned by root and the agent never runs as root")
+    if repo.linked:
+        reasons.append("its git directory is outside it (a linked worktree or a submodule)")
     if reasons:
         if forced == "overlay":
             raise UsageError(
                 f"cannot use an overlay workspace: {'; '.join(reasons)}", hint="unset CONTAINAI_WORKSPACE"
             )
-        return WorkspaceChoice("clone", f"shared clone ({'; '.join(reasons)})", AGENT_UID, AGENT_UID)
+        return _clone(repo, f"shared clone ({'; '.join(reasons)})")
     return WorkspaceChoice("overlay", "copy-on-write overlay of the repository", uid, gid)
+
+
+def _clone(repo: RepoInfo, reason: str) -> WorkspaceChoice:
+    """A shared clone of the repository's git directory, which the agent reads as its own uid."""
+    if not repo.readable_by_others:
+        raise UsageError(
+            f"the agent cannot read {repo.common_dir}: only its owner may, and in a shared clone the "
+            f"agent runs as uid {AGENT_UID}",
+            hint=f"let others read it (`chmod -R o+rX {shlex.quote(str(repo.common_dir))}`), or make the "
+            "repository a user's own (not root's), so that the agent runs as its owner",
+        )
+    return WorkspaceChoice("clone", reason, AGENT_UID, AGENT_UID)
 
 
 def parse_memory(text: str) -> int:
@@ -211,6 +225,8 @@ def render_setup_script(
     lines = ["set -eu", f"cd {WORKSPACE}", "git config --global --add safe.directory '*'"]
     if workspace.mode == "clone":
         # --shared borrows the read-only repo's objects: nothing is copied, and nothing can be written back.
+        # The mount is the repository's git directory, not its work tree: that works for a linked
+        # worktree or a submodule, and for a repository whose own folder only its owner may enter.
         lines.append(f"git clone --quiet --shared --no-checkout {REPO_MOUNT} {WORKSPACE}")
     if branch is not None:
         lines += [

@@ -6,8 +6,10 @@ the index or HEAD: branches are created and moved with ``update-ref`` and an exp
 
 from __future__ import annotations
 
+import os
+import pwd
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,39 +28,141 @@ class RepoInfo:
     head: str  # commit sha of HEAD
     current_branch: str | None  # None on a detached HEAD
     dirty: tuple[str, ...]
+    # The repository's git directory (the common one, for a linked worktree); None: ``root/.git``.
+    git_dir: Path | None = None
+    # Whether others than its owner can read the git directory and its objects (a shared clone's
+    # agent runs as its own uid and reads them through the read-only mount).
+    readable_by_others: bool = True
+
+    @property
+    def common_dir(self) -> Path:
+        return self.git_dir if self.git_dir is not None else self.root / ".git"
+
+    @property
+    def linked(self) -> bool:
+        """A linked worktree or a submodule (or ``--separate-git-dir``): its git directory is elsewhere."""
+        return self.common_dir != self.root / ".git"
+
+
+def protected_directories(
+    environ: Mapping[str, str], *, extra: Sequence[Path] = (), owners: Sequence[int] = ()
+) -> dict[Path, str]:
+    """Folders a session's repository must never be, nor hold, each with what it is: the homes
+    (``~/.ssh``, the secret stores) of the user, of this process's uid and of the repository's owner,
+    and ``extra`` (ContainAI's own folders)."""
+    found: dict[Path, str] = {}
+
+    def add(path: Path, what: str) -> None:
+        if path.is_absolute():
+            found.setdefault(path.resolve(), what)
+
+    if home := environ.get("HOME"):
+        add(Path(home), "your home folder")
+    for uid in (os.geteuid(), *owners):
+        try:
+            add(Path(pwd.getpwuid(uid).pw_dir), f"the home folder of uid {uid}")
+        except KeyError:
+            continue
+    for path in extra:
+        add(path, "ContainAI's own folder")
+    return found
+
+
+def _refuse_protected(top: Path, protected: Mapping[Path, str]) -> None:
+    for place, what in protected.items():
+        if place == top or place.is_relative_to(top):
+            where = "is" if place == top else f"holds {place},"
+            raise UsageError(
+                f"{top} {where} {what}: a session on it would put ~/.ssh and the secret stores in the "
+                "agent's reach",
+                hint="launch on the project's own repository (a folder inside your home), not on your home",
+            )
+
+
+def _readable_by_others(git_dir: Path) -> bool:
+    try:
+        return all((where.stat().st_mode & 0o005) == 0o005 for where in (git_dir, git_dir / "objects"))
+    except OSError:
+        return False
 
 
 def discover_repo(
-    path: Path | None, cwd: Path, *, host_git: Callable[[Path], HostGit] = HostGit
+    path: Path | None,
+    cwd: Path,
+    *,
+    host_git: Callable[[Path], HostGit] = HostGit,
+    protected: Mapping[Path, str] | None = None,
 ) -> RepoInfo | None:
-    """The repo containing ``path`` (or the working directory). None when there is none and no path was given."""
+    """The repo containing ``path`` (or the working directory). None when there is none and no path was given.
+
+    Refuses, each with the fix, what no session can work on: a path that is no folder, a bare
+    repository, one with no commits, and a repository that is (or holds) one of ``protected``.
+    """
     start = (path or cwd).resolve()
+    if path is not None and not start.exists():
+        raise UsageError(f"{path} does not exist", hint="pass the path of a git repository, or omit it")
     if path is not None and not start.is_dir():
-        raise UsageError(f"{path} is not a directory", hint="pass the path of a git repository, or omit it")
+        raise UsageError(
+            f"{path} is a file, not a folder",
+            hint=f"pass the repository's folder ({start.parent}), or omit REPO",
+        )
     try:
         top = host_git(start).toplevel()
     except HostToolError:
         top = None
     if top is None:
         if path is not None:
+            _refuse_git_dir(host_git(start), path)
             raise UsageError(
                 f"{path} is not inside a git repository",
                 hint="pass a repository's path, run `git init` there first, or omit REPO for an empty workspace",
             ) from None
         return None
+    top = top.resolve()
+    _refuse_protected(top, protected or {})
     git = host_git(top)
     head = git.commit_of("HEAD")
+    branch = git.text("symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
     if not head:
+        unborn = f" (its branch {branch} has none)" if branch else ""
         raise UsageError(
-            f"{top} has no commits yet",
+            f"{top} has no commits yet{unborn}",
             hint="make a first commit (`git commit --allow-empty -m init`), then launch",
         )
-    branch = git.text("symbolic-ref", "--quiet", "--short", "HEAD", check=False) or None
+    found = git.text("rev-parse", "--path-format=absolute", "--git-common-dir", check=False)
+    git_dir = Path(found).resolve() if found else top / ".git"
     status = git.run("status", "--porcelain=v1", "-z", "--untracked-files=normal").stdout
     dirty = tuple(
         entry[3:].decode("utf-8", "surrogateescape") for entry in status.split(b"\0") if len(entry) > 3
     )
-    return RepoInfo(root=top, name=top.name, head=head, current_branch=branch, dirty=dirty)
+    return RepoInfo(
+        root=top,
+        name=top.name,
+        head=head,
+        current_branch=branch,
+        dirty=dirty,
+        git_dir=git_dir,
+        readable_by_others=_readable_by_others(git_dir),
+    )
+
+
+def _refuse_git_dir(git: HostGit, path: Path) -> None:
+    """A bare repository, or a folder inside a git directory: there is no work tree to give the agent."""
+    try:
+        bare = git.text("rev-parse", "--is-bare-repository", check=False) == "true"
+        inside = git.text("rev-parse", "--is-inside-git-dir", check=False) == "true"
+    except HostToolError:
+        return
+    if bare:
+        raise UsageError(
+            f"{path} is a bare repository: it has no work tree for the agent to work in",
+            hint=f"clone it (`git clone {path} WORK`) and launch on the clone",
+        )
+    if inside:
+        raise UsageError(
+            f"{path} is inside a repository's .git folder",
+            hint="pass the repository's top folder (the one that holds .git)",
+        )
 
 
 def validate_branch(git: HostGit, name: str) -> str:

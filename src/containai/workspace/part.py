@@ -59,7 +59,10 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             Mount(CACHE, home[1], "volume"),
         ]
         if ctx.repo is not None:
-            mounts.append(Mount(REPO_MOUNT, str(ctx.repo.root), "bind", read_only=True))
+            # A shared clone reads only the git directory (see render_setup_script); an overlay's agent
+            # is the owner and the repository is its lower layer.
+            source = ctx.repo.root if overlay else ctx.repo.common_dir
+            mounts.append(Mount(REPO_MOUNT, str(source), "bind", read_only=True))
         return PartPlan(self.role, WorkspacePlan(volume, opts, home, overlay), mounts=tuple(mounts))
 
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
