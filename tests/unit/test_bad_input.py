@@ -295,8 +295,11 @@ def test_a_git_directory_only_its_owner_can_read_is_refused_for_a_clone(tmp_path
     with pytest.raises(UsageError, match="the agent cannot read") as refused:
         choose_workspace(private, owner=(0, 0), local_engine=True, rootless=False)
     assert refused.value.hint is not None and "chmod -R o+rX" in refused.value.hint
-    # Its owner's agent, in an overlay, reads it as the owner.
+    # Its owner's agent, in an overlay, reads it as the owner; so does a clone's agent of the same uid.
     assert choose_workspace(private, owner=(1000, 1000), local_engine=True, rootless=False).mode == "overlay"
+    assert choose_workspace(private, owner=(1000, 1000), local_engine=False, rootless=False).mode == "clone"
+    with pytest.raises(UsageError, match="the agent cannot read"):
+        choose_workspace(private, owner=(1234, 1234), local_engine=False, rootless=False)
 
 
 def test_a_detached_head_gets_a_session_branch_from_its_commit(tmp_path: Path) -> None:

@@ -62,7 +62,7 @@ def choose_workspace(
         )
     uid, gid = owner or (AGENT_UID, AGENT_UID)
     if forced == "clone":
-        return _clone(repo, "shared clone (CONTAINAI_WORKSPACE=clone)")
+        return _clone(repo, "shared clone (CONTAINAI_WORKSPACE=clone)", uid)
     reasons = []
     if not local_engine:
         reasons.append("the engine is not on this machine")
@@ -81,13 +81,13 @@ def choose_workspace(
             raise UsageError(
                 f"cannot use an overlay workspace: {'; '.join(reasons)}", hint="unset CONTAINAI_WORKSPACE"
             )
-        return _clone(repo, f"shared clone ({'; '.join(reasons)})")
+        return _clone(repo, f"shared clone ({'; '.join(reasons)})", uid)
     return WorkspaceChoice("overlay", "copy-on-write overlay of the repository", uid, gid)
 
 
-def _clone(repo: RepoInfo, reason: str) -> WorkspaceChoice:
+def _clone(repo: RepoInfo, reason: str, owner_uid: int) -> WorkspaceChoice:
     """A shared clone of the repository's git directory, which the agent reads as its own uid."""
-    if not repo.readable_by_others:
+    if not repo.readable_by_others and owner_uid != AGENT_UID:
         raise UsageError(
             f"the agent cannot read {repo.common_dir}: only its owner may, and in a shared clone the "
             f"agent runs as uid {AGENT_UID}",
