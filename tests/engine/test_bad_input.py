@@ -129,7 +129,8 @@ WORKS = [
 
 
 @pytest.mark.parametrize("case", WORKS, ids=[case.id for case in WORKS])
-@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+# Root's repository gets the shared clone; a user's own the overlay, unless the case rules it out.
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned", "user-owned"])
 def test_unusual_repositories_work_end_to_end(
     env: dict[str, str], tmp_path: Path, engine: Engine, case: Works, owner: int | None
 ) -> None:
