@@ -434,14 +434,13 @@ def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
 def gc(app: AppContext, labels: tuple[str, ...]) -> None:
     """Remove what dead sessions left behind (containers, volumes, networks), bringing their work home first."""
     from containai.session import manager
-    from containai.workspace.gate import GatePolicy
 
     settings = app.settings(labels=labels)
     removed = manager.gc(
         app.runtime(),
         state_root=app.paths.sessions_dir,
         reporter=reporter(app),
-        policy=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+        policy=settings.gate_policy(),
         scope=settings.labels.value,
     )
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)

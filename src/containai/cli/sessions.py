@@ -63,7 +63,6 @@ def build_request(
     from containai.agents.definition import get_agent
     from containai.session.manager import SessionRequest
     from containai.session.plan import Resources
-    from containai.workspace.gate import GatePolicy
 
     settings = session_settings(app, repo, options)
     credential = model_credential(
@@ -90,7 +89,7 @@ def build_request(
         credential=credential.secret,
         login=credential.login,
         gateway_upstream=settings.gateway_upstream.value,
-        gate=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+        gate=settings.gate_policy(),
         scope=settings.labels.value,
     )
 
@@ -302,7 +301,6 @@ def remove(
         raise UsageError("name one session, or pass --all", hint="see `list-agents`")
     from containai.session import manager
     from containai.session.commands import report_finish
-    from containai.workspace.gate import GatePolicy
 
     runtime = app.runtime()
     settings = app.settings(labels=labels)
@@ -319,7 +317,7 @@ def remove(
             push=not no_push,
             keep_branch=keep_branch,
             state_root=app.paths.sessions_dir,
-            policy=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+            policy=settings.gate_policy(),
         )
         report_finish(result, reporter(app), prefix=f"{each}: ")
         if result.kept:

@@ -5,6 +5,7 @@ never reads its config, hooks or attributes, and never lets the bundle's objects
 host repository until every check has passed in a quarantine repository:
 
     bundle file ──parse header──> refs and prerequisites (ours, not git's, parser)
+                ├─scan the pack─> every object's and delta result's size within the blob limit (ours)
                 └─index-pack────> quarantine.git (objects/info/alternates -> host objects)
                                    ├── index-pack --strict     fsck of every object the bundle carries
                                    ├── merge-base --is-ancestor base tip
@@ -31,8 +32,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 from containai.errors import GateRefused, HostToolError, UsageError
-from containai.hostgit import FSCK_ERRORS, HEX_LENGTH, PACK_TIMEOUT, HostGit
+from containai.hostgit import (
+    DEFAULT_MEMORY,
+    FSCK_ERRORS,
+    HEX_LENGTH,
+    PACK_TIMEOUT,
+    GitLimits,
+    HostGit,
+    failure,
+)
 from containai.text import printable
+from containai.workspace.pack import PackRefused, PackTooLarge, scan_pack
 
 __all__ = [
     "GatePolicy",
@@ -48,6 +58,8 @@ class GatePolicy:
     max_blob_bytes: int = 50 * 2**20
     # Caps the input to index-pack too, so a bundle cannot fill the quarantine's disk unchecked.
     max_bundle_bytes: int = 2**30
+    # Address space of each host git process the gate runs (GitLimits); None: no limit.
+    git_memory_bytes: int | None = DEFAULT_MEMORY
 
 
 @dataclass(frozen=True)
@@ -434,7 +446,7 @@ def import_bundle(
 
     Raises GateRefused (every reason found) when the bundle fails a check; nothing is written then.
     """
-    git = git or HostGit(repo)
+    git = git or HostGit(repo, limits=GitLimits(policy.git_memory_bytes))
     ref = f"refs/heads/{branch}"
     if not git.valid_branch_name(branch):
         raise UsageError(
@@ -511,6 +523,18 @@ def _validate(
             # Nothing below can run without the branch, the base and every prerequisite.
             raise refuse(reasons)
 
+        # Sizes first, read by us: a few KiB of delta can ask index-pack for gigabytes.
+        stream.seek(header.pack_offset)
+        try:
+            scan_pack(stream, max_object_bytes=policy.max_blob_bytes, object_format=header.object_format)
+        except PackTooLarge as exc:
+            # Checked before git sees the pack, so by object, not by path: git has not named them yet.
+            raise refuse(
+                [f"the bundle's pack is over the blob limit (CONTAINAI_GATE_MAX_BLOB): {exc}"]
+            ) from None
+        except PackRefused as exc:
+            raise refuse([f"the bundle's pack is unusable: {exc}"]) from None
+
         # An empty --template: the quarantine gets no sample hooks or info/exclude, only what we write.
         git.run(
             "init", "--bare", "--quiet", "--template=", f"--object-format={object_format}", str(quarantine),
@@ -522,17 +546,18 @@ def _validate(
         # index-pack reads the file descriptor, not Python's buffer: position the descriptor itself.
         os.lseek(stream.fileno(), header.pack_offset, os.SEEK_SET)
         indexed = git.run(
-            "index-pack", "--stdin", "--fix-thin", f"--max-input-size={policy.max_bundle_bytes}",
+            "index-pack", "--stdin", "--fix-thin", "--threads=1", f"--max-input-size={policy.max_bundle_bytes}",
             git_dir=quarantine, stdin=stream, check=False, timeout=PACK_TIMEOUT,
         )  # fmt: skip
         if indexed.returncode != 0:
-            raise refuse([f"the bundle's pack is unusable: {_last_line(indexed.stderr)}"])
+            raise refuse([f"the bundle's pack is unusable: {failure(indexed)}"])
 
     # git's own fsck rules, on exactly the objects the bundle carried (git fsck would walk the whole host).
     pack = quarantine / "objects" / "pack" / f"pack-{indexed.stdout.decode().split()[-1]}.pack"
     verify = git.run(
         "index-pack",
         _STRICT,
+        "--threads=1",
         "-o",
         str(quarantine / "verify.idx"),
         str(pack),
