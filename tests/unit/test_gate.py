@@ -873,3 +873,89 @@ def test_parse_bundle_header_reads_v3_with_object_format() -> None:
     assert (header.version, header.prerequisites, header.refs) == (3, (sha,), ((sha, "refs/heads/x"),))
     with pytest.raises(ValueError, match="unsupported bundle capability"):
         parse_bundle_header(io.BytesIO(data.replace(b"@object-format=sha1", b"@filter=blob:none")))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Partial import: the commits before a refused one land; the rest is kept as a bundle, in no ref
+
+
+def partial_import(world: World, keep: Path) -> ImportResult:
+    bundle = world.bundle(REF, f"^{world.base}")
+    return import_bundle(
+        world.host, bundle, branch=BRANCH, base=world.base, now=lambda: FIXED_NOW, keep_refused=keep
+    )
+
+
+def test_the_honest_commits_before_a_refused_one_land(world: World, tmp_path: Path) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    second = world.agent_commit({b"a.txt": ("100644", b"2\n")}, parent=first)
+    hostile = world.agent_commit(
+        {b"a.txt": ("100644", b"2\n"), b"docs/escape": ("120000", b"/etc/passwd")}, parent=second
+    )
+    world.agent_commit({b"a.txt": ("100644", b"3\n")}, parent=hostile)
+    keep = tmp_path / "state" / "refused" / "rest.bundle"
+    before = snapshot(world.host)
+    result = partial_import(world, keep)
+    assert (result.branch, result.tip, result.commits, result.created) == (BRANCH, second, 2, True)
+    assert git(world.host, "rev-parse", BRANCH) == second
+    refusal = result.refused
+    assert refusal is not None
+    assert (refusal.commit, refusal.subject, refusal.commits, refusal.bundle) == (
+        hostile,
+        "agent work",
+        2,
+        keep,
+    )
+    assert refusal.reasons == ("symlink 'docs/escape' -> '/etc/passwd': absolute target",)
+    # The refused commits are in no ref, not even in the host's objects: only in the kept bundle.
+    assert (
+        subprocess.run(["git", "-C", str(world.host), "cat-file", "-e", hostile], check=False).returncode != 0
+    )
+    heads = git(world.host, "bundle", "list-heads", str(keep))
+    assert heads == f"{git(world.container, 'rev-parse', REF)} {REF}"
+    assert f"-{second}" in keep.read_bytes().decode("utf-8", "replace")
+    assert_work_tree_untouched(before, snapshot(world.host))
+    assert not world.canary.exists()
+
+
+def test_a_refused_first_commit_lands_nothing_and_keeps_the_bundle(world: World, tmp_path: Path) -> None:
+    hostile = world.agent_commit({b"docs/escape": ("120000", b"../../x")})
+    world.agent_commit({b"a.txt": ("100644", b"1\n")}, parent=hostile)
+    keep = tmp_path / "state" / "refused" / "rest.bundle"
+    with pytest.raises(GateRefused) as caught:
+        partial_import(world, keep)
+    assert caught.value.bundle == keep
+    assert str(keep) in caught.value.message
+    assert git(world.host, "bundle", "list-heads", str(keep)).endswith(REF)
+    assert git(world.host, "branch", "--list", BRANCH) == ""
+
+
+def test_a_merge_that_brings_a_refused_commit_stops_the_line_before_it(world: World, tmp_path: Path) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    side = world.agent_commit({b"a.txt": ("100644", b"1\n"), b"up": ("120000", b"..")}, parent=first)
+    tree = git(world.container, "rev-parse", f"{first}^{{tree}}")
+    merge = git(world.container, "commit-tree", tree, "-p", first, "-p", side, "-m", "merge")
+    git(world.container, "update-ref", REF, merge)
+    result = partial_import(world, tmp_path / "rest.bundle")
+    assert (result.tip, result.commits) == (first, 1)
+    assert result.refused is not None
+    assert result.refused.commit == side
+    assert result.refused.commits == 2  # the side commit and the merge
+
+
+def test_fsck_findings_are_charged_to_the_commit_that_brings_them(world: World, tmp_path: Path) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    world.agent_commit({b"a.txt": ("100644", b"1\n"), b"sub/.git/config": ("100644", b"x")}, parent=first)
+    result = partial_import(world, tmp_path / "rest.bundle")
+    assert (result.tip, result.commits) == (first, 1)
+    assert result.refused is not None
+    assert any(r.startswith("fsck:") and "hasDotgit" in r for r in result.refused.reasons)
+
+
+def test_without_a_place_to_keep_it_the_refused_rest_is_only_described(world: World) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    world.agent_commit({b"x": ("120000", b"/etc")}, parent=first)
+    result = import_bundle(world.host, world.bundle(REF, f"^{world.base}"), branch=BRANCH, base=world.base)
+    assert result.tip == first
+    assert result.refused is not None
+    assert result.refused.bundle is None
