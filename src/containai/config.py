@@ -26,6 +26,7 @@ from containai.errors import ConfigError, ContainAIError, UsageError
 
 if TYPE_CHECKING:
     from containai.egress.sidecar import Lab
+    from containai.workspace.gate import GatePolicy
 
 T = TypeVar("T")
 
@@ -221,6 +222,7 @@ class Settings:
     labels: Resolved[Mapping[str, str]]
     gateway_upstream: Resolved[str | None]
     gate_max_blob: Resolved[int]
+    gate_git_memory: Resolved[int]  # bytes of address space for each host git process of the gate
     npm_registry: Resolved[str]
     extra_ca_cert: Resolved[Path | None]
     network: Resolved[NetworkSettings]
@@ -237,6 +239,14 @@ class Settings:
     def to_json(self) -> dict[str, Any]:
         return {name: {"value": value, "source": source} for name, value, source in self.rows()}
 
+    def gate_policy(self) -> GatePolicy:
+        """The git gate's limits, from these settings."""
+        from containai.workspace.gate import GatePolicy
+
+        return GatePolicy(
+            max_blob_bytes=self.gate_max_blob.value, git_memory_bytes=self.gate_git_memory.value
+        )
+
 
 SETTING_NAMES = (
     "paths",
@@ -250,6 +260,7 @@ SETTING_NAMES = (
     "labels",
     "gateway_upstream",
     "gate_max_blob",
+    "gate_git_memory",
     "npm_registry",
     "extra_ca_cert",
     "network",
@@ -262,6 +273,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "workspace": str,
     "gateway_upstream": str,
     "gate_max_blob": (str, int),
+    "gate_git_memory": (str, int),
     "npm_registry": str,
 }
 
@@ -269,7 +281,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
 def _display(name: str, value: Any) -> str:
     if value is None:
         return "auto" if name in ("runtime", "workspace") else "none"
-    if name == "memory" or name == "gate_max_blob":
+    if name in ("memory", "gate_max_blob", "gate_git_memory"):
         return _size_text(int(value))
     if name == "cpus":
         return f"{value / 10**9:g}"
@@ -385,6 +397,7 @@ def resolve_settings(
 ) -> Settings:
     """Flags > environment > the repository's file > the user's file > defaults, each with its source."""
     from containai.egress.policy import parse_network_config
+    from containai.hostgit import DEFAULT_MEMORY as GIT_MEMORY
     from containai.images.catalog import parse_channel
     from containai.session.extra_args import parse_extra_args
     from containai.session.naming import parse_scope
@@ -480,6 +493,11 @@ def resolve_settings(
             pick("gate_max_blob", env("CONTAINAI_GATE_MAX_BLOB")),
             lambda text: parse_size(text, "gate_max_blob"),
             GatePolicy().max_blob_bytes,
+        ),
+        gate_git_memory=convert(
+            pick("gate_git_memory", env("CONTAINAI_GATE_GIT_MEMORY")),
+            lambda text: parse_size(text, "gate_git_memory"),
+            GIT_MEMORY,
         ),
         npm_registry=convert(pick("npm_registry", env("CONTAINAI_NPM_REGISTRY")), str, DEFAULT_NPM_REGISTRY),
         extra_ca_cert=Resolved(Path(ca_env), "environment CONTAINAI_EXTRA_CA_CERT")

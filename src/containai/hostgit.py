@@ -11,20 +11,76 @@ take, so a unit test can hand in a subclass that scripts the answers.
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
+import resource
 import shutil
+import signal
 import subprocess
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 from typing import Any, BinaryIO
 
 from containai.errors import HostToolError
 
-__all__ = ["FSCK_ERRORS", "HEX_LENGTH", "USER_KEYS", "HostGit", "clean_env", "owner_identity"]
+__all__ = [
+    "FSCK_ERRORS",
+    "HEX_LENGTH",
+    "USER_KEYS",
+    "GitLimits",
+    "HostGit",
+    "clean_env",
+    "failure",
+    "owner_identity",
+]
 
 DEFAULT_TIMEOUT = 120.0  # seconds; a query on a local repository takes milliseconds
 PACK_TIMEOUT = 1800.0  # index-pack, fetch and checkout of a bundle near the gate's size limit
+DEFAULT_MEMORY = 2 * 2**30  # bytes of address space for each host git process
+
+
+@dataclass(frozen=True)
+class GitLimits:
+    """What each host git process may use; its children (fetch runs index-pack) inherit the same.
+
+    ``memory_bytes`` is the address space (RLIMIT_AS). The CPU limit (RLIMIT_CPU) is each call's
+    wall-clock timeout: one pack thread makes CPU time no more than wall time, and unlike the
+    timeout, it also stops a child that outlives a killed parent. ``None`` switches both off.
+    """
+
+    memory_bytes: int | None = DEFAULT_MEMORY
+
+    def config(self) -> tuple[str, ...]:
+        """``-c`` pairs that keep git inside the limit: one pack thread, pack mappings well below it."""
+        pairs = ["pack.threads=1"]
+        if self.memory_bytes is not None:
+            # git maps pack files in windows (1 GiB each by default, up to 8 GiB or more in all) and
+            # dies when a mapping fails: keep the windows small and their total a fraction of the limit.
+            pairs += [
+                f"core.packedGitWindowSize={max(self.memory_bytes // 64, 1 << 20)}",
+                f"core.packedGitLimit={max(self.memory_bytes // 4, 1 << 20)}",
+                f"core.deltaBaseCacheLimit={max(self.memory_bytes // 32, 1 << 20)}",
+            ]
+        return tuple(arg for pair in pairs for arg in ("-c", pair))
+
+    def preexec(self, timeout: float) -> Callable[[], None] | None:
+        """A ``preexec_fn`` that sets the limits in the child, before git runs; None when off."""
+        if self.memory_bytes is None:
+            return None
+        # Built here, in the parent: the child only makes two system calls (fork-safe).
+        memory = (self.memory_bytes, self.memory_bytes)
+        cpu_seconds = max(1, math.ceil(timeout))
+        cpu = (cpu_seconds, cpu_seconds + 5)  # SIGXCPU at the soft limit, SIGKILL at the hard one
+
+        def limit() -> None:
+            resource.setrlimit(resource.RLIMIT_AS, memory)
+            resource.setrlimit(resource.RLIMIT_CPU, cpu)
+
+        return limit
+
 
 HEX_LENGTH = {"sha1": 40, "sha256": 64}
 
@@ -109,6 +165,21 @@ def _last_line(stderr: bytes) -> str:
     return lines[-1] if lines else ""
 
 
+def failure(result: subprocess.CompletedProcess[bytes]) -> str:
+    """Why a git call failed: its last words, or the signal (a limit) that stopped it."""
+    if result.returncode == -signal.SIGXCPU:
+        return "stopped at its CPU time limit"
+    if result.returncode < 0:
+        return f"killed by {signal.Signals(-result.returncode).name}"
+    return _last_line(result.stderr) or f"exit {result.returncode}"
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.communicate()
+
+
 class HostGit:
     """The host's git, bound to ``repo``: a repository, or a folder in one (see ``toplevel``)."""
 
@@ -119,11 +190,13 @@ class HostGit:
         environ: Mapping[str, str] | None = None,
         run_as: Mapping[str, Any] | None = None,
         timeout: float = DEFAULT_TIMEOUT,
+        limits: GitLimits = GitLimits(),
     ) -> None:
         self.repo = repo
         self._environ = os.environ if environ is None else environ
         self.run_as: Mapping[str, Any] = owner_identity(repo) if run_as is None else dict(run_as)
         self.timeout = timeout
+        self.limits = limits
 
     def __repr__(self) -> str:
         return f"HostGit({str(self.repo)!r})"
@@ -145,7 +218,7 @@ class HostGit:
         """The command line for ``git args``: in ``repo``, or in the bare ``git_dir`` (the gate's own)."""
         where = (f"--git-dir={git_dir}",) if git_dir is not None else ("-C", str(self.repo))
         trusted = [arg for path in self.trusted_directories for arg in ("-c", f"safe.directory={path}")]
-        return [self.executable, *HARDENING, *trusted, *config, *where, *args]
+        return [self.executable, *HARDENING, *self.limits.config(), *trusted, *config, *where, *args]
 
     def run(
         self,
@@ -185,28 +258,35 @@ class HostGit:
         timeout: float,
     ) -> subprocess.CompletedProcess[bytes]:
         try:
-            result = subprocess.run(
+            # Its own process group, so that a timeout ends git's children too (fetch's index-pack).
+            process = subprocess.Popen(
                 argv,
-                input=input_bytes,
-                stdin=stdin,
-                capture_output=True,
+                stdin=subprocess.PIPE if input_bytes is not None else stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
                 env=dict(env),
                 cwd=cwd,
-                check=False,
-                timeout=timeout,
+                start_new_session=True,
+                preexec_fn=self.limits.preexec(timeout),  # two setrlimit calls: fork-safe
                 **self.run_as,
             )
-        except subprocess.TimeoutExpired:
-            raise HostToolError(
-                f"git {verb} did not finish within {timeout:g} seconds in {self.repo}",
-                hint="check that the repository is on a local, responsive disk, then try again",
-            ) from None
         except OSError as exc:  # cwd gone, or not reachable as the owner
             raise HostToolError(f"git {verb} could not run in {self.repo}: {exc.strerror}") from None
+        with process:
+            try:
+                stdout, stderr = process.communicate(input_bytes, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                _kill_group(process)
+                raise HostToolError(
+                    f"git {verb} did not finish within {timeout:g} seconds in {self.repo}",
+                    hint="check that the repository is on a local, responsive disk, then try again",
+                ) from None
+            except BaseException:
+                _kill_group(process)
+                raise
+        result = subprocess.CompletedProcess(argv, process.returncode, stdout, stderr)
         if check and result.returncode != 0:
-            raise HostToolError(
-                f"git {verb} failed in {self.repo}: {_last_line(result.stderr) or f'exit {result.returncode}'}"
-            )
+            raise HostToolError(f"git {verb} failed in {self.repo}: {failure(result)}")
         return result
 
     def text(self, *args: str, check: bool = True, **kwargs: Any) -> str:

@@ -321,6 +321,107 @@ def test_hostile_history_is_refused_and_the_work_is_kept(
     assert session_resources(engine.client, summary["session_id"]) == []
 
 
+TESTS = Path(__file__).resolve().parents[1]
+
+# The agent plants a pack (a 1 MiB blob and a delta on it that builds 4 GiB), commits both files
+# through plumbing (nothing reads the 4 GiB), and leaves its work tree as it was.
+DELTA_BOMB = """set -e
+read base bomb < <(python3 tools/plant_delta_bomb.py "$(git rev-parse --git-dir)" 4294967296)
+tree=$( (git ls-tree HEAD; printf '100644 blob %s\\tbase.bin\\n100644 blob %s\\tbig.bin\\n' "$base" "$bomb") | git mktree)
+git reset -q --soft "$(git commit-tree "$tree" -p HEAD -m 'a delta bomb')"
+"""
+
+
+def test_a_delta_bomb_is_refused_before_host_git_sees_it_and_the_work_is_kept(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    repo = make_repo(tmp_path)
+    (repo / "tools").mkdir()
+    for source in (TESTS / "packs.py", TESTS / "engine" / "plant_delta_bomb.py"):
+        shutil.copy(source, repo / "tools" / source.name)
+    git(repo, "add", "tools")
+    git(repo, "commit", "-q", "-m", "the agent's tools")
+    # Every host git ContainAI runs goes through this shim, which notes its arguments.
+    shims = tmp_path / "shims"
+    shims.mkdir()
+    calls = tmp_path / "git-calls"
+    real_git = shutil.which("git")
+    (shims / "git").write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real_git} "$@"\n')
+    (shims / "git").chmod(0o755)
+    shimmed = {**env, "PATH": f"{shims}:{env['PATH']}"}
+    result = prompt(shimmed, repo, DELTA_BOMB, "--json")
+    assert result.returncode == EXIT_WORK_KEPT, result.stderr
+    reason = "its delta would build an object of 4294967296 bytes, over the 52428800-byte blob limit"
+    assert reason in result.stderr
+    summary = json.loads(result.stdout[result.stdout.index("{") :])
+    assert summary["kept"] is True and reason in summary["kept_reason"]
+    assert "(OFS_DELTA at byte " in summary["kept_reason"] and "\n" not in summary["kept_reason"]
+    ran = calls.read_text().splitlines()
+    assert any(" bundle" in line or "rev-parse" in line for line in ran)  # the shim saw host git
+    assert not [line for line in ran if "index-pack" in line or " fetch " in line]
+    assert git(repo, "rev-parse", "shell/session-1") == git(repo, "rev-parse", "main")
+    assert session_resources(engine.client, summary["session_id"]) != []  # the session is kept
+    shown = containai(env, "logs", summary["session"], "--refused")
+    assert shown.returncode == 0, shown.stderr
+    assert (
+        "reason: the bundle's pack is over the blob limit (CONTAINAI_GATE_MAX_BLOB): pack object"
+        in shown.stdout
+    )
+    assert reason in shown.stdout
+    removed = launcher(env, "remove-agent", summary["session"], "--no-push", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert session_resources(engine.client, summary["session_id"]) == []
+
+
+def test_the_honest_commits_before_a_refused_one_come_home(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    repo = make_repo(tmp_path)
+    script = (
+        "echo 1 > a.txt && git add a.txt && git commit -qm 'honest one' && "
+        "echo 2 > b.txt && git add b.txt && git commit -qm 'honest two' && "
+        "ln -s /etc/passwd leak && git add leak && git commit -qm 'steal' && "
+        "echo 3 > c.txt && git add c.txt && git commit -qm 'after'"
+    )
+    result = prompt(env, repo, script, "--json")
+    assert result.returncode == EXIT_WORK_KEPT, result.stderr
+    name = json.loads(result.stdout[result.stdout.index("{") :])["session"]
+    assert "2 commit(s) brought back to shell/session-1; commit " in result.stderr
+    assert "(steal) was refused: symlink 'leak' -> '/etc/passwd': absolute target" in result.stderr
+    assert f"`containai logs {name} --refused`" in result.stderr
+    assert git(repo, "log", "--format=%s", "main..shell/session-1").split("\n")[:2] == [
+        "honest two",
+        "honest one",
+    ]
+    assert git(repo, "rev-list", "--count", "main..shell/session-1").strip() == "2"
+    refused = json.loads(containai(env, "logs", name, "--refused", "--json").stdout)
+    hostile = refused["refused_commit"]
+    assert (refused["landed_commits"], refused["refused_subject"], refused["refused_commits"]) == (
+        2,
+        "steal",
+        2,
+    )
+    # The refused commits are in no ref, nor even among the host's objects: only in the kept bundle.
+    gone = subprocess.run(
+        ["git", "-C", str(repo), "cat-file", "-e", hostile], capture_output=True, check=False
+    )
+    assert gone.returncode != 0
+    bundle = Path(refused["bundle"])
+    assert bundle.is_file()
+    assert git(repo, "bundle", "list-heads", str(bundle)).endswith(" refs/heads/shell/session-1\n")
+    shown = containai(env, "logs", name, "--refused")
+    assert shown.returncode == 0, shown.stderr
+    assert f"refused commit: {hostile} steal" in shown.stdout
+    assert "reason: symlink 'leak' -> '/etc/passwd': absolute target" in shown.stdout
+    assert f"bundle: {bundle}" in shown.stdout
+    assert session_resources(
+        engine.client, json.loads(result.stdout[result.stdout.index("{") :])["session_id"]
+    )
+    removed = launcher(env, "remove-agent", name, "--no-push", "--yes")
+    assert removed.returncode == 0, removed.stderr
+    assert git(repo, "rev-list", "--count", "main..shell/session-1").strip() == "2"  # what landed stays
+
+
 def test_eight_concurrent_sessions_get_eight_branches(env: dict[str, str], tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
 
@@ -560,7 +661,11 @@ def test_blob_limit_is_configurable(env: dict[str, str], tmp_path: Path) -> None
     result = prompt(limited, repo, big, "--json")
     assert result.returncode == EXIT_WORK_KEPT
     summary = json.loads(result.stdout[result.stdout.index("{") :])
-    assert summary["kept"] is True and "big.bin" in summary["kept_reason"]
+    # The pack scan refuses it before git has named it: by its size, not its path.
+    assert (
+        summary["kept"] is True
+        and "declares 4096 bytes, over the 1024-byte blob limit" in summary["kept_reason"]
+    )
     assert launcher(limited, "remove-agent", summary["session"], "--no-push", "--yes").returncode == 0
     allowed = prompt(env, repo, big)
     assert allowed.returncode == 0, allowed.stderr

@@ -5,16 +5,19 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import resource
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from containai.errors import GateRefused
-from containai.hostgit import HostGit
+from containai.errors import GateRefused, HostToolError
+from containai.hostgit import GitLimits, HostGit
 from containai.workspace.gate import (
     GatePolicy,
     ImportResult,
@@ -25,6 +28,8 @@ from containai.workspace.gate import (
     parse_bundle_header,
     render_export_script,
 )
+
+from .. import packs
 
 BRANCH = "claude/session-3"
 REF = f"refs/heads/{BRANCH}"
@@ -647,11 +652,99 @@ def test_dotgit_is_refused_by_fsck_and_by_the_gate_together(world: World) -> Non
     assert str(caught.value).endswith("more)")
 
 
-def test_oversized_blob_is_refused_with_its_path_and_size(world: World) -> None:
+def test_oversized_blob_is_refused_by_the_pack_scan_with_its_size(world: World) -> None:
     bundle = world.session_bundle({b"data/big.bin": ("100644", b"x" * 2000), b"small.txt": ("100644", b"ok")})
     with pytest.raises(GateRefused) as caught:
         do_import(world, bundle, GatePolicy(max_blob_bytes=1000))
-    assert caught.value.reasons == ("'data/big.bin': blob of 2000 bytes exceeds the 1000-byte limit",)
+    (reason,) = caught.value.reasons
+    assert reason.startswith(
+        "the bundle's pack is over the blob limit (CONTAINAI_GATE_MAX_BLOB): pack object "
+    )
+    assert reason.endswith("declares 2000 bytes, over the 1000-byte blob limit")
+
+
+class RecordingGit(HostGit):
+    """The host's git, noting each command it runs."""
+
+    def __init__(self, repo: Path, **kwargs: Any) -> None:
+        super().__init__(repo, **kwargs)
+        self.commands: list[str] = []
+
+    def run(self, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        self.commands.append(args[0])
+        return super().run(*args, **kwargs)
+
+
+def delta_bomb_bundle(world: World, result_size: int) -> Path:
+    """A few KiB of bundle: a blob and a delta on it that builds ``result_size`` bytes."""
+    path = world.bundles / "bomb.bundle"
+    header = f"# v2 git bundle\n-{world.base} base\n{'a' * 40} {REF}\n\n".encode()
+    path.write_bytes(header + packs.delta_bomb(result_size))
+    return path
+
+
+def test_a_delta_bomb_is_refused_by_the_scan_before_host_git_sees_it(world: World) -> None:
+    bundle = delta_bomb_bundle(world, 4 * 2**30)
+    assert bundle.stat().st_size < 64 * 1024
+    before = snapshot(world.host)
+    recording = RecordingGit(world.host)
+    with pytest.raises(GateRefused) as caught:
+        import_bundle(world.host, bundle, branch=BRANCH, base=world.base, git=recording)
+    (reason,) = caught.value.reasons
+    assert reason.startswith(
+        "the bundle's pack is over the blob limit (CONTAINAI_GATE_MAX_BLOB): pack object 2"
+    )
+    assert reason.endswith(
+        f"its delta would build an object of {4 * 2**30} bytes, over the {50 * 2**20}-byte blob limit"
+    )
+    assert "\n" not in str(caught.value.message)
+    assert "index-pack" not in recording.commands
+    assert "init" not in recording.commands  # no quarantine was even made
+    assert_work_tree_untouched(before, snapshot(world.host))
+
+
+def test_without_the_scan_the_memory_limit_still_stops_index_pack(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # What the scan protects from, with the scan switched off: index-pack asks for the whole result.
+    monkeypatch.setattr("containai.workspace.gate.scan_pack", lambda *a, **k: None)
+    bundle = delta_bomb_bundle(world, 4 * 2**30)
+    recording = RecordingGit(world.host, limits=GitLimits(256 * 2**20))
+    started = time.monotonic()
+    with pytest.raises(GateRefused) as caught:
+        import_bundle(world.host, bundle, branch=BRANCH, base=world.base, git=recording)
+    assert "index-pack" in recording.commands
+    assert caught.value.reasons[0].startswith("the bundle's pack is unusable: fatal: Out of memory")
+    assert time.monotonic() - started < 60
+    # No git process (this test's or any before it) grew past the limit.
+    assert resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 < 1 * 2**30
+
+
+def test_host_git_runs_with_its_limits(tmp_path: Path) -> None:
+    limits = GitLimits(512 * 2**20)
+    shown = subprocess.run(
+        ["bash", "-c", "ulimit -v; ulimit -t"],
+        preexec_fn=limits.preexec(30.2),  # what HostGit runs git with
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert shown == [str(512 * 1024), "31"]
+    argv = HostGit(tmp_path, limits=limits).argv("index-pack")
+    assert "pack.threads=1" in argv
+    assert f"core.packedGitLimit={128 * 2**20}" in argv
+    assert GitLimits(None).preexec(30) is None
+
+
+def test_a_git_that_outlives_its_timeout_is_ended_with_its_children(tmp_path: Path) -> None:
+    git = HostGit(tmp_path, timeout=1)
+    marker = tmp_path / "child-alive"
+    # An alias runs a shell whose child would outlive a killed parent.
+    script = f"!sleep 3 && touch {marker}"
+    with pytest.raises(HostToolError, match="did not finish within 1 seconds"):
+        git.run("-c", f"alias.slow={script}", "slow")
+    time.sleep(3)
+    assert not marker.exists()
 
 
 def test_oversized_bundle_is_refused_before_reading_it(world: World) -> None:
@@ -665,14 +758,15 @@ def test_every_reason_is_reported(world: World) -> None:
         {
             b"docs/escape": ("120000", b"/etc/passwd"),
             b"vendor/x": ("160000", b"4" * 40),
-            b"big.bin": ("100644", b"x" * 2000),
+            b"docs/.GIT/x": ("100644", b"x"),
         }
     )
     git(world.container, "update-ref", "refs/tags/v1", world.base)
     with pytest.raises(GateRefused) as caught:
-        do_import(world, world.bundle(REF, f"^{world.base}"), GatePolicy(max_blob_bytes=1000))
-    assert len(caught.value.reasons) == 3
-    assert "(and 2 more)" in caught.value.message
+        do_import(world, world.bundle(REF, f"^{world.base}"))
+    # the tag, the symlink, the gitlink, '.GIT' as a tree and in a path, and fsck's finding
+    assert len(caught.value.reasons) == 5
+    assert "(and 4 more)" in caught.value.message
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -779,3 +873,89 @@ def test_parse_bundle_header_reads_v3_with_object_format() -> None:
     assert (header.version, header.prerequisites, header.refs) == (3, (sha,), ((sha, "refs/heads/x"),))
     with pytest.raises(ValueError, match="unsupported bundle capability"):
         parse_bundle_header(io.BytesIO(data.replace(b"@object-format=sha1", b"@filter=blob:none")))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Partial import: the commits before a refused one land; the rest is kept as a bundle, in no ref
+
+
+def partial_import(world: World, keep: Path) -> ImportResult:
+    bundle = world.bundle(REF, f"^{world.base}")
+    return import_bundle(
+        world.host, bundle, branch=BRANCH, base=world.base, now=lambda: FIXED_NOW, keep_refused=keep
+    )
+
+
+def test_the_honest_commits_before_a_refused_one_land(world: World, tmp_path: Path) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    second = world.agent_commit({b"a.txt": ("100644", b"2\n")}, parent=first)
+    hostile = world.agent_commit(
+        {b"a.txt": ("100644", b"2\n"), b"docs/escape": ("120000", b"/etc/passwd")}, parent=second
+    )
+    world.agent_commit({b"a.txt": ("100644", b"3\n")}, parent=hostile)
+    keep = tmp_path / "state" / "refused" / "rest.bundle"
+    before = snapshot(world.host)
+    result = partial_import(world, keep)
+    assert (result.branch, result.tip, result.commits, result.created) == (BRANCH, second, 2, True)
+    assert git(world.host, "rev-parse", BRANCH) == second
+    refusal = result.refused
+    assert refusal is not None
+    assert (refusal.commit, refusal.subject, refusal.commits, refusal.bundle) == (
+        hostile,
+        "agent work",
+        2,
+        keep,
+    )
+    assert refusal.reasons == ("symlink 'docs/escape' -> '/etc/passwd': absolute target",)
+    # The refused commits are in no ref, not even in the host's objects: only in the kept bundle.
+    assert (
+        subprocess.run(["git", "-C", str(world.host), "cat-file", "-e", hostile], check=False).returncode != 0
+    )
+    heads = git(world.host, "bundle", "list-heads", str(keep))
+    assert heads == f"{git(world.container, 'rev-parse', REF)} {REF}"
+    assert f"-{second}" in keep.read_bytes().decode("utf-8", "replace")
+    assert_work_tree_untouched(before, snapshot(world.host))
+    assert not world.canary.exists()
+
+
+def test_a_refused_first_commit_lands_nothing_and_keeps_the_bundle(world: World, tmp_path: Path) -> None:
+    hostile = world.agent_commit({b"docs/escape": ("120000", b"../../x")})
+    world.agent_commit({b"a.txt": ("100644", b"1\n")}, parent=hostile)
+    keep = tmp_path / "state" / "refused" / "rest.bundle"
+    with pytest.raises(GateRefused) as caught:
+        partial_import(world, keep)
+    assert caught.value.bundle == keep
+    assert str(keep) in caught.value.message
+    assert git(world.host, "bundle", "list-heads", str(keep)).endswith(REF)
+    assert git(world.host, "branch", "--list", BRANCH) == ""
+
+
+def test_a_merge_that_brings_a_refused_commit_stops_the_line_before_it(world: World, tmp_path: Path) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    side = world.agent_commit({b"a.txt": ("100644", b"1\n"), b"up": ("120000", b"..")}, parent=first)
+    tree = git(world.container, "rev-parse", f"{first}^{{tree}}")
+    merge = git(world.container, "commit-tree", tree, "-p", first, "-p", side, "-m", "merge")
+    git(world.container, "update-ref", REF, merge)
+    result = partial_import(world, tmp_path / "rest.bundle")
+    assert (result.tip, result.commits) == (first, 1)
+    assert result.refused is not None
+    assert result.refused.commit == side
+    assert result.refused.commits == 2  # the side commit and the merge
+
+
+def test_fsck_findings_are_charged_to_the_commit_that_brings_them(world: World, tmp_path: Path) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    world.agent_commit({b"a.txt": ("100644", b"1\n"), b"sub/.git/config": ("100644", b"x")}, parent=first)
+    result = partial_import(world, tmp_path / "rest.bundle")
+    assert (result.tip, result.commits) == (first, 1)
+    assert result.refused is not None
+    assert any(r.startswith("fsck:") and "hasDotgit" in r for r in result.refused.reasons)
+
+
+def test_without_a_place_to_keep_it_the_refused_rest_is_only_described(world: World) -> None:
+    first = world.agent_commit({b"a.txt": ("100644", b"1\n")})
+    world.agent_commit({b"x": ("120000", b"/etc")}, parent=first)
+    result = import_bundle(world.host, world.bundle(REF, f"^{world.base}"), branch=BRANCH, base=world.base)
+    assert result.tip == first
+    assert result.refused is not None
+    assert result.refused.bundle is None

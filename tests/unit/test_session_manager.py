@@ -3,6 +3,7 @@ failure at each step, and gc, through fake ports (``containai.session.testing``)
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +19,8 @@ from containai.session.parts import FinishOptions
 from containai.session.plan import REPO_MOUNT, WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo
 from containai.session.testing import FakePorts, fake_ports
-from containai.workspace.gate import ImportResult
-from containai.workspace.part import unexported_work
+from containai.workspace.gate import ImportResult, Refusal
+from containai.workspace.part import render_refusal, unexported_work
 
 BASE = "a" * 40
 REPO = RepoInfo(root=Path("/home/user/proj"), name="proj", head=BASE, current_branch="main", dirty=())
@@ -226,7 +227,13 @@ def test_finish_brings_the_work_home_then_removes_everything(ports: FakePorts) -
     assert not result.kept and result.imported is not None and result.imported.commits == 2
     assert result.message == "2 commit(s) brought back to shell/session-1"
     assert ports.git.imported == [
-        {"branch": "shell/session-1", "base": BASE, "bundle": b"bundle-bytes", "move_worktree": False}
+        {
+            "branch": "shell/session-1",
+            "base": BASE,
+            "bundle": b"bundle-bytes",
+            "move_worktree": False,
+            "keep_refused": plan.state_dir / "refused" / "rest.bundle",
+        }
     ]
     assert owned_by(ports, plan.session_id) == []
     assert ports.git.branches == {"shell/session-1": "b" * 40}  # a branch with work stays
@@ -281,6 +288,53 @@ def test_when_the_work_cannot_come_home_the_session_is_kept(ports: FakePorts, fa
     assert result.kept and "kept" in result.message and f"remove-agent {plan.name}" in result.message
     assert plan.name in owned_by(ports, plan.session_id)
     assert plan.state_dir not in ports.host.removed
+
+
+def test_a_partial_import_lands_the_honest_commits_and_keeps_the_session(ports: FakePorts) -> None:
+    plan = started(ports)
+    with_bundle(ports)
+    kept = plan.state_dir / "refused" / "rest.bundle"
+    refusal = Refusal(
+        "c" * 40, "steal", ("symlink 'leak' -> '/etc/passwd': absolute target",), 1, "d" * 40, kept
+    )
+    ports.git.imports.append(ImportResult("shell/session-1", "b" * 40, 2, False, True, refused=refusal))
+    result = manager(ports).finish(plan.name, FinishOptions())
+    assert result.kept
+    assert result.message == (
+        f"2 commit(s) brought back to shell/session-1; commit cccccccccccc (steal) was refused: "
+        f"symlink 'leak' -> '/etc/passwd': absolute target. The 1 refused commit(s) are kept as a bundle in "
+        f"{kept} and in {plan.name}, which is kept: `containai logs {plan.name} --refused` shows why; "
+        f"`remove-agent {plan.name} --no-push` discards them"
+    )
+    assert (
+        result.kept_reason
+        == f"commit {'c' * 40} was refused: symlink 'leak' -> '/etc/passwd': absolute target"
+    )
+    assert plan.name in owned_by(ports, plan.session_id)
+    assert ports.git.branches["shell/session-1"] == "b" * 40
+    saved = json.loads(ports.host.files[plan.state_dir / "refused" / "refusal.json"])
+    assert (
+        saved["landed_commits"] == 2 and saved["refused_commit"] == "c" * 40 and saved["bundle"] == str(kept)
+    )
+    assert render_refusal(saved).splitlines() == [
+        f"refused commit: {'c' * 40} steal",
+        "landed: 2 commit(s) on shell/session-1 (up to bbbbbbbbbbbb); refused: 1 commit(s)",
+        "reason: symlink 'leak' -> '/etc/passwd': absolute target",
+        f"bundle: {kept}  (inspect: git bundle list-heads {kept}; it is in no ref)",
+    ]
+
+
+def test_a_whole_refusal_is_saved_for_logs_refused_too(ports: FakePorts) -> None:
+    plan = started(ports)
+    with_bundle(ports)
+    kept = plan.state_dir / "refused" / "rest.bundle"
+    ports.git.imports.append(GateRefused(["a", "b\x1b[31m"], bundle=kept, branch="shell/session-1"))
+    result = manager(ports).finish(plan.name, FinishOptions())
+    assert result.kept and f"`containai logs {plan.name} --refused` shows every reason" in result.message
+    saved = json.loads(ports.host.files[plan.state_dir / "refused" / "refusal.json"])
+    assert (saved["reasons"], saved["bundle"], saved["landed_commits"]) == (["a", "b\x1b[31m"], str(kept), 0)
+    assert "\x1b" not in render_refusal(saved)
+    assert render_refusal(saved).startswith("refused: the whole bundle for shell/session-1; nothing landed")
 
 
 def test_no_push_discards_without_exporting(ports: FakePorts) -> None:

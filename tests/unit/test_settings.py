@@ -214,3 +214,18 @@ def test_the_memory_default_is_one_value_in_two_forms() -> None:
     assert parse_memory(DEFAULT_MEMORY) == DEFAULT_MEMORY_BYTES
     spec = ContainerSpec(image="i", name="n", command=(), labels={})
     assert (spec.memory_bytes, spec.pids_limit) == (DEFAULT_MEMORY_BYTES, 1024)
+
+
+def test_the_gate_policy_carries_the_blob_limit_and_host_gits_memory(paths: Paths) -> None:
+    default = resolve(paths).gate_policy()
+    assert (default.max_blob_bytes, default.git_memory_bytes) == (50 * 2**20, 2 * 2**30)
+    user_file(paths, "[settings]\ngate_git_memory = '512m'\n")
+    settings = resolve(paths, environ={"CONTAINAI_GATE_MAX_BLOB": "1k"})
+    assert (settings.gate_policy().max_blob_bytes, settings.gate_policy().git_memory_bytes) == (
+        1024,
+        512 * 2**20,
+    )
+    assert next(row[:2] for row in settings.rows() if row[0] == "gate_git_memory") == (
+        "gate_git_memory",
+        "512m",
+    )

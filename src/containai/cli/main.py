@@ -160,14 +160,35 @@ def images_list(app: AppContext, channel: str | None, as_json: bool) -> None:
 @cli.command()
 @click.argument("name")
 @click.option("--egress", is_flag=True, help="The egress audit: every request, allowed or denied.")
+@click.option(
+    "--refused",
+    is_flag=True,
+    help="What the git gate refused in a kept session: the commit, why, where it is.",
+)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object a line, for scripts.")
 @pass_app
-def logs(app: AppContext, name: str, egress: bool, as_json: bool) -> None:
-    """Show a session's logs (running or finished): with --egress, the proxy's audit."""
-    if not egress:
-        raise UsageError("say which log", hint=f"`containai logs {name} --egress` shows the egress audit")
+def logs(app: AppContext, name: str, egress: bool, refused: bool, as_json: bool) -> None:
+    """Show a session's logs (running or finished): with --egress, the proxy's audit; with --refused,
+    what the git gate refused."""
+    if egress == refused:
+        raise UsageError(
+            "say which log, --egress or --refused",
+            hint=f"`containai logs {name} --egress` shows the egress audit, "
+            f"`containai logs {name} --refused` what the git gate refused",
+        )
     import dataclasses
     import json
+
+    if refused:
+        from containai.session import commands as session_commands
+        from containai.workspace.part import render_refusal
+
+        found = session_commands.refusal(app.runtime(), name, state_root=app.paths.sessions_dir)
+        if as_json:
+            click.echo(json.dumps(found))
+        else:
+            app.out.print(render_refusal(found), highlight=False, markup=False)
+        return
 
     from containai.egress import sidecar
     from containai.session import commands
@@ -434,14 +455,13 @@ def mcp_revoke(app: AppContext, words: tuple[str, ...]) -> None:
 def gc(app: AppContext, labels: tuple[str, ...]) -> None:
     """Remove what dead sessions left behind (containers, volumes, networks), bringing their work home first."""
     from containai.session import manager
-    from containai.workspace.gate import GatePolicy
 
     settings = app.settings(labels=labels)
     removed = manager.gc(
         app.runtime(),
         state_root=app.paths.sessions_dir,
         reporter=reporter(app),
-        policy=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+        policy=settings.gate_policy(),
         scope=settings.labels.value,
     )
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)

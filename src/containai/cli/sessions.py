@@ -65,7 +65,6 @@ def build_request(
     from containai.session.commands import find_repo
     from containai.session.manager import SessionRequest
     from containai.session.plan import Resources
-    from containai.workspace.gate import GatePolicy
 
     agent = get_agent(agent_name, app.paths.agents_dir)
     found = find_repo(repo, Path.cwd(), paths=app.paths, environ=app.environ, branch=options.branch)
@@ -93,7 +92,7 @@ def build_request(
         credential=credential.secret,
         login=credential.login,
         gateway_upstream=settings.gateway_upstream.value,
-        gate=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+        gate=settings.gate_policy(),
         scope=settings.labels.value,
     )
 
@@ -305,7 +304,6 @@ def remove(
         raise UsageError("name one session, or pass --all", hint="see `list-agents`")
     from containai.session import manager
     from containai.session.commands import report_finish
-    from containai.workspace.gate import GatePolicy
 
     runtime = app.runtime()
     settings = app.settings(labels=labels)
@@ -322,7 +320,7 @@ def remove(
             push=not no_push,
             keep_branch=keep_branch,
             state_root=app.paths.sessions_dir,
-            policy=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+            policy=settings.gate_policy(),
         )
         report_finish(result, reporter(app), prefix=f"{each}: ")
         if result.kept:

@@ -6,6 +6,7 @@ and renders.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from containai import trust
 from containai.config import Paths
@@ -24,7 +26,7 @@ from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, repo_servers, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
-from containai.session import manager
+from containai.session import manager, naming
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo, discover_repo, protected_directories, validate_branch
@@ -308,6 +310,26 @@ def connect(runtime: ContainerRuntime, name: str) -> int:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
+
+
+def refusal(runtime: ContainerRuntime, name: str, *, state_root: Path) -> dict[str, Any]:
+    """What the git gate refused in session ``name`` (kept while the session is), as saved at finish."""
+    from containai.workspace.part import REFUSED_RECORD
+
+    container = runtime.container(name)
+    session = container.labels.get(naming.SESSION, "") if container is not None else ""
+    if container is None or container.labels.get(naming.ROLE) != "agent" or not session:
+        raise UsageError(f"no session named {name}", hint="see `list-agents` for the sessions there are")
+    path = state_root / session / REFUSED_RECORD
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(
+            f"the git gate refused nothing in {name}", hint=f"`remove-agent {name}` brings its work home"
+        ) from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path} is not a refusal record", hint="remove it and retry `remove-agent`")
+    return data
 
 
 def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path) -> str:

@@ -110,6 +110,9 @@ class FinishResult:
         for found in self.parts.values():
             if found.keep and isinstance(found.detail, ContainAIError):
                 return found.detail.message
+            if found.keep and isinstance(found.detail, ImportResult) and found.detail.refused is not None:
+                refused = found.detail.refused
+                return f"commit {refused.commit} was refused: {'; '.join(refused.reasons)}"
         return None
 
     @property

@@ -61,7 +61,15 @@ class HostRepository(Protocol):
     def delete_branch_if_at(self, root: Path, branch: str, sha: str) -> bool: ...
 
     def import_bundle(
-        self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
+        self,
+        root: Path,
+        bundle: Path,
+        *,
+        branch: str,
+        base: str,
+        policy: GatePolicy,
+        move_worktree: bool,
+        keep_refused: Path | None = None,
     ) -> ImportResult: ...
 
 
@@ -171,10 +179,24 @@ class HostGitRepository:
         return HostGit(root).delete_branch_if_at(branch, sha)
 
     def import_bundle(
-        self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
+        self,
+        root: Path,
+        bundle: Path,
+        *,
+        branch: str,
+        base: str,
+        policy: GatePolicy,
+        move_worktree: bool,
+        keep_refused: Path | None = None,
     ) -> ImportResult:
         return import_bundle(
-            root, bundle, branch=branch, base=base, policy=policy, move_worktree=move_worktree
+            root,
+            bundle,
+            branch=branch,
+            base=base,
+            policy=policy,
+            move_worktree=move_worktree,
+            keep_refused=keep_refused,
         )
 
 

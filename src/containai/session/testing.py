@@ -89,10 +89,24 @@ class FakeRepository:
         return True
 
     def import_bundle(
-        self, root: Path, bundle: Path, *, branch: str, base: str, policy: GatePolicy, move_worktree: bool
+        self,
+        root: Path,
+        bundle: Path,
+        *,
+        branch: str,
+        base: str,
+        policy: GatePolicy,
+        move_worktree: bool,
+        keep_refused: Path | None = None,
     ) -> ImportResult:
         self.imported.append(
-            {"branch": branch, "base": base, "bundle": bundle.read_bytes(), "move_worktree": move_worktree}
+            {
+                "branch": branch,
+                "base": base,
+                "bundle": bundle.read_bytes(),
+                "move_worktree": move_worktree,
+                "keep_refused": keep_refused,
+            }
         )
         answer = self.imports.pop(0) if self.imports else ImportResult(branch, "f" * 40, 1, False, False)
         if isinstance(answer, BaseException):

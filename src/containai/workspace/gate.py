@@ -5,6 +5,7 @@ never reads its config, hooks or attributes, and never lets the bundle's objects
 host repository until every check has passed in a quarantine repository:
 
     bundle file ──parse header──> refs and prerequisites (ours, not git's, parser)
+                ├─scan the pack─> every object's and delta result's size within the blob limit (ours)
                 └─index-pack────> quarantine.git (objects/info/alternates -> host objects)
                                    ├── index-pack --strict     fsck of every object the bundle carries
                                    ├── merge-base --is-ancestor base tip
@@ -18,9 +19,11 @@ checks on it. The host's work tree, index and HEAD are never touched.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shlex
+import shutil
 import stat
 import subprocess
 import tempfile
@@ -31,12 +34,22 @@ from pathlib import Path
 from typing import BinaryIO
 
 from containai.errors import GateRefused, HostToolError, UsageError
-from containai.hostgit import FSCK_ERRORS, HEX_LENGTH, PACK_TIMEOUT, HostGit
+from containai.hostgit import (
+    DEFAULT_MEMORY,
+    FSCK_ERRORS,
+    HEX_LENGTH,
+    PACK_TIMEOUT,
+    GitLimits,
+    HostGit,
+    failure,
+)
 from containai.text import printable
+from containai.workspace.pack import PackRefused, PackTooLarge, scan_pack
 
 __all__ = [
     "GatePolicy",
     "ImportResult",
+    "Refusal",
     "import_bundle",
     "parse_bundle_header",
     "render_export_script",
@@ -48,6 +61,20 @@ class GatePolicy:
     max_blob_bytes: int = 50 * 2**20
     # Caps the input to index-pack too, so a bundle cannot fill the quarantine's disk unchecked.
     max_bundle_bytes: int = 2**30
+    # Address space of each host git process the gate runs (GitLimits); None: no limit.
+    git_memory_bytes: int | None = DEFAULT_MEMORY
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """The commits the gate refused while the ones before them landed (a partial import)."""
+
+    commit: str  # the first refused commit
+    subject: str  # its subject line, printable
+    reasons: tuple[str, ...]  # the refused commit's reasons first, then the rest's
+    commits: int  # how many commits were refused (the tip's, not reachable from what landed)
+    tip: str  # the refused branch's tip
+    bundle: Path | None  # the refused commits as a bundle (never in a ref), when kept
 
 
 @dataclass(frozen=True)
@@ -59,6 +86,7 @@ class ImportResult:
     created: bool  # the written branch did not exist before
     diverged_reason: str | None = None  # why, when diverged
     worktree_updated: bool = False  # the branch was checked out, and its work tree moved with it
+    refused: Refusal | None = None  # a partial import: what did not land, and why
 
 
 @dataclass(frozen=True)
@@ -237,6 +265,7 @@ def _show(value: bytes | str) -> str:
 
 @dataclass(frozen=True)
 class _Entry:
+    commit: str  # the new commit that brings this entry
     mode: str
     sha: str
     path: bytes
@@ -264,13 +293,16 @@ def _diff_entries(git: HostGit, quarantine: Path, commits: Sequence[str]) -> Ite
         input_bytes="".join(f"{c}\n" for c in commits).encode(),
     ).stdout
     tokens = iter(out.split(b"\0"))
+    commit = ""
     for token in tokens:
-        # Other tokens name the commit (and parent) the entries that follow belong to.
         if token.startswith(b":"):
             _, dst_mode, _, dst_sha, status = token[1:].decode().split(" ")
             path = next(tokens)
             if status != "D":
-                yield _Entry(dst_mode, dst_sha, path)
+                yield _Entry(commit, dst_mode, dst_sha, path)
+        elif token:
+            # Other tokens name the commit the entries that follow belong to.
+            commit = token.decode().split(" ", 1)[0]
 
 
 def _object_info(git: HostGit, git_dir: Path | None, shas: Iterable[str]) -> dict[str, tuple[str, int]]:
@@ -341,12 +373,13 @@ def _base_gitlinks(git: HostGit, base: str) -> set[bytes]:
 
 def _check_entries(
     git: HostGit, quarantine: Path, base: str, entries: list[_Entry], policy: GatePolicy
-) -> list[str]:
-    reasons: list[str] = []
+) -> list[tuple[str, str]]:
+    """(commit, reason) for each entry that must not land; the commit is the one that brings it."""
+    found: list[tuple[str, str]] = []
     for entry in entries:
-        reasons += check_path(entry.path)
+        found += [(entry.commit, reason) for reason in check_path(entry.path)]
         if entry.mode not in ("040000", "100644", "100755", "120000", "160000"):
-            reasons.append(f"{_show(entry.path)}: unusual file mode {entry.mode}")
+            found.append((entry.commit, f"{_show(entry.path)}: unusual file mode {entry.mode}"))
 
     blob_entries = [e for e in entries if e.mode in ("100644", "100755", "120000")]
     info = _object_info(git, quarantine, (e.sha for e in blob_entries))
@@ -355,8 +388,11 @@ def _check_entries(
     already = _object_info(git, None, (e.sha for e in oversized))
     for entry in oversized:
         if entry.sha not in already:
-            reasons.append(
-                f"{_show(entry.path)}: blob of {info[entry.sha][1]} bytes exceeds the {policy.max_blob_bytes}-byte limit"
+            found.append(
+                (
+                    entry.commit,
+                    f"{_show(entry.path)}: blob of {info[entry.sha][1]} bytes exceeds the {policy.max_blob_bytes}-byte limit",
+                )
             )
 
     links = [e for e in entries if e.mode == "120000" and info.get(e.sha, ("", 0))[1] <= 4096]
@@ -365,16 +401,20 @@ def _check_entries(
         if entry.mode != "120000":
             continue
         if entry.sha not in targets:
-            reasons.append(f"symlink {_show(entry.path)}: target is missing or longer than 4096 bytes")
+            found.append(
+                (entry.commit, f"symlink {_show(entry.path)}: target is missing or longer than 4096 bytes")
+            )
         elif (why := check_symlink(entry.path, targets[entry.sha])) is not None:
-            reasons.append(why)
+            found.append((entry.commit, why))
 
     gitlinks = [e for e in entries if e.mode == "160000"]
     if gitlinks:
         known = _base_gitlinks(git, base)
         for entry in gitlinks:
             if entry.path not in known:
-                reasons.append(f"{_show(entry.path)}: new submodule (gitlink) not in the session's base")
+                found.append(
+                    (entry.commit, f"{_show(entry.path)}: new submodule (gitlink) not in the session's base")
+                )
 
     modules = [e for e in entries if is_dotgitmodules(e.path.rsplit(b"/", 1)[-1])]
     if modules:
@@ -382,22 +422,25 @@ def _check_entries(
         before = (_submodule_config(git, None, f"{base}:.gitmodules") if has_base else {}) or {}
         for entry in modules:
             if entry.mode in ("120000", "160000"):
-                reasons.append(f"{_show(entry.path)}: .gitmodules must be a regular file")
+                found.append((entry.commit, f"{_show(entry.path)}: .gitmodules must be a regular file"))
                 continue
             if entry.mode == "040000":
                 continue
             after = _submodule_config(git, quarantine, entry.sha)
             if after is None:
-                reasons.append(f"{_show(entry.path)}: .gitmodules cannot be parsed")
+                found.append((entry.commit, f"{_show(entry.path)}: .gitmodules cannot be parsed"))
                 continue
             for (name, var), value in after.items():
                 if before.get((name, var)) != value:
                     was = before.get((name, var))
                     change = f"changed from {_show(was)}" if was is not None else "added"
-                    reasons.append(
-                        f"{_show(entry.path)}: submodule {_show(name)} {var} {_show(value)} {change}"
+                    found.append(
+                        (
+                            entry.commit,
+                            f"{_show(entry.path)}: submodule {_show(name)} {var} {_show(value)} {change}",
+                        )
                     )
-    return reasons
+    return found
 
 
 def _fsck_reasons(stderr: bytes) -> list[str]:
@@ -424,6 +467,7 @@ def import_bundle(
     now: Callable[[], datetime] = _utc_now,
     move_worktree: bool = False,
     git: HostGit | None = None,
+    keep_refused: Path | None = None,
 ) -> ImportResult:
     """Validate ``bundle`` in quarantine and land its one branch in ``repo``.
 
@@ -432,9 +476,12 @@ def import_bundle(
     branch and its work tree are fast-forwarded together. Whenever the branch cannot take the work,
     it lands on a new ``<branch>-diverged-<UTC>`` branch, with the reason in the result.
 
-    Raises GateRefused (every reason found) when the bundle fails a check; nothing is written then.
+    When a commit fails a check, the commits before it on the branch's first-parent line land (each
+    passed every check) and the result's ``refused`` says which commit was refused and why; the
+    refused commits are written as a bundle to ``keep_refused`` (never to a ref). Raises GateRefused
+    (every reason found) when nothing can land; the received bundle is copied to ``keep_refused`` then.
     """
-    git = git or HostGit(repo)
+    git = git or HostGit(repo, limits=GitLimits(policy.git_memory_bytes))
     ref = f"refs/heads/{branch}"
     if not git.valid_branch_name(branch):
         raise UsageError(
@@ -444,15 +491,21 @@ def import_bundle(
     objects = Path(_out(git.run("rev-parse", "--path-format=absolute", "--git-path", "objects")))
 
     def refuse(reasons: Sequence[str]) -> GateRefused:
-        return GateRefused(reasons, bundle=bundle, branch=branch)
+        kept = _keep_received(bundle, keep_refused, policy) if keep_refused is not None else None
+        return GateRefused(reasons, bundle=kept or bundle, branch=branch)
 
     with tempfile.TemporaryDirectory(prefix="containai-gate-") as tmp:
         if git.run_as:
             # The quarantine is written by git running as the repository's owner (see owner_identity).
             os.chown(tmp, git.run_as["user"], git.run_as["group"])
         quarantine = Path(tmp) / "quarantine.git"
-        tip = _validate(git, bundle, ref, base, policy, quarantine, objects, refuse)
-        return _land(git, quarantine, branch, base, tip, now, move_worktree=move_worktree)
+        verdict = _validate(git, bundle, ref, base, policy, quarantine, objects, refuse)
+        if verdict.refused is None:
+            return _land(git, quarantine, branch, base, verdict.tip, now, move_worktree=move_worktree)
+        refusal = _keep_refused(git, quarantine, ref, verdict, verdict.refused, Path(tmp), keep_refused)
+        git.run("update-ref", ref, verdict.landed, git_dir=quarantine)
+        landed = _land(git, quarantine, branch, base, verdict.landed, now, move_worktree=move_worktree)
+        return dataclasses.replace(landed, refused=refusal)
 
 
 def _validate(
@@ -464,7 +517,7 @@ def _validate(
     quarantine: Path,
     host_objects: Path,
     refuse: Callable[[Sequence[str]], GateRefused],
-) -> str:
+) -> _Verdict:
     try:
         # Not through a symlink, and only a regular file: the container may have placed the path.
         fd = os.open(bundle, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
@@ -511,6 +564,18 @@ def _validate(
             # Nothing below can run without the branch, the base and every prerequisite.
             raise refuse(reasons)
 
+        # Sizes first, read by us: a few KiB of delta can ask index-pack for gigabytes.
+        stream.seek(header.pack_offset)
+        try:
+            scan_pack(stream, max_object_bytes=policy.max_blob_bytes, object_format=header.object_format)
+        except PackTooLarge as exc:
+            # Checked before git sees the pack, so by object, not by path: git has not named them yet.
+            raise refuse(
+                [f"the bundle's pack is over the blob limit (CONTAINAI_GATE_MAX_BLOB): {exc}"]
+            ) from None
+        except PackRefused as exc:
+            raise refuse([f"the bundle's pack is unusable: {exc}"]) from None
+
         # An empty --template: the quarantine gets no sample hooks or info/exclude, only what we write.
         git.run(
             "init", "--bare", "--quiet", "--template=", f"--object-format={object_format}", str(quarantine),
@@ -522,17 +587,18 @@ def _validate(
         # index-pack reads the file descriptor, not Python's buffer: position the descriptor itself.
         os.lseek(stream.fileno(), header.pack_offset, os.SEEK_SET)
         indexed = git.run(
-            "index-pack", "--stdin", "--fix-thin", f"--max-input-size={policy.max_bundle_bytes}",
+            "index-pack", "--stdin", "--fix-thin", "--threads=1", f"--max-input-size={policy.max_bundle_bytes}",
             git_dir=quarantine, stdin=stream, check=False, timeout=PACK_TIMEOUT,
         )  # fmt: skip
         if indexed.returncode != 0:
-            raise refuse([f"the bundle's pack is unusable: {_last_line(indexed.stderr)}"])
+            raise refuse([f"the bundle's pack is unusable: {failure(indexed)}"])
 
     # git's own fsck rules, on exactly the objects the bundle carried (git fsck would walk the whole host).
     pack = quarantine / "objects" / "pack" / f"pack-{indexed.stdout.decode().split()[-1]}.pack"
     verify = git.run(
         "index-pack",
         _STRICT,
+        "--threads=1",
         "-o",
         str(quarantine / "verify.idx"),
         str(pack),
@@ -551,14 +617,141 @@ def _validate(
     excluded = "".join(f"^{sha}\n" for sha in (base, *header.prerequisites))
     new_commits = _out(
         git.run("rev-list", "--stdin", git_dir=quarantine, input_bytes=f"{tip}\n{excluded}".encode())
-    )
-    entries = list(_diff_entries(git, quarantine, new_commits.split()))
-    reasons += _check_entries(git, quarantine, base, entries, policy)
-    reasons += fsck_reasons
-    if reasons:
-        raise refuse(list(dict.fromkeys(reasons)))
+    ).split()
+    entries = list(_diff_entries(git, quarantine, new_commits))
+    found = _check_entries(git, quarantine, base, entries, policy)
+    found += _attribute(git, quarantine, new_commits, entries, fsck_reasons)
+    if reasons or any(not commit for commit, _ in found):
+        # The whole bundle is at fault (its refs, its history, an object no new commit brings).
+        raise refuse(list(dict.fromkeys([*reasons, *(reason for _, reason in found)])))
+    if not found:
+        git.run("update-ref", ref, tip, git_dir=quarantine)
+        return _Verdict(tip, tip)
+    landed, refused = _landable(git, quarantine, tip, excluded, {commit for commit, _ in found})
+    ordered = [reason for commit, reason in found if commit == refused]
+    ordered += [reason for commit, reason in found if commit != refused]
+    if landed not in new_commits:  # the first commit is refused: nothing lands
+        raise refuse(list(dict.fromkeys(ordered)))
     git.run("update-ref", ref, tip, git_dir=quarantine)
-    return tip
+    return _Verdict(tip, landed, refused, tuple(dict.fromkeys(ordered)))
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    tip: str  # the branch's tip in the bundle
+    landed: str  # what may land: the tip, or the last commit before the first refused one
+    refused: str | None = None  # the first refused commit
+    reasons: tuple[str, ...] = ()
+
+
+_OBJECT_ID = re.compile(r"object ([0-9a-f]{40}(?:[0-9a-f]{24})?)\b")
+
+
+def _attribute(
+    git: HostGit, quarantine: Path, commits: Sequence[str], entries: Sequence[_Entry], fsck: Sequence[str]
+) -> list[tuple[str, str]]:
+    """(commit, reason) for each fsck finding: the first new commit that holds the object it names.
+
+    A finding that no new commit holds is the bundle's as a whole (commit "").
+    """
+    if not fsck:
+        return []
+    holder: dict[str, str] = {}
+    # Oldest first, so an object is charged to the first commit that brings it.
+    ordered = list(reversed(commits))
+    trees = git.run(
+        "rev-list", "--no-walk=unsorted", "--stdin", "--format=%T", git_dir=quarantine,
+        input_bytes="".join(f"{c}\n" for c in ordered).encode(),
+    ).stdout.decode().split()  # fmt: skip
+    for word, tree in zip(trees[1::3], trees[2::3], strict=True):
+        holder.setdefault(word, word)
+        holder.setdefault(tree, word)
+    order = {commit: n for n, commit in enumerate(ordered)}
+    for entry in sorted(entries, key=lambda e: order.get(e.commit, 0)):
+        holder.setdefault(entry.sha, entry.commit)
+    found = []
+    for reason in fsck:
+        match = _OBJECT_ID.search(reason)
+        found.append((holder.get(match.group(1), "") if match else "", reason))
+    return found
+
+
+def _landable(git: HostGit, quarantine: Path, tip: str, excluded: str, bad: set[str]) -> tuple[str, str]:
+    """The last commit on the first-parent line before the first one that brings a refused commit,
+    and that refused commit (the first such one, oldest first)."""
+    line = _out(
+        git.run(
+            "rev-list", "--first-parent", "--reverse", "--parents", "--stdin", git_dir=quarantine,
+            input_bytes=f"{tip}\n{excluded}".encode(),
+        )
+    ).splitlines()  # fmt: skip
+    landed = ""
+    for row in line:
+        commit, *parents = row.split()
+        landed = landed or parents[0]
+        if parents == [landed]:
+            brought = [commit]
+        else:  # a merge brings in its other parents' new commits too
+            brought = _out(
+                git.run(
+                    "rev-list", "--reverse", "--stdin", git_dir=quarantine,
+                    input_bytes=f"{commit}\n^{landed}\n{excluded}".encode(),
+                )
+            ).split()  # fmt: skip
+        refused = next((c for c in brought if c in bad), None)
+        if refused is not None:
+            return landed, refused
+        landed = commit
+    raise AssertionError("a refused commit is not on the branch")  # every new commit is reachable from tip
+
+
+def _keep_refused(
+    git: HostGit,
+    quarantine: Path,
+    ref: str,
+    verdict: _Verdict,
+    refused: str,
+    scratch: Path,
+    keep: Path | None,
+) -> Refusal:
+    """The refused commits (what ``ref`` has beyond what landed) as a bundle at ``keep``."""
+    count = _count(git, verdict.tip, verdict.landed, git_dir=quarantine)
+    subject = git.text("log", "-1", "--format=%s", refused, git_dir=quarantine, check=False)
+    kept = None
+    if keep is not None:
+        # Written by git as the repository's owner into the quarantine's folder, then moved by us.
+        written = scratch / "refused.bundle"
+        git.run(
+            "bundle", "create", "--quiet", str(written), ref, f"^{verdict.landed}",
+            git_dir=quarantine, timeout=PACK_TIMEOUT,
+        )  # fmt: skip
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(written, keep)
+        kept = keep
+    return Refusal(
+        commit=refused,
+        subject=printable(subject, limit=200),
+        reasons=verdict.reasons,
+        commits=count,
+        tip=verdict.tip,
+        bundle=kept,
+    )
+
+
+def _keep_received(bundle: Path, keep: Path, policy: GatePolicy) -> Path | None:
+    """A copy of the refused bundle as received, at ``keep``; None when it is not a file we keep."""
+    try:
+        fd = os.open(bundle, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as source:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > policy.max_bundle_bytes:
+            return None
+        keep.parent.mkdir(parents=True, exist_ok=True)
+        with keep.open("wb") as target:
+            shutil.copyfileobj(source, target)
+    return keep
 
 
 def _filters_off(git: HostGit) -> tuple[str, ...]:
@@ -618,8 +811,8 @@ def _fast_forward_checkout(git: HostGit, branch: str, existing: str, tip: str) -
     return None
 
 
-def _count(git: HostGit, tip: str, since: str) -> int:
-    return int(_out(git.run("rev-list", "--count", tip, f"^{since}")))
+def _count(git: HostGit, tip: str, since: str, *, git_dir: Path | None = None) -> int:
+    return int(_out(git.run("rev-list", "--count", tip, f"^{since}", git_dir=git_dir)))
 
 
 def _land(

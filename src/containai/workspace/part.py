@@ -9,23 +9,28 @@ session branch ContainAI created, when nothing landed on it.
 
 from __future__ import annotations
 
+import json
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from containai.errors import ContainAIError, SessionError
+from containai.errors import ContainAIError, GateRefused, SessionError
 from containai.runtime.base import ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
 from containai.text import last_line, printable
-from containai.workspace.gate import ImportResult, render_export_script
+from containai.workspace.gate import ImportResult, Refusal, render_export_script
 
 if TYPE_CHECKING:
     from containai.session.plan import SessionPlan
     from containai.session.ports import Ports
 
 MAX_BUNDLE_BYTES = 2 * 2**30
+# What the gate refused, kept in the session's host folder (gone with the session): the refused
+# commits as a bundle, and why (`containai logs NAME --refused`).
+REFUSED_BUNDLE = Path("refused") / "rest.bundle"
+REFUSED_RECORD = Path("refused") / "refusal.json"
 
 
 @dataclass(frozen=True)
@@ -105,12 +110,32 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             imported = export_and_import(ports, record, options)
         except ContainAIError as exc:
             name = record.name
+            see = ""
+            if isinstance(exc, GateRefused):
+                kept = exc.bundle if exc.bundle == record.state_dir / REFUSED_BUNDLE else None
+                save_refusal(ports, record, reasons=exc.reasons, bundle=kept)
+                see = f"; `containai logs {name} --refused` shows every reason"
             return PartResult(
                 self.role,
                 keep=True,
                 message=f"the work was NOT brought back, so {name} and its workspace are kept: {exc.message}. "
-                f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it",
+                f"Fix the cause, then retry with `remove-agent {name}`; `remove-agent {name} --no-push` discards it"
+                + see,
                 detail=exc,  # the reason, for `--json`
+            )
+        if imported is not None and imported.refused is not None:
+            save_refusal(
+                ports,
+                record,
+                reasons=imported.refused.reasons,
+                bundle=imported.refused.bundle,
+                landed=imported,
+            )
+            return PartResult(
+                self.role,
+                keep=True,
+                message=describe_partial(record.name, imported, imported.refused),
+                detail=imported,
             )
         message = describe_import(imported) if imported else f"no new commits on {labels.branch}"
         return PartResult(self.role, message=message, detail=imported)
@@ -207,6 +232,7 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
             policy=options.policy,
             # The user's own branch (--use-current-branch): its work tree may move with it, when safe.
             move_worktree=not labels.branch_created,
+            keep_refused=record.state_dir / REFUSED_BUNDLE,
         )
 
 
@@ -238,6 +264,63 @@ def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path
             break
     raise SessionError(
         f"copying the work out of {container} failed (exit {code}, {size} of {printable(expected) or '?'} bytes)"
+    )
+
+
+def save_refusal(
+    ports: Ports,
+    record: SessionRecord,
+    *,
+    reasons: tuple[str, ...],
+    bundle: Path | None,
+    landed: ImportResult | None = None,
+) -> None:
+    """Keep why the gate refused (and what landed) beside the refused bundle, for `logs --refused`."""
+    refusal = landed.refused if landed is not None else None
+    data: dict[str, Any] = {
+        "schema": 1,
+        "session": record.name,
+        "branch": record.labels.branch,
+        "landed_branch": landed.branch if landed is not None else None,
+        "landed_commits": landed.commits if landed is not None else 0,
+        "landed_tip": landed.tip if landed is not None else None,
+        "refused_commit": refusal.commit if refusal is not None else None,
+        "refused_subject": refusal.subject if refusal is not None else None,
+        "refused_commits": refusal.commits if refusal is not None else None,
+        "reasons": list(reasons),
+        "bundle": str(bundle) if bundle is not None else None,
+    }
+    ports.host.write_text(record.state_dir / REFUSED_RECORD, json.dumps(data, indent=2) + "\n")
+
+
+def render_refusal(data: dict[str, Any]) -> str:
+    """What `containai logs NAME --refused` prints for a saved refusal (text from the agent made printable)."""
+    lines = []
+    if data.get("refused_commit"):
+        subject = printable(str(data.get("refused_subject") or ""))
+        lines.append(f"refused commit: {data['refused_commit']} {subject}".rstrip())
+        lines.append(
+            f"landed: {data.get('landed_commits', 0)} commit(s) on {data.get('landed_branch')}"
+            f" (up to {str(data.get('landed_tip'))[:12]}); refused: {data.get('refused_commits')} commit(s)"
+        )
+    else:
+        lines.append(f"refused: the whole bundle for {data.get('branch')}; nothing landed")
+    lines += [f"reason: {printable(str(reason))}" for reason in data.get("reasons", [])]
+    bundle = data.get("bundle")
+    if bundle:
+        lines.append(f"bundle: {bundle}  (inspect: git bundle list-heads {bundle}; it is in no ref)")
+    return "\n".join(lines)
+
+
+def describe_partial(name: str, result: ImportResult, refusal: Refusal) -> str:
+    more = f" (and {len(refusal.reasons) - 1} more)" if len(refusal.reasons) > 1 else ""
+    first = refusal.reasons[0] if refusal.reasons else "no reason given"
+    where = f"as a bundle in {refusal.bundle} and " if refusal.bundle is not None else ""
+    return (
+        f"{result.commits} commit(s) brought back to {result.branch}; commit {refusal.commit[:12]} "
+        f"({refusal.subject}) was refused: {first}{more}. The {refusal.commits} refused commit(s) are kept "
+        f"{where}in {name}, which is kept: `containai logs {name} --refused` shows why; "
+        f"`remove-agent {name} --no-push` discards them"
     )
 
 
