@@ -53,6 +53,7 @@ def session_settings(app: AppContext, repo: Path | None, options: SessionOptions
         channel=options.channel,
         memory=options.memory,
         cpus=options.cpu,
+        disk_limit=options.disk_limit,
         labels=options.labels,
     )
 
@@ -61,6 +62,7 @@ def build_request(
     app: AppContext, agent_name: str, repo: Path | None, mode: str, options: SessionOptions
 ) -> SessionRequest:
     from containai.agents.definition import get_agent
+    from containai.session.disk import DiskLimit
     from containai.session.manager import SessionRequest
     from containai.session.plan import Resources
     from containai.workspace.gate import GatePolicy
@@ -92,6 +94,7 @@ def build_request(
         gateway_upstream=settings.gateway_upstream.value,
         gate=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
         scope=settings.labels.value,
+        disk=DiskLimit(settings.disk_limit.value, settings.disk_files.value),
     )
 
 
@@ -248,7 +251,9 @@ def connect(app: AppContext, name: str | None) -> int:
     from containai.session import commands
 
     runtime = app.runtime()
-    return commands.connect(runtime, commands.pick_session(runtime, name, app.settings().labels.value))
+    state_root = app.paths.sessions_dir
+    picked = commands.pick_session(runtime, name, app.settings().labels.value, state_root=state_root)
+    return commands.connect(runtime, picked, state_root=state_root)
 
 
 @click.command("list", context_settings=CONTEXT)
@@ -260,7 +265,8 @@ def list_(app: AppContext, as_json: bool, labels: tuple[str, ...]) -> None:
     from containai.cli.render import print_json, render_sessions, sessions_json
     from containai.session import commands, manager
 
-    rows = manager.list_sessions(app.runtime(), app.settings(labels=labels).labels.value)
+    scope = app.settings(labels=labels).labels.value
+    rows = manager.list_sessions(app.runtime(), scope, state_root=app.paths.sessions_dir)
     now = commands.now_utc()
     if as_json:
         print_json(sessions_json(rows, now))
@@ -307,7 +313,8 @@ def remove(
     runtime = app.runtime()
     settings = app.settings(labels=labels)
     scope = settings.labels.value
-    names = [row.name for row in manager.list_sessions(runtime, scope)] if remove_all else [name or ""]
+    rows = manager.list_sessions(runtime, scope, state_root=app.paths.sessions_dir) if remove_all else []
+    names = [row.name for row in rows] if remove_all else [name or ""]
     status = 0
     for each in names:
         if no_push and not yes and not _discard_confirmed(app, runtime, each):

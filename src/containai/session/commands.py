@@ -23,7 +23,8 @@ from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
-from containai.session import manager
+from containai.session import manager, naming
+from containai.session.disk import stop_reason
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo, discover_repo
@@ -234,8 +235,14 @@ def launch_persistent(
     return plan
 
 
-def pick_session(runtime: ContainerRuntime, name: str | None, scope: Mapping[str, str] | None = None) -> str:
-    rows = manager.list_sessions(runtime, scope)
+def pick_session(
+    runtime: ContainerRuntime,
+    name: str | None,
+    scope: Mapping[str, str] | None = None,
+    *,
+    state_root: Path | None = None,
+) -> str:
+    rows = manager.list_sessions(runtime, scope, state_root=state_root)
     if name:
         if not any(row.name == name for row in rows):
             raise UsageError(f"no session named {name}", hint="see `list-agents`")
@@ -251,9 +258,13 @@ def pick_session(runtime: ContainerRuntime, name: str | None, scope: Mapping[str
     )
 
 
-def connect(runtime: ContainerRuntime, name: str) -> int:
+def connect(runtime: ContainerRuntime, name: str, *, state_root: Path | None = None) -> int:
     container = runtime.container(name)
     if container is None or not container.running:
+        session = container.labels.get(naming.SESSION, "") if container is not None else ""
+        stopped = stop_reason(state_root / session, name) if session and state_root else None
+        if stopped is not None:
+            raise UsageError(stopped, hint=f"`remove-agent {name}` brings its work home")
         raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
     user = container.user
     alive = runtime.exec(name, ExecSpec(("tmux", "has-session", "-t", TMUX_SESSION), user=user))
