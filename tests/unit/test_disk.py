@@ -32,6 +32,7 @@ from containai.session.disk import (
     over_limit,
     read_stop,
     stop_reason,
+    unreadable_roots,
     write_stop,
 )
 from containai.session.manager import SessionManager
@@ -120,6 +121,21 @@ def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path, monkeypatch:
     assert unmeasured == (hidden,) and usage == DiskUsage()
 
 
+def test_places_this_user_cannot_list_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    closed, open_, missing = tmp_path / "closed", tmp_path / "open", tmp_path / "missing"
+    closed.mkdir()
+    open_.mkdir()
+    real = os.scandir
+
+    def scandir(path: Path) -> Iterator[os.DirEntry[str]]:
+        if Path(path) == closed:  # as /var/lib/docker/volumes is to a user who is not root
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    assert unreadable_roots([closed, open_, missing]) == [closed]
+
+
 def test_measure_all_is_one_total_within_one_budget(tmp_path: Path) -> None:
     write(tmp_path / "one" / "a", MIB)
     write(tmp_path / "two" / "b", MIB)
@@ -142,8 +158,9 @@ def test_over_limit_says_which_cap_and_by_how_much() -> None:
     partial = over_limit(DiskUsage(60 * MIB, 10, complete=False), limit)
     assert partial is not None and "at least 60.0 MiB" in partial
     assert over_limit(DiskUsage(1, 1001), limit) == "it made more than 1000 files, over its cap of 1000"
-    hidden = over_limit(DiskUsage(1, 2, unreadable=("/x/upper/hide",)), limit)
+    hidden = over_limit(DiskUsage(1, 2, unreadable=("/x/upper/hide\x1b[2J",)), limit)
     assert hidden is not None and "cannot be measured" in hidden and "/x/upper/hide" in hidden
+    assert "\x1b" not in hidden  # the agent names its folders: shown made printable
 
 
 def test_the_stop_record_round_trips_and_tells_the_fix(tmp_path: Path) -> None:
@@ -346,6 +363,16 @@ def test_a_session_starts_its_watchdog_with_its_cap(ports: FakePorts) -> None:
     assert f"uid={plan.workspace.uid}" in vscode.options["o"]
     cache = next(v for v in ports.runtime.volumes_by_name.values() if "-cache-" in v.name)
     assert dict(cache.options) == {}  # on disk, under the watchdog
+
+
+def test_the_user_is_told_what_the_cap_cannot_count(ports: FakePorts, tmp_path: Path) -> None:
+    ports.runtime.volume_root = tmp_path / "volumes"
+    plan = planned(ports)
+    ports.watchdog.hidden = {tmp_path / "volumes" / v for v in plan.planned("workspace").detail.home_volumes}  # type: ignore[union-attr]
+    SessionManager(ports).provision(plan)
+    [warning] = [w for w in ports.reporter.warnings if "disk cap" in w]
+    assert "-cache-" in warning and "-vscode-" not in warning  # the tmpfs is the engine's to hold
+    assert "run ContainAI as a user who can" in warning
 
 
 def test_a_session_whose_watchdog_does_not_start_is_undone(ports: FakePorts) -> None:

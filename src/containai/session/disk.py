@@ -34,9 +34,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containai.config import DEFAULT_DISK_FILES, DEFAULT_DISK_LIMIT_BYTES
+from containai.session import naming
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
+from containai.text import printable
 
 if TYPE_CHECKING:
+    from containai.runtime.base import ContainerRuntime
     from containai.session.plan import SessionPlan
     from containai.session.ports import Ports
 
@@ -160,7 +163,7 @@ def over_limit(usage: DiskUsage, limit: DiskLimit) -> str | None:
     if usage.unreadable:
         return (
             f"it made {len(usage.unreadable)} folder(s) that the host cannot read (such as "
-            f"{usage.unreadable[0]}), so its disk use cannot be measured"
+            f"{printable(usage.unreadable[0])}), so its disk use cannot be measured"
         )
     return None
 
@@ -210,6 +213,34 @@ def stop_reason(state_dir: Path, name: str) -> str | None:
     return found.render(name, HINT) if found is not None else None
 
 
+def session_roots(runtime: ContainerRuntime, session: str, state_dir: Path) -> list[Path]:
+    """Where a session's disk use is, on the host: the overlay's upper layer (its changes; the volume's
+    own mount point would show the repository below them too) and each volume of the local driver.
+    Tmpfs volumes are held by the engine and take memory, not disk: left out."""
+    found = [state_dir / "upper"]
+    for volume in runtime.volumes({naming.SESSION: session}):
+        kind = volume.options.get("type", "")
+        if kind in ("overlay", "tmpfs") or not volume.mountpoint:
+            continue
+        found.append(Path(volume.mountpoint))
+    return found
+
+
+def unreadable_roots(roots: Sequence[Path]) -> list[Path]:
+    """Those of ``roots`` this process cannot list: a volume under a root-owned engine's storage, for a
+    launcher that is not root. The watchdog cannot count them; the user is told at launch."""
+    found = []
+    for root in roots:
+        try:
+            with os.scandir(root):
+                pass
+        except FileNotFoundError:
+            continue
+        except OSError:
+            found.append(root)
+    return found
+
+
 # -- the session part -----------------------------------------------------------------------------
 
 
@@ -239,6 +270,15 @@ class DiskPart(BasePart[DiskPlan]):
         ports.watchdog.start(
             session.state_dir, container=session.name, engine_url=ports.runtime.choice.base_url
         )
+        hidden = ports.watchdog.unreadable(
+            session_roots(ports.runtime, session.session_id, session.state_dir)
+        )
+        if hidden:
+            ports.reporter.warn(
+                f"the disk cap cannot count {', '.join(str(h) for h in hidden)}: this user cannot read "
+                "there (the engine's storage); run ContainAI as a user who can (root, or the user of a "
+                "rootless engine) for the whole session to be bounded"
+            )
 
     def finish(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> PartResult | None:
         reason = ports.watchdog.stopped(record.state_dir, record.name)

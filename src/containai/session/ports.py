@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,6 +95,10 @@ class SessionWatchdog(Protocol):
         ...
 
     def stop(self, state_dir: Path) -> None: ...
+
+    def unreadable(self, roots: Sequence[Path]) -> list[Path]:
+        """Those of a session's places on the host that the watchdog cannot read, so cannot count."""
+        ...
 
 
 class HostState(Protocol):
@@ -246,6 +250,11 @@ class ProcessWatchdog:
         from containai.session import watchdog
 
         watchdog.stop(state_dir)
+
+    def unreadable(self, roots: Sequence[Path]) -> list[Path]:
+        from containai.session.disk import unreadable_roots
+
+        return unreadable_roots(roots)
 
 
 class LocalHostState:

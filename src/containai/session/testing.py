@@ -11,7 +11,7 @@ Each fake records what it was asked, so tests check calls as well as results.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -138,6 +138,7 @@ class FakeWatchdog:
     started: list[dict[str, Any]] = field(default_factory=list)
     stopped_dirs: list[Path] = field(default_factory=list)
     reasons: dict[Path, str] = field(default_factory=dict)
+    hidden: set[Path] = field(default_factory=set)  # places ``unreadable`` names
     fail_start: Exception | None = None
 
     def start(self, state_dir: Path, *, container: str, engine_url: str) -> None:
@@ -150,6 +151,9 @@ class FakeWatchdog:
 
     def stop(self, state_dir: Path) -> None:
         self.stopped_dirs.append(state_dir)
+
+    def unreadable(self, roots: Sequence[Path]) -> list[Path]:
+        return [root for root in roots if root in self.hidden]
 
 
 @dataclass

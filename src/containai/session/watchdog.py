@@ -35,6 +35,7 @@ from containai.session.disk import (
     DiskUsage,
     measure_all,
     over_limit,
+    session_roots,
     size_text,
     write_stop,
 )
@@ -77,16 +78,7 @@ class Watchdog:
         self._unmeasured: tuple[Path, ...] = ()
 
     def roots(self, session: str) -> list[Path]:
-        """Where the session's disk use is, on the host: the overlay's upper layer (its changes; the
-        volume's own mount point would show the repository below them too) and each volume of the
-        local driver. Tmpfs volumes are held by the engine and take memory, not disk: left out."""
-        found = [self.state_dir / "upper"]
-        for volume in self.runtime.volumes({naming.SESSION: session}):
-            kind = volume.options.get("type", "")
-            if kind in ("overlay", "tmpfs") or not volume.mountpoint:
-                continue
-            found.append(Path(volume.mountpoint))
-        return found
+        return session_roots(self.runtime, session, self.state_dir)
 
     def check(self, session: str) -> tuple[DiskUsage, str | None]:
         """One measurement, and why the session must stop (None: it may go on)."""
