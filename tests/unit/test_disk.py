@@ -91,6 +91,12 @@ def test_the_walk_stops_past_the_file_cap_or_its_time(tmp_path: Path) -> None:
     assert capped.files == 101 and not capped.complete
     timed = measure(tmp_path, max_files=10**6, deadline=-1, clock=lambda: 0)
     assert not timed.complete and timed.files == 1024  # the time is checked every 1024 entries
+    links = tmp_path / "links"
+    write(links / "one", 4096)
+    for index in range(200):
+        os.link(links / "one", links / f"again-{index}")
+    linked = measure(links, max_files=100, deadline=FAR)  # links to one inode count as entries too
+    assert linked.files == 101 and not linked.complete
 
 
 def test_a_folder_that_cannot_be_listed_is_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -138,12 +138,12 @@ def measure(
                 except OSError:
                     continue  # gone since it was listed
                 files += 1
-                if info.st_nlink > 1 and not stat.S_ISDIR(info.st_mode):
-                    if info.st_ino in seen:
-                        continue
-                    seen.add(info.st_ino)
-                total += info.st_blocks * 512
-                if stat.S_ISDIR(info.st_mode) and info.st_dev == device:
+                folder_entry = stat.S_ISDIR(info.st_mode)
+                if folder_entry or info.st_nlink == 1 or info.st_ino not in seen:
+                    if not folder_entry and info.st_nlink > 1:
+                        seen.add(info.st_ino)
+                    total += info.st_blocks * 512
+                if folder_entry and info.st_dev == device:
                     pending.append(entry.path)
                 if files > max_files or (files % 1024 == 0 and clock() > deadline):
                     return DiskUsage(total, files, False, tuple(unreadable))
