@@ -106,14 +106,15 @@ class Watchdog:
                 if self.sleep(self.interval):
                     return "asked to end"
                 continue
+            if info is not None and info.labels.get(naming.SESSION) != self.state_dir.name:
+                info = None  # a later session that took the name: this one's container is gone
             if info is None:
                 if seen or self.clock() - started > START_GRACE:
                     return f"container {self.container} is gone"
             elif info.running:
                 seen = True
-                session = info.labels.get(naming.SESSION, "")
                 began = self.clock()
-                usage, reason = self.check(session)
+                usage, reason = self.check(self.state_dir.name)
                 took = self.clock() - began
                 log.debug(
                     "%s: %s in %d files (%.2fs)", self.container, size_text(usage.size), usage.files, took
@@ -125,7 +126,8 @@ class Watchdog:
                         self.runtime.stop(self.container)
                     except ContainAIError as exc:
                         log.warning("could not stop %s (%s); will retry", self.container, exc.message)
-                        self.sleep(self.interval)
+                        if self.sleep(self.interval):
+                            return "asked to end"
                         continue
                     return f"stopped {self.container}: {reason}"
                 if self.sleep(max(self.interval, WORK_SHARE * took)):
