@@ -452,6 +452,8 @@ def test_list_and_connect_say_why_a_session_was_stopped(tmp_path: Path) -> None:
     assert unexplained.stopped is None
     with pytest.raises(UsageError, match=r"agent was stopped by ContainAI at .*: its disk use reached"):
         commands.connect(runtime, "agent", state_root=state_root)
+    with pytest.raises(UsageError, match=r"agent was stopped by ContainAI"):  # connect-agent without -n
+        commands.pick_session(runtime, None, state_root=state_root)
 
 
 def test_the_session_list_shows_the_reason(tmp_path: Path) -> None:

@@ -251,6 +251,11 @@ def pick_session(
     if len(running) == 1:
         return running[0].name
     if not running:
+        stopped = [row for row in rows if row.stopped and row.mode == "persistent"]
+        if len(stopped) == 1 and stopped[0].stopped:  # the one the user means: say why it is not running
+            raise UsageError(
+                stopped[0].stopped, hint=f"`remove-agent {stopped[0].name}` brings its work home"
+            )
         raise UsageError("no persistent session is running", hint="start one with `launch-agent AGENT`")
     raise UsageError(
         f"{len(running)} sessions are running: {', '.join(r.name for r in running)}",
