@@ -313,8 +313,7 @@ def remove(
     runtime = app.runtime()
     settings = app.settings(labels=labels)
     scope = settings.labels.value
-    rows = manager.list_sessions(runtime, scope, state_root=app.paths.sessions_dir) if remove_all else []
-    names = [row.name for row in rows] if remove_all else [name or ""]
+    names = [row.name for row in manager.list_sessions(runtime, scope)] if remove_all else [name or ""]
     status = 0
     for each in names:
         if no_push and not yes and not _discard_confirmed(app, runtime, each):
