@@ -36,6 +36,12 @@ DEFAULT_MEMORY = "8g"  # swap included
 DEFAULT_MEMORY_BYTES = 8 * 2**30  # the same, for specs built without settings (a test checks they agree)
 DEFAULT_MAX_CPUS = 4  # a session gets the host's CPUs, up to this many
 DEFAULT_PIDS = 1024
+# A session's disk on the host: its workspace (an overlay's changes, or a clone's whole checkout), its
+# cache and its logs, together; and how many files they may hold (each costs an inode, and walking
+# them is what measuring costs). See containai/session/disk.py.
+DEFAULT_DISK_LIMIT = "20g"
+DEFAULT_DISK_LIMIT_BYTES = 20 * 2**30  # the same, for sessions planned without settings (a test checks)
+DEFAULT_DISK_FILES = 1_000_000
 DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org"
 REPO_SETTINGS = Path(".containai") / "config.toml"  # a repository's own file (also its requests)
 
@@ -164,6 +170,7 @@ def load_user_config(paths: Paths) -> dict[str, Any]:
 SETTINGS_TABLE = "settings"  # [settings] in config.toml (the user's, or a repository's)
 # What a repository's .containai/config.toml may set: how much of the host a session takes, and no
 # more. Whatever else it holds only asks (domains, MCP servers) and waits for the user's approval.
+# Not the disk cap: it bounds what the repository's own agent fills on the user's disk.
 REPO_KEYS = frozenset({"memory", "cpus", "pids"})
 
 
@@ -178,6 +185,7 @@ class Flags:
     program: str | None = None
     memory: str | None = None
     cpus: str | None = None
+    disk_limit: str | None = None
     labels: tuple[str, ...] = ()
 
 
@@ -218,6 +226,8 @@ class Settings:
     memory: Resolved[int]  # bytes, swap included
     cpus: Resolved[int]  # nano-CPUs
     pids: Resolved[int]
+    disk_limit: Resolved[int]  # bytes
+    disk_files: Resolved[int]
     workspace: Resolved[str | None]  # overlay or clone; None: chosen per session
     labels: Resolved[Mapping[str, str]]
     gateway_upstream: Resolved[str | None]
@@ -256,6 +266,8 @@ SETTING_NAMES = (
     "memory",
     "cpus",
     "pids",
+    "disk_limit",
+    "disk_files",
     "workspace",
     "labels",
     "gateway_upstream",
@@ -270,6 +282,8 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "memory": str,
     "cpus": (str, int, float),
     "pids": int,
+    "disk_limit": (str, int),
+    "disk_files": int,
     "workspace": str,
     "gateway_upstream": str,
     "gate_max_blob": (str, int),
@@ -281,7 +295,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
 def _display(name: str, value: Any) -> str:
     if value is None:
         return "auto" if name in ("runtime", "workspace") else "none"
-    if name in ("memory", "gate_max_blob", "gate_git_memory"):
+    if name in ("memory", "gate_max_blob", "gate_git_memory", "disk_limit"):
         return _size_text(int(value))
     if name == "cpus":
         return f"{value / 10**9:g}"
@@ -486,6 +500,14 @@ def resolve_settings(
             _parse_pids,
             DEFAULT_PIDS,
         ),
+        disk_limit=convert(
+            pick("disk_limit", (flags.disk_limit, "flag --disk-limit"), env("CONTAINAI_DISK_LIMIT")),
+            _parse_disk_limit,
+            DEFAULT_DISK_LIMIT_BYTES,
+        ),
+        disk_files=convert(
+            pick("disk_files", env("CONTAINAI_DISK_FILES")), _parse_disk_files, DEFAULT_DISK_FILES
+        ),
         workspace=pick("workspace", env("CONTAINAI_WORKSPACE")),
         labels=Resolved(parse_scope(scope_words), " and ".join(label_sources) or "default"),
         gateway_upstream=pick("gateway_upstream", env("CONTAINAI_GATEWAY_UPSTREAM")),
@@ -511,6 +533,19 @@ def resolve_settings(
         ),
         hooks=hooks or Hooks(),
     )
+
+
+def _parse_disk_limit(text: str) -> int:
+    value = parse_size(text, "disk_limit")
+    if value < 2**20:
+        raise ConfigError(f"disk_limit {text!r} is under 1m", hint="give a session at least 1m, e.g. 50g")
+    return value
+
+
+def _parse_disk_files(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise ConfigError(f"disk_files {text!r} is not a number of files", hint="use a number like 1000000")
+    return int(text)
 
 
 def _parse_pids(text: str) -> int:

@@ -75,7 +75,7 @@ def roles(plan: SessionPlan) -> list[str]:
 
 def test_a_restricted_session_has_a_workspace_and_nothing_else(ports: FakePorts) -> None:
     plan = planned(ports)
-    assert roles(plan) == ["workspace"]
+    assert roles(plan) == ["disk", "workspace"]
     assert plan.branch is not None and plan.branch.name == "shell/session-1" and plan.branch.created
     assert ports.git.branches == {"shell/session-1": BASE}  # reserved on the host at plan time
     targets = {m.target: m for m in plan.container.mounts}
@@ -91,7 +91,7 @@ def test_a_restricted_session_has_a_workspace_and_nothing_else(ports: FakePorts)
 
 def test_a_squid_session_adds_the_proxy_and_its_environment(ports: FakePorts) -> None:
     plan = planned(ports, request(network_proxy="squid", allow_domains=("pypi.org",)))
-    assert roles(plan) == ["workspace", "egress"]
+    assert roles(plan) == ["disk", "workspace", "egress"]
     egress = plan.planned("egress")
     assert egress is not None and "pypi.org" in egress.detail.policy.allow
     assert plan.container.environment["HTTPS_PROXY"] == "http://127.0.0.1:3128"
@@ -103,7 +103,7 @@ def test_the_gateway_plans_only_with_a_credential_and_the_proxy(ports: FakePorts
     assert "gateway" not in roles(planned(ports, request("codex", network_proxy="squid")))
     assert "gateway" not in roles(planned(ports, request("codex", credential=key)))  # restricted
     plan = planned(ports, request("codex", network_proxy="squid", credential=key))
-    assert roles(plan) == ["workspace", "egress", "gateway"]
+    assert roles(plan) == ["disk", "workspace", "egress", "gateway"]
     assert plan.container.environment["OPENAI_API_KEY"] == "containai-placeholder-not-a-real-key"
     assert "sk-test" not in repr(plan)
     assert ".codex/config.toml" in plan.setup_script or "codex" in plan.setup_script
@@ -111,7 +111,7 @@ def test_the_gateway_plans_only_with_a_credential_and_the_proxy(ports: FakePorts
 
 def test_mcp_servers_bring_the_stub_and_the_broker(ports: FakePorts) -> None:
     plan = planned(ports, request("claude"), mcp_servers=[CANARY])
-    assert roles(plan) == ["workspace", "mcp", "broker"]
+    assert roles(plan) == ["disk", "workspace", "mcp", "broker"]
     assert "/run/containai/mcp" in plan.container.tmpfs
     assert any(m.target == "/run/containai/broker" for m in plan.container.mounts)
 

@@ -12,7 +12,7 @@ from typing import Any, Literal, TypeVar, cast
 
 import click
 
-from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY
+from containai.config import DEFAULT_DISK_LIMIT, DEFAULT_MAX_CPUS, DEFAULT_MEMORY
 from containai.images.catalog import CHANNELS
 
 FC = TypeVar("FC", bound=Callable[..., Any])
@@ -33,6 +33,7 @@ class SessionOptions:
     network_proxy: NetworkProxy = "squid"
     cpu: str | None = None
     memory: str | None = None
+    disk_limit: str | None = None
     allow_domains: tuple[str, ...] = ()
     channel: str | None = None
     labels: tuple[str, ...] = ()
@@ -61,6 +62,11 @@ _OPTIONS = [
     ),
     click.option("--cpu", metavar="N", help=f"CPUs for the session (default: up to {DEFAULT_MAX_CPUS})."),
     click.option("--memory", metavar="SIZE", help=f"Memory, swap included (default: {DEFAULT_MEMORY})."),
+    click.option(
+        "--disk-limit",
+        metavar="SIZE",
+        help=f"Host disk the session may fill: workspace, cache, logs (default: {DEFAULT_DISK_LIMIT}).",
+    ),
     click.option(
         "--allow-domain",
         "allow_domains",

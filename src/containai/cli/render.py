@@ -121,6 +121,7 @@ def sessions_json(rows: Sequence[SessionRow], now: datetime) -> dict[str, Any]:
                 "created": row.created,
                 "age_seconds": _age_seconds(row.created, now),
                 "session": row.session,
+                "stopped": row.stopped,  # why ContainAI stopped it (its disk cap); null otherwise
             }
             for row in rows
         ],
@@ -132,8 +133,12 @@ def render_sessions(console: Console, rows: Sequence[SessionRow], now: datetime)
     for column in ("NAME", "AGENT", "REPO", "BRANCH", "STATUS", "AGE"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", row.status, row.age(now))
+        status = "stopped" if row.stopped else row.status  # by ContainAI: said why below the table
+        table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", status, row.age(now))
     console.print(table)
+    for row in rows:
+        if row.stopped:
+            console.print(Text(row.stopped))
 
 
 def render_settings(settings: Settings, console: Console) -> None:

@@ -53,6 +53,7 @@ def session_settings(app: AppContext, root: Path | None, options: SessionOptions
         channel=options.channel,
         memory=options.memory,
         cpus=options.cpu,
+        disk_limit=options.disk_limit,
         labels=options.labels,
     )
 
@@ -63,6 +64,7 @@ def build_request(
     """The request for a session, with every input checked before the engine is touched."""
     from containai.agents.definition import get_agent
     from containai.session.commands import find_repo
+    from containai.session.disk import DiskLimit
     from containai.session.manager import SessionRequest
     from containai.session.plan import Resources
 
@@ -94,6 +96,7 @@ def build_request(
         gateway_upstream=settings.gateway_upstream.value,
         gate=settings.gate_policy(),
         scope=settings.labels.value,
+        disk=DiskLimit(settings.disk_limit.value, settings.disk_files.value),
     )
 
 
@@ -250,7 +253,9 @@ def connect(app: AppContext, name: str | None) -> int:
     from containai.session import commands
 
     runtime = app.runtime()
-    return commands.connect(runtime, commands.pick_session(runtime, name, app.settings().labels.value))
+    state_root = app.paths.sessions_dir
+    picked = commands.pick_session(runtime, name, app.settings().labels.value, state_root=state_root)
+    return commands.connect(runtime, picked, state_root=state_root)
 
 
 @click.command("list", context_settings=CONTEXT)
@@ -262,7 +267,8 @@ def list_(app: AppContext, as_json: bool, labels: tuple[str, ...]) -> None:
     from containai.cli.render import print_json, render_sessions, sessions_json
     from containai.session import commands, manager
 
-    rows = manager.list_sessions(app.runtime(), app.settings(labels=labels).labels.value)
+    scope = app.settings(labels=labels).labels.value
+    rows = manager.list_sessions(app.runtime(), scope, state_root=app.paths.sessions_dir)
     now = commands.now_utc()
     if as_json:
         print_json(sessions_json(rows, now))

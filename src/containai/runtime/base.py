@@ -209,6 +209,7 @@ class VolumeInfo:
     labels: Mapping[str, str]
     driver: str = "local"
     options: Mapping[str, str] = field(default_factory=dict)
+    mountpoint: str = ""  # where its data is on the engine's host (the disk watchdog measures there)
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,16 @@ def _container_info(container: Any) -> ContainerInfo:
     return parse_container_info(container.attrs)
 
 
+def _volume_info(name: str, attrs: Mapping[str, Any]) -> VolumeInfo:
+    return VolumeInfo(
+        name,
+        dict(attrs.get("Labels") or {}),
+        attrs.get("Driver", ""),
+        dict(attrs.get("Options") or {}),
+        attrs.get("Mountpoint") or "",
+    )
+
+
 def _label_filter(labels: Mapping[str, str]) -> dict[str, list[str]]:
     return {"label": [f"{k}={v}" if v else k for k, v in labels.items()]}
 
@@ -471,12 +481,7 @@ class _EngineContainers:
         except Exception as exc:
             raise translate(exc, self.choice, f"create volume {name}") from exc
         attrs = volume.attrs
-        return VolumeInfo(
-            volume.name,
-            dict(attrs.get("Labels") or {}),
-            attrs.get("Driver", ""),
-            dict(attrs.get("Options") or {}),
-        )
+        return _volume_info(volume.name, attrs)
 
     def volumes(self, labels: Mapping[str, str]) -> list[VolumeInfo]:
         try:
@@ -484,14 +489,7 @@ class _EngineContainers:
         except Exception as exc:
             raise translate(exc, self.choice, "list volumes") from exc
         return [
-            VolumeInfo(
-                v.name,
-                dict(v.attrs.get("Labels") or {}),
-                v.attrs.get("Driver", ""),
-                dict(v.attrs.get("Options") or {}),
-            )
-            for v in found
-            if has_labels(v.attrs.get("Labels") or {}, labels)
+            _volume_info(v.name, v.attrs) for v in found if has_labels(v.attrs.get("Labels") or {}, labels)
         ]
 
     def remove_volume(self, name: str) -> None:

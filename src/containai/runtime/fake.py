@@ -159,6 +159,8 @@ class FakeRuntime:
         # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
         self.inputs: list[tuple[str, bytes]] = []  # what a fed start or an exec with stdin handed over
         self.closed = False
+        # When set, each volume gets a real folder here as its mount point (the disk watchdog's tests).
+        self.volume_root: Path | None = None
 
     # Images and the engine.
 
@@ -308,7 +310,11 @@ class FakeRuntime:
         self, name: str, *, labels: Mapping[str, str], driver_opts: Mapping[str, str] | None = None
     ) -> VolumeInfo:
         self._maybe_fail("create_volume")
-        volume = VolumeInfo(name, dict(labels), "local", dict(driver_opts or {}))
+        mountpoint = ""
+        if self.volume_root is not None:
+            (self.volume_root / name).mkdir(parents=True, exist_ok=True)
+            mountpoint = str(self.volume_root / name)
+        volume = VolumeInfo(name, dict(labels), "local", dict(driver_opts or {}), mountpoint)
         self.volumes_by_name[name] = volume
         return volume
 

@@ -27,6 +27,7 @@ from containai.mcp.config import McpServer, repo_servers, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
 from containai.session import manager, naming
+from containai.session.disk import stop_reason
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo, discover_repo, protected_directories, validate_branch
@@ -275,8 +276,14 @@ def launch_persistent(
     return plan
 
 
-def pick_session(runtime: ContainerRuntime, name: str | None, scope: Mapping[str, str] | None = None) -> str:
-    rows = manager.list_sessions(runtime, scope)
+def pick_session(
+    runtime: ContainerRuntime,
+    name: str | None,
+    scope: Mapping[str, str] | None = None,
+    *,
+    state_root: Path | None = None,
+) -> str:
+    rows = manager.list_sessions(runtime, scope, state_root=state_root)
     if name:
         if not any(row.name == name for row in rows):
             raise UsageError(f"no session named {name}", hint="see `list-agents`")
@@ -285,6 +292,11 @@ def pick_session(runtime: ContainerRuntime, name: str | None, scope: Mapping[str
     if len(running) == 1:
         return running[0].name
     if not running:
+        stopped = [row for row in rows if row.stopped and row.mode == "persistent"]
+        if len(stopped) == 1 and stopped[0].stopped:  # the one the user means: say why it is not running
+            raise UsageError(
+                stopped[0].stopped, hint=f"`remove-agent {stopped[0].name}` brings its work home"
+            )
         raise UsageError("no persistent session is running", hint="start one with `launch-agent AGENT`")
     raise UsageError(
         f"{len(running)} sessions are running: {', '.join(r.name for r in running)}",
@@ -292,9 +304,13 @@ def pick_session(runtime: ContainerRuntime, name: str | None, scope: Mapping[str
     )
 
 
-def connect(runtime: ContainerRuntime, name: str) -> int:
+def connect(runtime: ContainerRuntime, name: str, *, state_root: Path | None = None) -> int:
     container = runtime.container(name)
     if container is None or not container.running:
+        session = container.labels.get(naming.SESSION, "") if container is not None else ""
+        stopped = stop_reason(state_root / session, name) if session and state_root else None
+        if stopped is not None:
+            raise UsageError(stopped, hint=f"`remove-agent {name}` brings its work home")
         raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
     user = container.user
     alive = runtime.exec(name, ExecSpec(("tmux", "has-session", "-t", TMUX_SESSION), user=user))

@@ -34,6 +34,7 @@ from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, ExecSpec, Mount, NetworkInfo, VolumeInfo
 from containai.secrets.value import Secret
 from containai.session import naming
+from containai.session.disk import DiskLimit
 from containai.session.naming import SessionLabels, container_name, new_session_id
 from containai.session.parts import (
     FinishOptions,
@@ -89,6 +90,7 @@ class SessionRequest:
     gate: GatePolicy = DEFAULT_GATE  # CONTAINAI_GATE_MAX_BLOB
     scope: Mapping[str, str] = field(default_factory=dict)  # --label / CONTAINAI_LABELS
     repo: RepoInfo | None = None  # found and checked already (commands.find_repo); else found at start
+    disk: DiskLimit = field(default_factory=DiskLimit)  # --disk-limit / CONTAINAI_DISK_LIMIT, disk_files
 
 
 @dataclass(frozen=True)
@@ -356,7 +358,8 @@ class SessionManager:
             results[part.role] = result
             if result.keep:
                 log.warning("%s: kept: %s", name, result.message)
-                return FinishResult(kept=True, message=result.message or "kept", parts=results)
+                said = tuple(w for r in results.values() for w in r.warnings)  # such as why it was stopped
+                return FinishResult(kept=True, message=result.message or "kept", warnings=said, parts=results)
         self.teardown(record, options)
         messages = [r.message for r in results.values() if r.message]
         warnings = tuple(w for r in results.values() for w in r.warnings)
@@ -404,11 +407,17 @@ class SessionManager:
 
     # -- sessions on the engine
 
-    def sessions(self, scope: Mapping[str, str] | None = None) -> list[SessionRow]:
-        """Every session's agent container, or only those carrying all of ``scope``'s labels."""
+    def sessions(self, scope: Mapping[str, str] | None = None, *, reasons: bool = True) -> list[SessionRow]:
+        """Every session's agent container, or only those carrying all of ``scope``'s labels; with
+        ``reasons``, each one that ContainAI stopped says why."""
         rows = []
         for container in self.ports.runtime.containers({**(scope or {}), naming.ROLE: "agent"}):
             labels = SessionLabels.parse(container.labels)
+            stopped = (
+                None
+                if container.running or not labels.session or not reasons
+                else self.ports.watchdog.stopped(self.ports.host.root / labels.session, container.name)
+            )
             rows.append(
                 SessionRow(
                     name=container.name,
@@ -419,6 +428,7 @@ class SessionManager:
                     mode=labels.mode,
                     created=labels.created,
                     session=labels.session,
+                    stopped=stopped,
                 )
             )
         return sorted(rows, key=lambda r: r.created)
@@ -474,6 +484,7 @@ class SessionRow:
     mode: str
     created: str
     session: str
+    stopped: str | None = None  # why ContainAI stopped it (its disk cap), for the user
 
     def age(self, now: datetime) -> str:
         try:
@@ -527,8 +538,12 @@ def finish(
     )
 
 
-def list_sessions(runtime: ContainerRuntime, scope: Mapping[str, str] | None = None) -> list[SessionRow]:
-    return SessionManager(Ports.local(runtime, state_root=Path())).sessions(scope)
+def list_sessions(
+    runtime: ContainerRuntime, scope: Mapping[str, str] | None = None, *, state_root: Path | None = None
+) -> list[SessionRow]:
+    """The sessions; with ``state_root`` (where the reasons are), each one ContainAI stopped says why."""
+    steps = SessionManager(Ports.local(runtime, state_root=state_root or Path()))
+    return steps.sessions(scope, reasons=state_root is not None)
 
 
 def gc(

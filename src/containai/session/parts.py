@@ -148,7 +148,8 @@ def default_parts() -> tuple[SessionPart[Any], ...]:
     """The parts of every session, in order: provision and start run in this order, teardown reversed."""
     from containai.egress.part import EgressPart
     from containai.gateway.part import GatewayPart
+    from containai.session.disk import DiskPart
     from containai.session.mcp import BrokerPart, McpPart
     from containai.workspace.part import WorkspacePart
 
-    return (WorkspacePart(), EgressPart(), GatewayPart(), McpPart(), BrokerPart())
+    return (DiskPart(), WorkspacePart(), EgressPart(), GatewayPart(), McpPart(), BrokerPart())

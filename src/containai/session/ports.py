@@ -16,8 +16,8 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -92,6 +92,23 @@ class BrokerLauncher(Protocol):
     def stop(self, state_dir: Path) -> None: ...
 
 
+class SessionWatchdog(Protocol):
+    """The session's disk watchdog: a host process that stops the session when it is over its disk cap
+    (``containai.session.watchdog``), and says why."""
+
+    def start(self, state_dir: Path, *, container: str, engine_url: str) -> None: ...
+
+    def stopped(self, state_dir: Path, name: str) -> str | None:
+        """Why the watchdog stopped the session ``name``, for the user; None when it did not."""
+        ...
+
+    def stop(self, state_dir: Path) -> None: ...
+
+    def unreadable(self, roots: Sequence[Path]) -> list[Path]:
+        """Those of a session's places on the host that the watchdog cannot read, so cannot count."""
+        ...
+
+
 class HostState(Protocol):
     """Sessions' folders on the host (``<state>/sessions/<id>``), and this launcher process."""
 
@@ -120,6 +137,7 @@ class Ports:
     host: HostState
     reporter: Reporter
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    watchdog: SessionWatchdog = field(default_factory=lambda: ProcessWatchdog())
 
     @classmethod
     def local(cls, runtime: ContainerRuntime, *, state_root: Path, reporter: Reporter | None = None) -> Ports:
@@ -235,6 +253,30 @@ def boot_id() -> str:
         return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
     except OSError:
         return "unknown"
+
+
+class ProcessWatchdog:
+    """SessionWatchdog over ``python -m containai.session.watchdog`` processes."""
+
+    def start(self, state_dir: Path, *, container: str, engine_url: str) -> None:
+        from containai.session import watchdog
+
+        watchdog.start(state_dir, container=container, engine_url=engine_url)
+
+    def stopped(self, state_dir: Path, name: str) -> str | None:
+        from containai.session.disk import stop_reason
+
+        return stop_reason(state_dir, name)
+
+    def stop(self, state_dir: Path) -> None:
+        from containai.session import watchdog
+
+        watchdog.stop(state_dir)
+
+    def unreadable(self, roots: Sequence[Path]) -> list[Path]:
+        from containai.session.disk import unreadable_roots
+
+        return unreadable_roots(roots)
 
 
 class LocalHostState:

@@ -4,13 +4,14 @@
     ports.git.imports.append(result)         # what the next import returns (or raises)
     ports.broker.fail_start = SessionError(...)
     ports.host.ready, ports.host.removed     # what the session did to its host folders
+    ports.watchdog.reasons[state_dir] = "..."  # a session its disk watchdog stopped
 
 Each fake records what it was asked, so tests check calls as well as results.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -145,6 +146,31 @@ class FakeBroker:
 
 
 @dataclass
+class FakeWatchdog:
+    """Records the watchdogs started and stopped; ``reasons``: what ``stopped`` says, by state folder."""
+
+    started: list[dict[str, Any]] = field(default_factory=list)
+    stopped_dirs: list[Path] = field(default_factory=list)
+    reasons: dict[Path, str] = field(default_factory=dict)
+    hidden: set[Path] = field(default_factory=set)  # places ``unreadable`` names
+    fail_start: Exception | None = None
+
+    def start(self, state_dir: Path, *, container: str, engine_url: str) -> None:
+        if self.fail_start is not None:
+            raise self.fail_start
+        self.started.append({"state_dir": state_dir, "container": container, "engine_url": engine_url})
+
+    def stopped(self, state_dir: Path, name: str) -> str | None:
+        return self.reasons.get(state_dir)
+
+    def stop(self, state_dir: Path) -> None:
+        self.stopped_dirs.append(state_dir)
+
+    def unreadable(self, roots: Sequence[Path]) -> list[Path]:
+        return [root for root in roots if root in self.hidden]
+
+
+@dataclass
 class FakeHostState:
     root: Path = Path("/state/sessions")
     files: dict[Path, str] = field(default_factory=dict)
@@ -186,6 +212,7 @@ class FakePorts(Ports):
     broker: FakeBroker
     host: FakeHostState
     reporter: RecordingReporter
+    watchdog: FakeWatchdog = field(default_factory=FakeWatchdog)
 
 
 def fake_ports(*, channel: str = "dev", runtime: FakeRuntime | None = None) -> FakePorts:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +32,8 @@ MAX_BUNDLE_BYTES = 2 * 2**30
 # commits as a bundle, and why (`containai logs NAME --refused`).
 REFUSED_BUNDLE = Path("refused") / "rest.bundle"
 REFUSED_RECORD = Path("refused") / "refusal.json"
+VSCODE_SERVER_BYTES = 2**30  # the VS Code server's tmpfs volume (a server and its extensions)
+PAGE = 4096
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,7 @@ class WorkspacePlan:
     volume_opts: dict[str, str]
     home_volumes: tuple[str, ...]
     overlay: bool
+    home_volume_opts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # by volume name
 
 
 class WorkspacePart(BasePart[WorkspacePlan]):
@@ -58,6 +62,18 @@ class WorkspacePart(BasePart[WorkspacePlan]):
         # Programs that unpack and run code under HOME (VS Code's server, Copilot's native addon in
         # ~/.cache) need exec there, which the noexec HOME tmpfs refuses: each gets a session volume.
         home = (f"{ctx.name}-vscode-{ctx.session_id}", f"{ctx.name}-cache-{ctx.session_id}")
+        # The VS Code server's is a tmpfs of a fixed size, so the engine holds it to its cap: VS Code
+        # downloads its server again after a stop. The cache stays on disk, under the session's disk
+        # watchdog (session/disk.py): it can be gigabytes, which on tmpfs would be the session's memory.
+        # nr_blocks (pages), not size=: Podman reads a volume's size= as an XFS quota.
+        home_opts = {
+            home[0]: {
+                "type": "tmpfs",
+                "device": "tmpfs",
+                "o": f"nr_blocks={VSCODE_SERVER_BYTES // PAGE},uid={ctx.workspace.uid},"
+                f"gid={ctx.workspace.gid},mode=0700",
+            }
+        }
         mounts = [
             Mount(WORKSPACE, volume, "volume"),
             Mount(VSCODE_SERVER, home[0], "volume"),
@@ -68,7 +84,9 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             # is the owner and the repository is its lower layer.
             source = ctx.repo.root if overlay else ctx.repo.common_dir
             mounts.append(Mount(REPO_MOUNT, str(source), "bind", read_only=True))
-        return PartPlan(self.role, WorkspacePlan(volume, opts, home, overlay), mounts=tuple(mounts))
+        return PartPlan(
+            self.role, WorkspacePlan(volume, opts, home, overlay, home_opts), mounts=tuple(mounts)
+        )
 
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
         plan = planned.detail
@@ -78,7 +96,9 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             plan.volume, labels=session.labels.for_role("workspace"), driver_opts=plan.volume_opts
         )
         for volume in plan.home_volumes:
-            ports.runtime.create_volume(volume, labels=session.labels.for_role("home"))
+            ports.runtime.create_volume(
+                volume, labels=session.labels.for_role("home"), driver_opts=plan.home_volume_opts.get(volume)
+            )
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
         output: list[bytes] = []
