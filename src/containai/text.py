@@ -33,3 +33,31 @@ def last_line(output: bytes | str) -> str:
     text = output.decode("utf-8", "surrogateescape") if isinstance(output, bytes) else output
     lines = [line for line in text.splitlines() if line.strip()]
     return printable(lines[-1]) if lines else ""
+
+
+OUTPUT_TAIL_BYTES = 64 * 2**10
+
+
+class OutputTail:
+    """A program's output as an exec sink (``OutputSink``) that keeps only its last ``limit`` bytes:
+    the agent decides how much its container prints, the host holds no more than this of it."""
+
+    def __init__(
+        self, limit: int = OUTPUT_TAIL_BYTES, *, streams: tuple[str, ...] = ("stdout", "stderr")
+    ) -> None:
+        self.limit = limit
+        self.streams = streams
+        self.seen = 0
+        self._data = bytearray()
+
+    def __call__(self, stream: str, data: bytes) -> None:
+        if stream not in self.streams:
+            return
+        self.seen += len(data)
+        self._data += data
+        if len(self._data) > self.limit:
+            del self._data[: len(self._data) - self.limit]
+
+    @property
+    def data(self) -> bytes:
+        return bytes(self._data)

@@ -15,7 +15,15 @@ from typing import Any
 import pytest
 
 from containai.errors import EngineAPIError, EngineError
-from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ContainerSpec, ExecSpec, Mount
+from containai.runtime.base import (
+    BuildEvent,
+    BuildSpec,
+    ContainerRuntime,
+    ContainerSpec,
+    ExecSpec,
+    FileTail,
+    Mount,
+)
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.fake import FakeRuntime
 from containai.runtime.select import EngineChoice, EngineKind
@@ -169,7 +177,7 @@ def test_exec_streams_output_and_returns_the_exit_code(rt: ContainerRuntime) -> 
         rt.exec(name, ExecSpec(("true",)))  # not running
 
 
-def test_read_file_from_a_volume(rt: ContainerRuntime) -> None:
+def test_read_tail_from_a_volume(rt: ContainerRuntime) -> None:
     """As the proxy's audit is read: from a volume (Docker's archive API does not see into a tmpfs)."""
     name, volume = fresh("read"), fresh("readvol")
     rt.create_volume(volume, labels={**LABELS, "contract": name})
@@ -177,10 +185,12 @@ def test_read_file_from_a_volume(rt: ContainerRuntime) -> None:
         rt.create_container(spec(name, mounts=(Mount("/data", volume, "volume"),)))
         rt.start(name)
         given_file(rt, name, "/data/note", b"contents\n")
-        assert rt.read_file(name, "/data/note") == b"contents\n"
-        assert rt.read_file(name, "/data/absent") is None
+        assert rt.read_tail(name, "/data/note", max_bytes=100) == FileTail(b"contents\n", 9)
+        assert rt.read_tail(name, "/data/note", max_bytes=3) == FileTail(b"ts\n", 9)
+        assert rt.read_tail(name, "/data/absent", max_bytes=100) is None
         rt.stop(name, timeout=1)
-        assert rt.read_file(name, "/data/note") == b"contents\n"  # also once it has stopped
+        # also once it has stopped
+        assert rt.read_tail(name, "/data/note", max_bytes=100) == FileTail(b"contents\n", 9)
     finally:
         rt.remove_container(name)
         rt.remove_volume(volume)

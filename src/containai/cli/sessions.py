@@ -92,6 +92,7 @@ def build_request(
         gateway_upstream=settings.gateway_upstream.value,
         gate=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
         scope=settings.labels.value,
+        bounds=settings.bounds,
     )
 
 
@@ -320,6 +321,7 @@ def remove(
             keep_branch=keep_branch,
             state_root=app.paths.sessions_dir,
             policy=GatePolicy(max_blob_bytes=settings.gate_max_blob.value),
+            bounds=settings.bounds,
         )
         report_finish(result, reporter(app), prefix=f"{each}: ")
         if result.kept:

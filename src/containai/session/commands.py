@@ -171,6 +171,7 @@ def run_ephemeral(
             keep_branch=False,
             state_root=paths.sessions_dir,
             policy=request.gate,
+            bounds=request.bounds,
         )
         report_finish(result, reporter)
     imported = result.imported
@@ -271,12 +272,15 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path) -> str:
-    """The egress audit of a session: from its proxy while it runs, from the host copy afterwards."""
+def egress_audit(
+    runtime: ContainerRuntime, name: str, *, state_root: Path, max_bytes: int
+) -> sidecar.AuditCopy:
+    """The egress audit of a session: from its proxy while it runs (at most ``max_bytes``, the newest),
+    from the host copy afterwards (which finish capped when it wrote it)."""
     proxy = runtime.container(f"{name}-proxy")
     if proxy is not None:
-        return sidecar.audit_text(runtime, proxy.name)
+        return sidecar.read_audit(runtime, proxy.name, max_bytes=max_bytes)
     kept = sorted((state_root.parent / "session-logs").glob(f"{name}-*.egress.jsonl"))
     if not kept:
         raise UsageError(f"no egress log for {name}", hint="see `list-agents` for running sessions")
-    return kept[-1].read_text(encoding="utf-8")
+    return sidecar.AuditCopy.parse(kept[-1].read_text(encoding="utf-8", errors="replace"))

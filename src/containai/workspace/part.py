@@ -9,23 +9,24 @@ session branch ContainAI created, when nothing landed on it.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from containai.errors import ContainAIError, SessionError
+from containai.config import Bounds
+from containai.errors import ContainAIError, ExecTimedOut, SessionError
 from containai.runtime.base import ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
-from containai.text import last_line, printable
+from containai.text import OutputTail, last_line, printable
 from containai.workspace.gate import ImportResult, render_export_script
 
 if TYPE_CHECKING:
     from containai.session.plan import SessionPlan
     from containai.session.ports import Ports
-
-MAX_BUNDLE_BYTES = 2 * 2**30
 
 
 @dataclass(frozen=True)
@@ -177,25 +178,30 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
     """
     labels = record.labels
     runtime = ports.runtime
+    bounds = options.bounds
     user = (record.container.user if record.container is not None else "") or "1000:1000"
-    output: list[bytes] = []
+    # The export's output is the agent's to shape (hooks are off, but git prints what it is given):
+    # only its tail is held, and only its last line, made printable, is shown.
+    output = OutputTail()
     script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
-    code = runtime.exec(
-        record.name,
-        ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE),
-        on_output=lambda _s, data: output.append(data),
-    )
-    if code == 3 and not ports.host.is_ready(record.state_dir):
-        return None
-    if code == 0 and runtime.exec(record.name, ExecSpec(("test", "-s", EXPORT_BUNDLE), user=user)) != 0:
-        return None  # no new commits: the export wrote no bundle
+    timeout = bounds.export_timeout
+    with timed_out_as_session_error(record.name, "exporting the work", timeout):
+        code = runtime.exec(
+            record.name,
+            ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE, timeout=timeout),
+            on_output=output,
+        )
+        if code == 3 and not ports.host.is_ready(record.state_dir):
+            return None
+        exists = ExecSpec(("test", "-s", EXPORT_BUNDLE), user=user, timeout=timeout)
+        if code == 0 and runtime.exec(record.name, exists) != 0:
+            return None  # no new commits: the export wrote no bundle
     if code != 0:
-        # The export's output is the agent's to shape: only its last line, made printable, is shown.
-        shown = last_line(b"".join(output)) or f"exit {code}"
+        shown = last_line(output.data) or f"exit {code}"
         raise SessionError(f"exporting the work failed in {record.name}: {shown}")
     with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
         bundle = Path(work) / "session.bundle"
-        copy_out(ports, record.name, EXPORT_BUNDLE, user=user, target=bundle)
+        copy_out(ports, record.name, EXPORT_BUNDLE, user=user, target=bundle, bounds=bounds)
         return ports.git.import_bundle(
             Path(labels.repo),
             bundle,
@@ -207,17 +213,35 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
         )
 
 
-def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path) -> None:
+@contextlib.contextmanager
+def timed_out_as_session_error(name: str, doing: str, seconds: float) -> Iterator[None]:
+    """An exec past its time limit, as the reason the work is kept, with the setting that changes it."""
+    try:
+        yield
+    except ExecTimedOut as exc:
+        raise SessionError(
+            f"{doing} in {name} ran past the export_timeout of {seconds:g} s ({printable(exc.program)} "
+            f"was stopped); to allow longer, {Bounds.how_to_change('export_timeout')}"
+        ) from exc
+
+
+def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path, bounds: Bounds) -> None:
     """Copy a file out of the container through ``cat`` (streamed to disk, as the agent's user), and
-    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried."""
+    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried.
+    Each command is under the export timeout; a file over the export size cap is refused unread."""
     runtime = ports.runtime
-    code, size, expected, stat = 0, 0, b"", bytearray()
+    limit, timeout = bounds.export_max, bounds.export_timeout
+    code, size, expected = 0, 0, b""
     for _ in range(3):
-        stat.clear()
-        runtime.exec(container, ExecSpec(("stat", "-c", "%s", path), user=user), lambda _s, d: stat.extend(d))
-        expected = bytes(stat).strip()
+        stat = OutputTail(64, streams=("stdout",))
+        with timed_out_as_session_error(container, "copying the work out", timeout):
+            runtime.exec(container, ExecSpec(("stat", "-c", "%s", path), user=user, timeout=timeout), stat)
+        expected = stat.data.strip()
         if not expected.isdigit():
             continue
+        if int(expected) > limit:
+            size = int(expected)
+            break
         size = 0
         with target.open("wb") as handle:
 
@@ -225,14 +249,20 @@ def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path
                 nonlocal size
                 if stream == "stdout":
                     size += len(data)
-                    if size <= MAX_BUNDLE_BYTES:
+                    if size <= limit:
                         handle.write(data)
 
-            code = runtime.exec(container, ExecSpec(("cat", path), user=user), save)
-        if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
+            with timed_out_as_session_error(container, "copying the work out", timeout):
+                code = runtime.exec(container, ExecSpec(("cat", path), user=user, timeout=timeout), save)
+        if code == 0 and size == int(expected) <= limit:
             return
-        if code != 0 or size > MAX_BUNDLE_BYTES:
+        if code != 0 or size > limit:
             break
+    if size > limit:
+        raise SessionError(
+            f"the work's bundle in {container} is {size} bytes, over the export_max cap of {limit} bytes; "
+            f"to allow more, {Bounds.how_to_change('export_max')}"
+        )
     raise SessionError(
         f"copying the work out of {container} failed (exit {code}, {size} of {printable(expected) or '?'} bytes)"
     )
