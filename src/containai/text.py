@@ -28,6 +28,27 @@ def printable(value: bytes | str, *, limit: int = MAX_SHOWN) -> str:
     return shown if len(shown) <= limit else shown[: limit - 1] + "…"
 
 
+def terminal_safe(text: str) -> str:
+    """A message about to be printed, made safe whatever it quotes: each control and format character
+    but the line break and the tab is escaped, as ``printable`` would. Unlike ``printable``, nothing
+    else changes (a backslash stays one, nothing is cut): it is the last guard, at the printing
+    boundary, for text that parts of it may already have made printable."""
+    if all(ch in "\n\t" or unicodedata.category(ch) not in _UNSAFE for ch in text):
+        return text
+    out = []
+    for ch in text:
+        if ch in "\n\t" or unicodedata.category(ch) not in _UNSAFE:
+            out.append(ch)
+        elif "\udc80" <= ch <= "\udcff":
+            out.append(f"\\x{ord(ch) - 0xDC00:02x}")
+        else:
+            out.append(f"\\x{ord(ch):02x}" if ord(ch) < 0x100 else f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+_UNSAFE = ("Cc", "Cf", "Zl", "Zp", "Cs")
+
+
 def last_line(output: bytes | str) -> str:
     """The last non-blank line of a program's output, printable."""
     text = output.decode("utf-8", "surrogateescape") if isinstance(output, bytes) else output

@@ -32,7 +32,7 @@ from typing import BinaryIO
 
 from containai.errors import GateRefused, HostToolError, UsageError
 from containai.hostgit import FSCK_ERRORS, HEX_LENGTH, PACK_TIMEOUT, HostGit
-from containai.text import printable
+from containai.text import last_line, printable
 
 __all__ = [
     "GatePolicy",
@@ -79,8 +79,7 @@ _STRICT = "--strict=" + ",".join(f"{msg}=error" for msg in FSCK_ERRORS)
 
 
 def _last_line(stderr: bytes) -> str:
-    lines = stderr.decode("utf-8", "backslashreplace").strip().splitlines()
-    return lines[-1] if lines else ""
+    return last_line(stderr)  # git's words may quote the agent's (paths, refs): printable
 
 
 def _out(result: subprocess.CompletedProcess[bytes]) -> str:
