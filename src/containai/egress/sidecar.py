@@ -37,24 +37,28 @@ AUDIT_ROTATED = f"{AUDIT_LOG}.0"  # the audit before the last rotation (squid's 
 AUDIT_DROPPED = f"{AUDIT_LOG}.dropped"  # how many bytes rotations have dropped, as a decimal number
 SQUID_PID = "/var/run/squid/squid.pid"
 # The proxy's entrypoint, with a rotation loop beside squid (which stays PID 1, so that the container
-# and the agent's way out still end with it). Once a second: past half the cap, squid is told to
-# rotate (SIGUSR1; it renames the audit to .0, replacing the one before, and opens a new one), and the
-# bytes that replaced .0 held are added to the count of what was dropped. So the volume holds about
-# the cap at most (the audit and .0, each about half), plus what squid writes in a second.
+# and the agent's way out still end with it). Five times a second: past half the cap, squid is told to
+# rotate (SIGUSR1: it renames the audit to .0, replacing the one before, and opens a new one), and the
+# bytes the replaced .0 held are added to the count of what was dropped. So the volume holds about the
+# cap at most (the audit and .0, each about half), and what squid writes in a fifth of a second.
 PROXY_ENTRYPOINT = (
     "bash",
     "-c",
     f"""set -u
 half=$1 log={AUDIT_LOG} dropped=0
 rotate() {{
-  while sleep 1; do
+  while sleep 0.2; do
     size=$(stat -c %s "$log" 2>/dev/null) || continue
     [ "$size" -gt "$half" ] || continue
     old=$(stat -c %s "$log.0" 2>/dev/null) || old=0
+    inode=$(stat -c %i "$log")
     kill -USR1 "$(cat {SQUID_PID})" || continue
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      sleep 0.1
+      [ "$(stat -c %i "$log" 2>/dev/null)" = "$inode" ] || break
+    done
     dropped=$((dropped + old))
     echo "$dropped" > "$log.dropped.new" && mv -f "$log.dropped.new" "$log.dropped"
-    sleep 1
   done
 }}
 rotate </dev/null >/dev/null 2>&1 &
