@@ -24,7 +24,7 @@ from containai.egress.squid import render_squid_conf
 from containai.errors import ConfigError, EngineAPIError, ExecTimedOut
 from containai.runtime.base import ContainerSpec
 from containai.runtime.fake import FakeRuntime
-from containai.session import naming
+from containai.session import commands, naming
 from containai.session.manager import SessionManager
 from containai.session.parts import FinishOptions
 from containai.session.testing import FakePorts, fake_ports
@@ -310,3 +310,23 @@ def test_the_bounds_come_from_the_settings_with_their_sources(tmp_path: Path) ->
     for name, bad in (("EXPORT_TIMEOUT", "0"), ("EXPORT_TIMEOUT", "soon"), ("EGRESS_LOG_MAX", "1k")):
         with pytest.raises(ConfigError, match=name.lower()):
             resolve_settings(Flags(), {f"CONTAINAI_{name}": bad}, paths=paths)
+
+
+def test_a_large_host_copy_is_read_only_to_its_cap(tmp_path: Path) -> None:
+    """A copy kept by an older ContainAI (read whole then, up to 64 MiB) is read from its end."""
+    lines = [record("s", f"host{n}.example") for n in range(1000)]
+    kept = tmp_path / "s1-abc.egress.jsonl"
+    kept.write_bytes(b"".join(lines))
+    copy = commands.read_kept_audit(kept, max_bytes=5000)
+    assert copy.truncated and len(copy.text) <= 5000 and copy.text.startswith('{"time"')
+    assert copy.dropped + len(copy.text) == kept.stat().st_size
+    assert commands.read_kept_audit(kept, max_bytes=2**20) == AuditCopy(b"".join(lines).decode())
+
+
+def test_gc_ends_a_dead_session_whose_audit_cannot_be_read(ports: FakePorts) -> None:
+    plan = started(ports, network_proxy="squid")
+    ports.runtime.script_exec(f"test -s {BUNDLE}", code=1)
+    ports.runtime.fail("read_tail", EngineAPIError("the engine refused to read the audit"))
+    assert SessionManager(ports).gc() == [plan.session_id]
+    assert owned_by(ports, plan.session_id) == []
+    assert any("egress could not finish" in w for w in ports.reporter.warnings)

@@ -283,4 +283,18 @@ def egress_audit(
     kept = sorted((state_root.parent / "session-logs").glob(f"{name}-*.egress.jsonl"))
     if not kept:
         raise UsageError(f"no egress log for {name}", hint="see `list-agents` for running sessions")
-    return sidecar.AuditCopy.parse(kept[-1].read_text(encoding="utf-8", errors="replace"))
+    return read_kept_audit(kept[-1], max_bytes=max_bytes)
+
+
+def read_kept_audit(path: Path, *, max_bytes: int) -> sidecar.AuditCopy:
+    """The host's copy of an audit: capped when finish wrote it, but one kept by an older ContainAI
+    may be larger, so no more than ``max_bytes`` of its end (whole lines) is read."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size <= max_bytes:
+            handle.seek(0)
+            return sidecar.AuditCopy.parse(handle.read().decode("utf-8", "replace"))
+        handle.seek(size - max_bytes)
+        tail = handle.read()
+    cut = tail.find(b"\n") + 1  # the first line is the end of one left out
+    return sidecar.AuditCopy(tail[cut:].decode("utf-8", "replace"), size - max_bytes + cut, max_bytes)

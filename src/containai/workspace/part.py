@@ -74,16 +74,14 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             ports.runtime.create_volume(volume, labels=session.labels.for_role("home"))
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
-        output: list[bytes] = []
+        output = OutputTail()  # the repository's content can make git say a lot: its tail is enough
         code = ports.runtime.exec(
             session.name,
             ExecSpec(("bash", "-c", session.setup_script), user=session.user, workdir=WORKSPACE),
-            on_output=lambda _stream, data: output.append(data),
+            on_output=output,
         )
         if code != 0:
-            detail = [
-                line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()
-            ]
+            detail = [line for line in output.data.decode("utf-8", "replace").splitlines() if line.strip()]
             first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
             shown = printable(first_error or (detail[-1] if detail else f"exit {code}"))
             raise SessionError(
