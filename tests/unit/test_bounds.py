@@ -21,7 +21,7 @@ from containai.egress.sidecar import (
     read_audit,
 )
 from containai.egress.squid import render_squid_conf
-from containai.errors import ConfigError, EngineAPIError, ExecTimedOut
+from containai.errors import ConfigError, EngineAPIError, ExecTimedOut, SessionError
 from containai.runtime.base import ContainerSpec
 from containai.runtime.fake import FakeRuntime
 from containai.session import commands, naming
@@ -30,6 +30,7 @@ from containai.session.parts import FinishOptions
 from containai.session.testing import FakePorts, fake_ports
 from containai.text import OutputTail
 from containai.workspace.gate import ImportResult
+from containai.workspace.part import unexported_work
 
 from .test_egress_policy import _policy
 from .test_session_manager import REPO, owned_by, planned, request
@@ -330,3 +331,18 @@ def test_gc_ends_a_dead_session_whose_audit_cannot_be_read(ports: FakePorts) -> 
     assert SessionManager(ports).gc() == [plan.session_id]
     assert owned_by(ports, plan.session_id) == []
     assert any("egress could not finish" in w for w in ports.reporter.warnings)
+
+
+def test_what_no_push_would_discard_is_read_under_the_timeout_and_to_a_cap(ports: FakePorts) -> None:
+    plan = started(ports)
+    many = b"".join(b"?? file-%07d.txt\0" % n for n in range(100_000))  # 1.8 MB of names
+    ports.runtime.script_exec("status --porcelain=v1", stdout=many)
+    ports.runtime.script_exec("log --format=%h %s", stdout=b"abc1234 work\n")
+    found = unexported_work(ports, SessionManager(ports).record(plan.name), Bounds(export_timeout=7))
+    assert found.commits == ("abc1234 work",)
+    assert 50_000 < len(found.changed) < 100_000 and found.changed[0] == "file-0000000.txt"
+    assert all(name.startswith("file-") and name.endswith(".txt") for name in found.changed)
+    assert {call.timeout for call in ports.runtime.execs} == {7}
+    ports.runtime.script_exec("status --porcelain=v1", hangs=True)
+    with pytest.raises(SessionError, match=r"reading the workspace .* ran past the export_timeout of 7 s"):
+        unexported_work(ports, SessionManager(ports).record(plan.name), Bounds(export_timeout=7))

@@ -335,7 +335,7 @@ def _discard_confirmed(app: AppContext, runtime: ContainerRuntime, name: str) ->
     from containai.workspace.part import unexported_work
 
     steps = manager.local(runtime, app.paths.sessions_dir)
-    work = unexported_work(steps.ports, steps.record(name))
+    work = unexported_work(steps.ports, steps.record(name), app.settings().bounds)
     if not work:
         return True
     shown = [f"  commit {c}" for c in work.commits] + [f"  changed {f}" for f in work.changed]

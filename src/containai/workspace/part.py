@@ -138,25 +138,37 @@ class Unexported:
 UNEXPORTED_LIMIT = 50
 
 
-def unexported_work(ports: Ports, record: SessionRecord) -> Unexported:
-    """Ask the session's workspace (read only, hooks off) what has not been brought home."""
+UNEXPORTED_OUTPUT_BYTES = 2**20  # of git's listing: the first entries are shown, a million files are not
+
+
+def unexported_work(ports: Ports, record: SessionRecord, bounds: Bounds | None = None) -> Unexported:
+    """Ask the session's workspace (read only, hooks off) what has not been brought home; each git
+    command under the export timeout, and no more than the first MiB of what it lists."""
     labels = record.labels
     if not labels.branch or record.container is None:
         return Unexported((), ())
     user = record.container.user or "1000:1000"
     git = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+    timeout = (bounds or Bounds()).export_timeout
 
     def lines(argv: list[str]) -> tuple[str, ...]:
-        output: list[bytes] = []
-        code = ports.runtime.exec(
-            record.name,
-            ExecSpec(tuple(argv), user=user, workdir=WORKSPACE),
-            on_output=lambda s, d: output.append(d) if s == "stdout" else None,
-        )
+        output = bytearray()
+
+        def keep(stream: str, data: bytes) -> None:
+            if stream == "stdout":
+                output.extend(data[: max(0, UNEXPORTED_OUTPUT_BYTES - len(output))])
+
+        with timed_out_as_session_error(record.name, "reading the workspace", timeout):
+            code = ports.runtime.exec(
+                record.name, ExecSpec(tuple(argv), user=user, workdir=WORKSPACE, timeout=timeout), keep
+            )
         if code != 0:
             raise SessionError(f"could not read the workspace of {record.name} (git exit {code})")
-        text = b"".join(output).decode("utf-8", "surrogateescape")
-        return tuple(printable(line) for line in text.split("\0" if "-z" in argv else "\n") if line.strip())
+        text = output.decode("utf-8", "surrogateescape")
+        entries = text.split("\0" if "-z" in argv else "\n")
+        if len(output) >= UNEXPORTED_OUTPUT_BYTES:
+            entries = entries[:-1]  # the last one was cut
+        return tuple(printable(line) for line in entries if line.strip())
 
     if not record.container.running:
         ports.runtime.start(record.name)
