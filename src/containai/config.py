@@ -43,6 +43,10 @@ DEFAULT_DISK_LIMIT = "20g"
 DEFAULT_DISK_LIMIT_BYTES = 20 * 2**30  # the same, for sessions planned without settings (a test checks)
 DEFAULT_DISK_FILES = 1_000_000
 DEFAULT_NPM_REGISTRY = "https://registry.npmjs.org"
+# Bounds on what the agent controls and the host handles (docs/reliability.md).
+DEFAULT_EXPORT_TIMEOUT = 600  # seconds: each command of the export (bundle, copy out) in the container
+DEFAULT_EXPORT_MAX = 2 * 2**30  # bytes: the bundle copied out of the container
+DEFAULT_EGRESS_LOG_MAX = 64 * 2**20  # bytes: the egress audit the proxy keeps, and the host copies
 REPO_SETTINGS = Path(".containai") / "config.toml"  # a repository's own file (also its requests)
 
 
@@ -199,6 +203,23 @@ class NetworkSettings:
 
 
 @dataclass(frozen=True)
+class Bounds:
+    """What the host takes from a session at most, and for how long it waits (the defaults above).
+
+    Each value names the setting that changes it, so an error that hits one can say how.
+    """
+
+    export_timeout: float = DEFAULT_EXPORT_TIMEOUT
+    export_max: int = DEFAULT_EXPORT_MAX
+    egress_log_max: int = DEFAULT_EGRESS_LOG_MAX
+
+    @staticmethod
+    def how_to_change(name: str) -> str:
+        env = f"CONTAINAI_{name.upper()}"
+        return f"set {env}, or {name} in [{SETTINGS_TABLE}] of config.toml"
+
+
+@dataclass(frozen=True)
 class Hooks:
     """What only the engine tests set, by injecting it (tests/engine/lab_cli.py).
 
@@ -236,7 +257,14 @@ class Settings:
     npm_registry: Resolved[str]
     extra_ca_cert: Resolved[Path | None]
     network: Resolved[NetworkSettings]
+    export_timeout: Resolved[float] = Resolved(float(DEFAULT_EXPORT_TIMEOUT), "default")
+    export_max: Resolved[int] = Resolved(DEFAULT_EXPORT_MAX, "default")
+    egress_log_max: Resolved[int] = Resolved(DEFAULT_EGRESS_LOG_MAX, "default")
     hooks: Hooks = Hooks()  # the engine tests' only
+
+    @property
+    def bounds(self) -> Bounds:
+        return Bounds(self.export_timeout.value, self.export_max.value, self.egress_log_max.value)
 
     def rows(self) -> list[tuple[str, str, str]]:
         """(name, value, source) for each setting, as `containai doctor --settings` shows them."""
@@ -276,6 +304,9 @@ SETTING_NAMES = (
     "npm_registry",
     "extra_ca_cert",
     "network",
+    "export_timeout",
+    "export_max",
+    "egress_log_max",
 )
 _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "channel": str,
@@ -289,16 +320,21 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "gate_max_blob": (str, int),
     "gate_git_memory": (str, int),
     "npm_registry": str,
+    "export_timeout": (str, int),
+    "export_max": (str, int),
+    "egress_log_max": (str, int),
 }
 
 
 def _display(name: str, value: Any) -> str:
     if value is None:
         return "auto" if name in ("runtime", "workspace") else "none"
-    if name in ("memory", "gate_max_blob", "gate_git_memory", "disk_limit"):
+    if name in ("memory", "gate_max_blob", "gate_git_memory", "disk_limit", "export_max", "egress_log_max"):
         return _size_text(int(value))
     if name == "cpus":
         return f"{value / 10**9:g}"
+    if name == "export_timeout":
+        return f"{value:g}s"
     if name == "paths":
         return str(value.config_dir.parent if value.config_dir.name == "config" else value.config_dir)
     if name == "labels":
@@ -531,6 +567,21 @@ def resolve_settings(
             NetworkSettings(allow=allow, deny=deny, presets=presets),
             f"{where} [network]" if "network" in user_data else "default",
         ),
+        export_timeout=convert(
+            pick("export_timeout", env("CONTAINAI_EXPORT_TIMEOUT")),
+            _parse_seconds,
+            float(DEFAULT_EXPORT_TIMEOUT),
+        ),
+        export_max=convert(
+            pick("export_max", env("CONTAINAI_EXPORT_MAX")),
+            lambda text: _parse_positive_size(text, "export_max"),
+            DEFAULT_EXPORT_MAX,
+        ),
+        egress_log_max=convert(
+            pick("egress_log_max", env("CONTAINAI_EGRESS_LOG_MAX")),
+            lambda text: _parse_positive_size(text, "egress_log_max", least=64 * 2**10),
+            DEFAULT_EGRESS_LOG_MAX,
+        ),
         hooks=hooks or Hooks(),
     )
 
@@ -546,6 +597,25 @@ def _parse_disk_files(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise ConfigError(f"disk_files {text!r} is not a number of files", hint="use a number like 1000000")
     return int(text)
+
+
+def _parse_seconds(text: str) -> float:
+    import math
+
+    try:
+        seconds = float(text.strip().removesuffix("s"))
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(f"export_timeout {text!r} is not a number of seconds", hint="give e.g. 600 or 90s")
+    return seconds
+
+
+def _parse_positive_size(text: str, what: str, *, least: int = 1) -> int:
+    size = parse_size(text, what)
+    if size < least:
+        raise ConfigError(f"{what}={text!r} is too small", hint=f"give at least {_size_text(least)}")
+    return size
 
 
 def _parse_pids(text: str) -> int:

@@ -17,7 +17,8 @@ signal); 125 is `docker run`'s convention for "the runner failed", 75 is sysexit
     ├── NotAvailableError       a command that this version does not provide yet
     ├── EngineError             talking to the container engine
     │   ├── EngineUnavailable   no engine answers where we looked
-    │   └── EngineAPIError      the engine answered with an error
+    │   ├── EngineAPIError      the engine answered with an error
+    │   └── ExecTimedOut        a command in a container ran past its time limit, and was stopped
     ├── ImageError              building or finding images
     │   ├── ImageMissing        an image a command needs is not built
     │   ├── BootstrapError      debootstrap of the base root filesystem failed
@@ -112,6 +113,17 @@ class EngineUnavailable(EngineError):
 
 class EngineAPIError(EngineError):
     pass
+
+
+class ExecTimedOut(EngineError):
+    """A command run with ``ExecSpec.timeout`` did not end in time: it was killed, and the host
+    stopped waiting for it. Carries the command's first word and the limit, in seconds."""
+
+    def __init__(self, ref: str, program: str, seconds: float) -> None:
+        super().__init__(f"{program} in {ref} ran past its limit of {seconds:g} s and was stopped")
+        self.ref = ref
+        self.program = program
+        self.seconds = seconds
 
 
 class ImageError(ContainAIError):

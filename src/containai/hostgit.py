@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from containai.errors import HostToolError
+from containai.text import last_line
 
 __all__ = [
     "FSCK_ERRORS",
@@ -161,8 +162,7 @@ def owner_identity(repo: Path) -> dict[str, Any]:
 
 
 def _last_line(stderr: bytes) -> str:
-    lines = stderr.decode("utf-8", "backslashreplace").strip().splitlines()
-    return lines[-1] if lines else ""
+    return last_line(stderr)  # git's words may quote the agent's (paths, refs): printable
 
 
 def failure(result: subprocess.CompletedProcess[bytes]) -> str:

@@ -7,6 +7,7 @@ processes or files, the test scripts its answer (``given_exec``, ``given_file``)
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +15,20 @@ from typing import Any
 
 import pytest
 
-from containai.errors import EngineAPIError, EngineError
-from containai.runtime.base import BuildEvent, BuildSpec, ContainerRuntime, ContainerSpec, ExecSpec, Mount
-from containai.runtime.engine import EngineRuntime
+from containai.errors import EngineAPIError, EngineError, ExecTimedOut
+from containai.runtime.base import (
+    BuildEvent,
+    BuildSpec,
+    ContainerRuntime,
+    ContainerSpec,
+    ExecSpec,
+    FileTail,
+    Mount,
+)
+from containai.runtime.engine import EXEC_GRACE_SECONDS, EngineRuntime
 from containai.runtime.fake import FakeRuntime
 from containai.runtime.select import EngineChoice, EngineKind
+from containai.text import OutputTail
 
 from .conftest import CHANNEL, LABELS, SOCKETS
 from .fakenet import wait_until
@@ -169,7 +179,44 @@ def test_exec_streams_output_and_returns_the_exit_code(rt: ContainerRuntime) -> 
         rt.exec(name, ExecSpec(("true",)))  # not running
 
 
-def test_read_file_from_a_volume(rt: ContainerRuntime) -> None:
+def test_an_exec_past_its_timeout_is_stopped(rt: ContainerRuntime) -> None:
+    """Killed in the container at its time limit; and should the command outlive that (its timeout
+    process killed by a process of the same uid), the host still stops waiting a grace period later."""
+    name = fresh("timeout")
+    rt.create_container(spec(name))
+    rt.start(name)
+    slow = ("sh", "-c", "echo started; exec sleep 60")
+    rogue = ("sh", "-c", "kill -KILL $PPID; echo started; exec sleep 61")  # kills its own timeout
+    if isinstance(rt, FakeRuntime):
+        rt.script_exec("sleep 60", hangs=True, stdout=b"started\n")
+        rt.script_exec("sleep 61", hangs=True, stdout=b"started\n")
+    output = OutputTail()
+    began = time.monotonic()
+    with pytest.raises(ExecTimedOut, match=f"sh in {name} ran past its limit of 1 s"):
+        rt.exec(name, ExecSpec(slow, user="1000:1000", timeout=1), output)
+    assert time.monotonic() - began < 1 + 10
+    assert b"started" in output.data
+    # Its timeout killed: Docker's exec goes on while the command holds its output (the host's own
+    # deadline ends the wait); Podman's ends with its first process (killed: 137). Either way the host
+    # waits no longer than the limit and the grace, and does not take it for a success.
+    began = time.monotonic()
+    try:
+        code = rt.exec(name, ExecSpec(rogue, user="1000:1000", timeout=1))
+    except ExecTimedOut:
+        code = None
+    assert time.monotonic() - began < 1 + EXEC_GRACE_SECONDS + 10
+    assert code != 0
+    if not isinstance(rt, FakeRuntime):
+        listed: list[bytes] = []
+        ps = "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline; echo; done"
+        rt.exec(name, ExecSpec(("sh", "-c", ps), user="1000:1000"), lambda _s, d: listed.append(d))
+        assert b"sleep 60" not in b"".join(listed)  # killed at its limit
+    given_exec(rt, ("true",), 0)
+    assert rt.exec(name, ExecSpec(("true",), user="1000:1000", timeout=30)) == 0  # in time: its own code
+    rt.remove_container(name)
+
+
+def test_read_tail_from_a_volume(rt: ContainerRuntime) -> None:
     """As the proxy's audit is read: from a volume (Docker's archive API does not see into a tmpfs)."""
     name, volume = fresh("read"), fresh("readvol")
     rt.create_volume(volume, labels={**LABELS, "contract": name})
@@ -177,10 +224,12 @@ def test_read_file_from_a_volume(rt: ContainerRuntime) -> None:
         rt.create_container(spec(name, mounts=(Mount("/data", volume, "volume"),)))
         rt.start(name)
         given_file(rt, name, "/data/note", b"contents\n")
-        assert rt.read_file(name, "/data/note") == b"contents\n"
-        assert rt.read_file(name, "/data/absent") is None
+        assert rt.read_tail(name, "/data/note", max_bytes=100) == FileTail(b"contents\n", 9)
+        assert rt.read_tail(name, "/data/note", max_bytes=3) == FileTail(b"ts\n", 9)
+        assert rt.read_tail(name, "/data/absent", max_bytes=100) is None
         rt.stop(name, timeout=1)
-        assert rt.read_file(name, "/data/note") == b"contents\n"  # also once it has stopped
+        # also once it has stopped
+        assert rt.read_tail(name, "/data/note", max_bytes=100) == FileTail(b"contents\n", 9)
     finally:
         rt.remove_container(name)
         rt.remove_volume(volume)

@@ -100,6 +100,7 @@ class Hijack:
     stream: bytes = b""
     read_stdin: bool = False
     stdin_bytes: int | None = None
+    hold_seconds: float = 0  # a command that goes on: after ``stream``, the connection stays open this long
 
 
 @dataclass(frozen=True)
@@ -543,5 +544,8 @@ class _RequestHandler(http.server.BaseHTTPRequestHandler):
             else:
                 _wait_read(self.connection)
             self.wfile.write(reply.stream)
+            if reply.hold_seconds:
+                self.wfile.flush()
+                time.sleep(reply.hold_seconds)
         finally:
             self.engine.hijacks_done.release()

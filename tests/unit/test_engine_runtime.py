@@ -24,12 +24,13 @@ from typing import Any
 
 import pytest
 
-from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
+from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable, ExecTimedOut
+from containai.runtime import engine as engine_module
 from containai.runtime.base import BuildEvent, BuildSpec, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import PODMAN_EXEC_GATE, EngineRuntime, parse_engine_info, translate
 from containai.runtime.select import EngineChoice
 
-from .engine_api import DIALECTS, ExecResult, FakeEngineAPI, Reply, frame, load_dialect, tar_of
+from .engine_api import DIALECTS, ExecResult, FakeEngineAPI, Hijack, Reply, frame, load_dialect, tar_of
 
 LABELS = {"ai.containai.session": "s1", "ai.containai.owner": "dev"}
 
@@ -486,7 +487,7 @@ def test_container_info_carries_the_inspect(api: FakeEngineAPI, runtime: EngineR
         (lambda rt: rt.networks({}), "list networks"),
         (lambda rt: rt.create_network("n", labels={}), "create network n"),
         (lambda rt: rt.remove_network("n"), "remove network n"),
-        (lambda rt: rt.read_file("c", "/etc/passwd"), "read /etc/passwd in c"),
+        (lambda rt: rt.read_tail("c", "/etc/passwd", max_bytes=10), "read /etc/passwd in c"),
         (lambda rt: rt.start_fed("c"), "start c"),
     ],
 )
@@ -573,6 +574,52 @@ def test_exec_without_a_listener_still_waits_for_the_end(api: FakeEngineAPI, run
     api.add_container("c", LABELS)
     api.exec_results.append(ExecResult(frame(1, b"ignored"), 0))
     assert runtime.exec("c", ExecSpec(("true",))) == 0
+
+
+def test_exec_with_a_timeout_runs_under_timeout_and_the_host_stops_waiting(
+    api: FakeEngineAPI, runtime: EngineRuntime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In the container, coreutils' timeout kills the command; should anything keep its output open
+    past that (the agent can kill a process of its own uid), the host gives up a grace period later."""
+    monkeypatch.setattr(engine_module, "EXEC_GRACE_SECONDS", 0.1)
+    api.add_container("c", LABELS)
+    gated = api.dialect == "podman"
+    held = Hijack(frame(1, b"started\n"), read_stdin=gated, hold_seconds=2)
+    api.answer("POST", r"/exec/[^/]+/start", held)
+    output: list[bytes] = []
+    began = time.monotonic()
+    with pytest.raises(ExecTimedOut, match=r"bash in c ran past its limit of 0.3 s") as caught:
+        runtime.exec("c", ExecSpec(("bash", "-c", "x"), timeout=0.3), lambda _s, d: output.append(d))
+    assert time.monotonic() - began < 1.5
+    assert (caught.value.program, caught.value.seconds) == ("bash", 0.3)
+    assert output == [b"started\n"]
+    body = api.last("POST", "/containers/c/exec").json()
+    timed = ["timeout", "-s", "KILL", "0.3", "bash", "-c", "x"]
+    assert body["Cmd"] == ([*PODMAN_EXEC_GATE, *timed] if gated else timed)
+    api.hijacks_done.acquire(timeout=5)
+
+
+def test_an_exec_killed_by_its_timeout_is_a_timeout(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+    api.add_container("c", LABELS)
+    api.exec_results.append(ExecResult(frame(2, b"partial"), 137))
+    api.answer(
+        "POST",
+        r"/exec/[^/]+/start",
+        Hijack(frame(2, b"partial"), read_stdin=api.dialect == "podman", hold_seconds=0.25),
+    )
+    with pytest.raises(ExecTimedOut):
+        runtime.exec("c", ExecSpec(("cat", "/big"), timeout=0.2))
+    api.hijacks_done.acquire(timeout=5)
+    api.exec_results.append(ExecResult(b"", 1))
+    assert runtime.exec("c", ExecSpec(("false",), timeout=30)) == 1  # failing in time is no timeout
+
+
+def test_exec_timeouts_are_only_for_waited_for_commands() -> None:
+    for bad in ({"tty": True}, {"detach": True}):
+        with pytest.raises(ValueError, match="timeout"):
+            ExecSpec(("x",), timeout=1, **bad)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="timeout"):
+        ExecSpec(("x",), timeout=0)
 
 
 def test_exec_with_input_feeds_stdin_then_eof(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
@@ -712,29 +759,33 @@ def test_networks(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
 # Files and standard input.
 
 
-def test_read_file(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+def test_read_tail(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     api.add_container("c", LABELS)
     api.files["c", "/run/containai/audit.json"] = b'{"ok": true}\n'
-    assert runtime.read_file("c", "/run/containai/audit.json") == b'{"ok": true}\n'
+    tail = runtime.read_tail("c", "/run/containai/audit.json", max_bytes=100)
+    assert tail is not None and (tail.data, tail.size, tail.dropped) == (b'{"ok": true}\n', 13, 0)
     assert api.last("GET", "/containers/c/archive").param("path") == "/run/containai/audit.json"
-    assert runtime.read_file("c", "/no/such/file") is None
-    assert runtime.read_file("gone", "/etc/hostname") is None
+    assert runtime.read_tail("c", "/no/such/file", max_bytes=100) is None
+    assert runtime.read_tail("gone", "/etc/hostname", max_bytes=100) is None
 
 
-def test_read_file_caps_the_size(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+def test_read_tail_keeps_only_the_end_of_a_large_file(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+    """Streamed: a file of many megabytes is read whole, but no more than the tail is kept."""
     api.add_container("c", LABELS)
-    api.files["c", "/big"] = b"x" * 3000
-    assert runtime.read_file("c", "/big", max_bytes=1000) == b"x" * 1000
-    api.files["c", "/huge"] = b"y" * (2 * 2**20)
-    with pytest.raises(EngineAPIError, match="larger than 1000 bytes"):
-        runtime.read_file("c", "/huge", max_bytes=1000)
+    huge = b"".join(b"%08d\n" % n for n in range(500_000))  # 4.5 MB
+    api.files["c", "/huge"] = huge
+    tail = runtime.read_tail("c", "/huge", max_bytes=1000)
+    assert tail is not None and tail.data == huge[-1000:] and tail.size == len(huge)
+    assert tail.dropped == len(huge) - 1000
+    empty = runtime.read_tail("c", "/huge", max_bytes=0)
+    assert empty is not None and (empty.data, empty.size) == (b"", len(huge))
     collect_abandoned_sockets()
 
 
-def test_read_file_of_a_directory_is_none(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+def test_read_tail_of_a_directory_is_none(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
     api.add_container("c", LABELS)
     api.answer("GET", "/containers/c/archive", Reply(200, _tar_with_only_a_directory()))
-    assert runtime.read_file("c", "/etc") is None
+    assert runtime.read_tail("c", "/etc", max_bytes=100) is None
 
 
 def _tar_with_only_a_directory() -> bytes:

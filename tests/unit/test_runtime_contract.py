@@ -112,7 +112,7 @@ def test_networks(runtime: ContainerRuntime) -> None:
 
 def test_reading_a_file_that_is_not_there(runtime: ContainerRuntime) -> None:
     runtime.create_container(spec("containai-s1-agent", SESSION))
-    assert runtime.read_file("containai-s1-agent", "/no/such/file") is None
+    assert runtime.read_tail("containai-s1-agent", "/no/such/file", max_bytes=100) is None
 
 
 def test_images_missing_and_close(runtime: ContainerRuntime) -> None:
@@ -164,7 +164,8 @@ def test_fake_keeps_specs_files_and_networks() -> None:
     created = fake.create_container(spec("c", SESSION))
     assert fake.specs[created.id].name == "c"
     fake.files["c", "/etc/hostname"] = b"agent\n"
-    assert fake.read_file("c", "/etc/hostname") == b"agent\n"
+    tail = fake.read_tail("c", "/etc/hostname", max_bytes=3)
+    assert tail is not None and (tail.data, tail.size, tail.dropped) == (b"nt\n", 6, 3)
     fake.add_network("containai-s1-net", SESSION)
     assert [n.name for n in fake.networks(SESSION)] == ["containai-s1-net"]
     fake.remove_container(created.id)

@@ -11,6 +11,7 @@ import pytest
 
 from containai.agents.definition import get_agent
 from containai.config import Paths
+from containai.egress.sidecar import AuditCopy
 from containai.errors import EXIT_WORK_KEPT, UsageError
 from containai.images.catalog import PARTS, image_tag
 from containai.runtime.base import ContainerSpec
@@ -187,16 +188,21 @@ def test_connect_checks_the_session_and_its_agent(runtime: FakeRuntime, repo: Pa
 
 
 def test_the_egress_audit_comes_from_the_proxy_or_the_kept_copy(runtime: FakeRuntime, paths: Paths) -> None:
+    def audit() -> AuditCopy:
+        return commands.egress_audit(runtime, "s1", state_root=paths.sessions_dir, max_bytes=2**20)
+
     with pytest.raises(UsageError, match="no egress log for s1"):
-        commands.egress_audit_text(runtime, "s1", state_root=paths.sessions_dir)
+        audit()
     kept = paths.sessions_dir.parent / "session-logs" / "s1-abc.egress.jsonl"
     kept.parent.mkdir(parents=True)
     kept.write_text("kept\n")
-    assert commands.egress_audit_text(runtime, "s1", state_root=paths.sessions_dir) == "kept\n"
+    assert audit() == AuditCopy("kept\n")
+    kept.write_text(AuditCopy("kept\n", dropped=900, limit=1000).render())
+    assert audit() == AuditCopy("kept\n", dropped=900, limit=1000)
     runtime.add_image("proxy")
     runtime.create_container(ContainerSpec(image="proxy", name="s1-proxy", command=(), labels={}))
     runtime.files[("s1-proxy", "/var/log/containai/egress.jsonl")] = b"live\n"
-    assert commands.egress_audit_text(runtime, "s1", state_root=paths.sessions_dir) == "live\n"
+    assert audit() == AuditCopy("live\n", limit=2**20)
 
 
 def test_the_local_host_state(tmp_path: Path) -> None:

@@ -460,14 +460,8 @@ def test_a_part_that_fails_to_finish_does_not_wedge_the_end(ports: FakePorts) ->
     ports.runtime.script_exec("test -s /tmp/containai-session.bundle", code=1)
     proxy = f"{plan.name}-proxy"
     ports.runtime.files[(proxy, "/var/log/containai/egress.jsonl")] = b"x"
-    original = ports.runtime.read_file
-
-    def broken(ref: str, path: str, *, max_bytes: int = 0) -> bytes | None:
-        raise EngineAPIError("the audit is too large to read")
-
-    ports.runtime.read_file = broken  # type: ignore[method-assign]
+    ports.runtime.fail("read_tail", EngineAPIError("the audit is too large to read"))
     result = manager(ports).finish(plan.name, FinishOptions())
-    ports.runtime.read_file = original  # type: ignore[method-assign]
     assert not result.kept
     assert any("egress could not finish: the audit is too large" in w for w in result.warnings)
     assert owned_by(ports, plan.session_id) == []

@@ -21,6 +21,7 @@ import click
 
 from containai.config import Flags, Hooks, Paths, Settings, resolve_settings
 from containai.errors import EXIT_CONTAINAI, EXIT_INTERRUPTED, ContainAIError, UsageError
+from containai.text import terminal_safe
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -107,10 +108,11 @@ def setup_logging(paths: Paths) -> None:
 
 
 def print_error(message: str, hint: str | None) -> None:
-    # Plain text, never markup: a message may quote config like `[network]`.
-    click.echo(f"{click.style('error:', fg='red', bold=True)} {message}", err=True)
+    # Plain text, never markup: a message may quote config like `[network]`. And never a control
+    # sequence: a message may quote what a session said (git, an export, the engine).
+    click.echo(f"{click.style('error:', fg='red', bold=True)} {terminal_safe(message)}", err=True)
     if hint:
-        click.echo(f"{click.style('hint:', fg='yellow')} {hint}", err=True)
+        click.echo(f"{click.style('hint:', fg='yellow')} {terminal_safe(hint)}", err=True)
 
 
 def loggable_argv(argv: Sequence[str]) -> list[str]:

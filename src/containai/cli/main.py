@@ -190,20 +190,36 @@ def logs(app: AppContext, name: str, egress: bool, refused: bool, as_json: bool)
             app.out.print(render_refusal(found), highlight=False, markup=False)
         return
 
+    from rich.markup import escape
+
+    from containai.config import Bounds
     from containai.egress import sidecar
     from containai.session import commands
+    from containai.text import printable
 
-    text = commands.egress_audit_text(app.runtime(), name, state_root=app.paths.sessions_dir)
-    records = sidecar.parse_audit(text)
+    bound = app.settings().egress_log_max
+    audit = commands.egress_audit(
+        app.runtime(), name, state_root=app.paths.sessions_dir, max_bytes=bound.value
+    )
+    if note := audit.note():
+        app.err.print(
+            f"note: {note}; egress_log_max is {bound.value} bytes ({bound.source}): to keep more, "
+            f"{Bounds.how_to_change('egress_log_max')}",
+            markup=False,
+            highlight=False,
+        )
+    records = sidecar.parse_audit(audit.text)
     if as_json:
         for record in records:
             click.echo(json.dumps(dataclasses.asdict(record)))
         return
     for record in records:
         colour = "green" if record.decision == "allow" else "red"
+        # The time, method and host are what the agent sent: shown printable, and never as markup.
+        time, method, host = (escape(printable(text)) for text in (record.time, record.method, record.host))
         app.out.print(
-            f"{record.time}  [{colour}]{record.decision:5}[/]  {record.status:>3}  {record.method:7} "
-            f"{record.host}:{record.port}  up {record.bytes_up} down {record.bytes_down}  ({record.rule})",
+            f"{time}  [{colour}]{record.decision:5}[/]  {record.status:>3}  {method:7} "
+            f"{host}:{record.port}  up {record.bytes_up} down {record.bytes_down}  ({record.rule})",
             highlight=False,
         )
 
@@ -463,6 +479,7 @@ def gc(app: AppContext, labels: tuple[str, ...]) -> None:
         reporter=reporter(app),
         policy=settings.gate_policy(),
         scope=settings.labels.value,
+        bounds=settings.bounds,
     )
     app.err.print(f"removed {len(removed)} dead session(s)", highlight=False)
     for session in removed:

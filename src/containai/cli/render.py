@@ -24,6 +24,7 @@ from containai.config import Settings
 from containai.doctor import Report
 from containai.images.build import BuildStep
 from containai.runtime.base import BuildEvent, ImageInfo
+from containai.text import terminal_safe
 
 if TYPE_CHECKING:
     from containai.session.commands import PromptResult
@@ -59,11 +60,13 @@ class ConsoleReporter:
     def __init__(self, console: Console) -> None:
         self.console = console
 
+    # Text, never markup; and never a control sequence: a note or a warning may quote what a
+    # session said (an export's last line, git's error, an engine's refusal, the proxy's audit).
     def note(self, text: str) -> None:
-        self.console.print(Text(f"• {text}", style="dim"))
+        self.console.print(Text(f"• {terminal_safe(text)}", style="dim"))
 
     def warn(self, text: str) -> None:
-        self.console.print(Text(f"! {text}", style="yellow"))
+        self.console.print(Text(f"! {terminal_safe(text)}", style="yellow"))
 
 
 _SHORTSTAT = re.compile(r"(\d+) (file|insertion|deletion)")

@@ -97,6 +97,7 @@ def build_request(
         gate=settings.gate_policy(),
         scope=settings.labels.value,
         disk=DiskLimit(settings.disk_limit.value, settings.disk_files.value),
+        bounds=settings.bounds,
     )
 
 
@@ -327,6 +328,7 @@ def remove(
             keep_branch=keep_branch,
             state_root=app.paths.sessions_dir,
             policy=settings.gate_policy(),
+            bounds=settings.bounds,
         )
         report_finish(result, reporter(app), prefix=f"{each}: ")
         if result.kept:
@@ -340,7 +342,7 @@ def _discard_confirmed(app: AppContext, runtime: ContainerRuntime, name: str) ->
     from containai.workspace.part import unexported_work
 
     steps = manager.local(runtime, app.paths.sessions_dir)
-    work = unexported_work(steps.ports, steps.record(name))
+    work = unexported_work(steps.ports, steps.record(name), app.settings().bounds)
     if not work:
         return True
     shown = [f"  commit {c}" for c in work.commits] + [f"  changed {f}" for f in work.changed]

@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from containai import trust
+from containai.config import Bounds
 from containai.egress.policy import resolve_policy
 from containai.egress.sidecar import (
     EgressPlan,
     agent_environment,
     agent_mounts,
-    audit_text,
     parse_audit,
     plan_egress,
+    read_audit,
     start_proxy,
     start_relay,
 )
@@ -72,6 +73,7 @@ class EgressPart(BasePart[EgressPlan]):
             policy=policy,
             state_dir=ctx.state_dir,
             lab=request.lab,
+            log_max=request.bounds.egress_log_max,
         )
         return PartPlan(
             self.role,
@@ -102,10 +104,14 @@ class EgressPart(BasePart[EgressPlan]):
                 f"the egress proxy {proxy.name} stopped during the session (exit {proxy.exit_code}): "
                 "from then on the agent had no network at all"
             )
-        text = audit_text(ports.runtime, proxy.name)
+        audit = read_audit(ports.runtime, proxy.name, max_bytes=options.bounds.egress_log_max)
         kept = egress_log_file(ports.host.root, record.name, record.labels.session)
-        ports.host.write_text(kept, text, 0o600)
-        summary = summarize_denials(parse_audit(text))
+        ports.host.write_text(kept, audit.render(), 0o600)
+        summary = summarize_denials(parse_audit(audit.text))
         if summary:
-            warnings.append(summary)
+            warnings.append(
+                summary + (" (among the requests the truncated audit still holds)" if audit.truncated else "")
+            )
+        if note := audit.note():
+            warnings.append(f"{note}; to keep more, {Bounds.how_to_change('egress_log_max')}")
         return PartResult(self.role, warnings=tuple(warnings), detail=summary)

@@ -12,6 +12,7 @@ If squid dies, its container stops and takes the socket's far end with it: the a
 from __future__ import annotations
 
 import ipaddress
+import json
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from containai.egress.squid import DEFAULT_PRIVATE_RANGES, AuditRecord, parse_au
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.inside import protocol
-from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, Mount
+from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, FileTail, Mount
 
 SOCKET_DIR = protocol.EGRESS_DIR
 SOCKET = protocol.PROXY_SOCKET
@@ -32,6 +33,38 @@ RELAY_USER = protocol.user(
 )  # not the agent's uid: the agent can neither kill nor trace the relay
 PROXY_USER = "13:13"  # Debian's proxy user, who owns squid's folders in the image
 AUDIT_LOG = "/var/log/containai/egress.jsonl"
+AUDIT_ROTATED = f"{AUDIT_LOG}.0"  # the audit before the last rotation (squid's rotate=1)
+AUDIT_DROPPED = f"{AUDIT_LOG}.dropped"  # how many bytes rotations have dropped, as a decimal number
+SQUID_PID = "/var/run/squid/squid.pid"
+# The proxy's entrypoint, with a rotation loop beside squid (which stays PID 1, so that the container
+# and the agent's way out still end with it). Five times a second: past half the cap, squid is told to
+# rotate (SIGUSR1: it renames the audit to .0, replacing the one before, and opens a new one), and the
+# bytes the replaced .0 held are added to the count of what was dropped. So the volume holds about the
+# cap at most (the audit and .0, each about half), and what squid writes in a fifth of a second.
+PROXY_ENTRYPOINT = (
+    "bash",
+    "-c",
+    f"""set -u
+half=$1 log={AUDIT_LOG} dropped=0
+rotate() {{
+  while sleep 0.2; do
+    size=$(stat -c %s "$log" 2>/dev/null) || continue
+    [ "$size" -gt "$half" ] || continue
+    old=$(stat -c %s "$log.0" 2>/dev/null) || old=0
+    inode=$(stat -c %i "$log")
+    kill -USR1 "$(cat {SQUID_PID})" || continue
+    for _ in 1 2 3 4 5 6 7 8 9 10; do
+      sleep 0.1
+      [ "$(stat -c %i "$log" 2>/dev/null)" = "$inode" ] || break
+    done
+    dropped=$((dropped + old))
+    echo "$dropped" > "$log.dropped.new" && mv -f "$log.dropped.new" "$log.dropped"
+  done
+}}
+rotate </dev/null >/dev/null 2>&1 &
+exec /usr/local/bin/containai-proxy-start""",
+    "containai-proxy",
+)
 SQUID_CONF = "/etc/containai/squid.conf"
 PROXY_URL = f"http://127.0.0.1:{RELAY_PORT}"
 
@@ -72,7 +105,9 @@ def plan_egress(
     policy: EgressPolicy,
     state_dir: Path,
     lab: Lab | None,
+    log_max: int,
 ) -> EgressPlan:
+    """``log_max``: the cap on the audit's volume (see ``PROXY_ENTRYPOINT``)."""
     network = lab.network if lab else f"{session_name}-egress-{session_id}"
     private = carve(DEFAULT_PRIVATE_RANGES, lab.allow_ranges) if lab else DEFAULT_PRIVATE_RANGES
     conf = render_squid_conf(
@@ -80,6 +115,7 @@ def plan_egress(
         access_log=AUDIT_LOG,
         dns_nameservers=lab.dns if lab else (),
         private_ranges=private,
+        access_log_rotate=1,
     )
     socket_volume = f"{session_name}-egress-sock-{session_id}"
     log_volume = f"{session_name}-egress-log-{session_id}"
@@ -88,6 +124,7 @@ def plan_egress(
         image=image_tag("proxy", channel),
         name=f"{session_name}-proxy",
         command=(),
+        entrypoint=(*PROXY_ENTRYPOINT, str(max(1, log_max // 2))),
         labels=dict(labels),
         user=PROXY_USER,
         environment={},
@@ -193,12 +230,74 @@ def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the egress relay")
 
 
-def audit_text(runtime: ContainerRuntime, proxy: str) -> str:
-    """The proxy's audit log, read from its volume (so also after squid died)."""
+TRUNCATED = "containai-truncated"  # the key of the first line of an audit copy that is not whole
+
+
+@dataclass(frozen=True)
+class AuditCopy:
+    """The egress audit as the host keeps it: its last complete lines, at most a cap's worth, and how
+    many bytes before them were dropped (by the proxy's rotation, or by the cap here)."""
+
+    text: str
+    dropped: int = 0
+    limit: int = 0
+
+    @property
+    def truncated(self) -> bool:
+        return self.dropped > 0
+
+    def render(self) -> str:
+        """The host file: a first line that says what was dropped (not a record: readers skip it)."""
+        if not self.truncated:
+            return self.text
+        note = {TRUNCATED: True, "dropped_bytes": self.dropped, "kept_bytes": len(self.text.encode())}
+        return json.dumps({**note, "limit_bytes": self.limit}) + "\n" + self.text
+
+    @classmethod
+    def parse(cls, text: str) -> AuditCopy:
+        """A host file back (or one written before copies were capped, which has no first line)."""
+        first, _, rest = text.partition("\n")
+        try:
+            note = json.loads(first)
+        except ValueError:
+            return cls(text)
+        if not (isinstance(note, dict) and note.get(TRUNCATED) is True):
+            return cls(text)
+        dropped, limit = note.get("dropped_bytes"), note.get("limit_bytes")
+        return cls(
+            rest,
+            dropped if isinstance(dropped, int) and dropped > 0 else 1,
+            limit if isinstance(limit, int) else 0,
+        )
+
+    def note(self) -> str | None:
+        """What the user is told about a truncated copy."""
+        if not self.truncated:
+            return None
+        return (
+            f"the egress audit was truncated: {self.dropped} bytes of its earliest requests were dropped "
+            f"and only its last {len(self.text.encode())} bytes are kept"
+            + (f" (the cap is {self.limit} bytes)" if self.limit else "")
+        )
+
+
+def read_audit(runtime: ContainerRuntime, proxy: str, *, max_bytes: int) -> AuditCopy:
+    """The proxy's audit, read from its volume (so also after squid died), streamed: at most
+    ``max_bytes`` of it, the newest; the rotated part first, then the current one."""
     if runtime.container(proxy) is None:
-        return ""
-    data = runtime.read_file(proxy, AUDIT_LOG)
-    return (data or b"").decode("utf-8", "replace")
+        return AuditCopy("", limit=max_bytes)
+    current = runtime.read_tail(proxy, AUDIT_LOG, max_bytes=max_bytes) or FileTail(b"", 0)
+    room = max_bytes - len(current.data)
+    rotated = runtime.read_tail(proxy, AUDIT_ROTATED, max_bytes=room) or FileTail(b"", 0)
+    counted = runtime.read_tail(proxy, AUDIT_DROPPED, max_bytes=32)
+    text = (counted.data if counted else b"").decode("ascii", "replace").strip()
+    dropped = (int(text) if text.isdigit() else 0) + rotated.dropped + current.dropped
+    data = rotated.data + current.data
+    # Cut inside a file (not at its start): its first line is the end of one that was dropped.
+    if rotated.dropped > 0 if rotated.data else current.dropped > 0:
+        cut = data.find(b"\n") + 1
+        dropped, data = dropped + cut, data[cut:]
+    return AuditCopy(data.decode("utf-8", "replace"), dropped, max_bytes)
 
 
 def parse_audit(text: str) -> list[AuditRecord]:

@@ -145,13 +145,20 @@ def render_squid_conf(
     shutdown_seconds: int = 3,
     pid_file: str = "/var/run/squid/squid.pid",
     private_ranges: Sequence[str] = DEFAULT_PRIVATE_RANGES,
+    access_log_rotate: int = 0,
 ) -> str:
-    """The complete squid.conf for one session's proxy (squid 5.7, Debian bookworm)."""
+    """The complete squid.conf for one session's proxy (squid 5.7, Debian bookworm).
+
+    ``access_log_rotate``: how many rotated audits squid keeps when told to rotate (SIGUSR1): the
+    proxy's rotation loop (``egress.sidecar``) keeps the audit's volume under its cap that way.
+    """
     _check(listen, _LISTEN, "listen address")
     _check(access_log, _PATH, "log path")
     _check(pid_file, _PATH, "pid file path")
     servers = [str(ipaddress.ip_address(server)) for server in dns_nameservers]
     ranges = [str(ipaddress.ip_network(cidr)) for cidr in private_ranges]
+    if isinstance(access_log_rotate, bool) or not isinstance(access_log_rotate, int) or access_log_rotate < 0:
+        raise ConfigError(f"{access_log_rotate!r} is not a number of rotated logs", hint="give 0 or more")
     if isinstance(shutdown_seconds, bool) or not isinstance(shutdown_seconds, int) or shutdown_seconds < 0:
         raise ConfigError(f"{shutdown_seconds!r} is not a number of seconds", hint="give 0 or more")
     connect_ports = sorted(set(policy.connect_ports))
@@ -182,7 +189,8 @@ def render_squid_conf(
         out.append(f"dns_nameservers {' '.join(servers)}")
     out += [
         f"logformat {AUDIT_FORMAT} {render_audit_logformat(policy.session)}",
-        f"access_log stdio:{access_log} logformat={AUDIT_FORMAT}",
+        f"access_log stdio:{access_log} logformat={AUDIT_FORMAT}"
+        + (f" rotate={access_log_rotate}" if access_log_rotate else ""),
         "",
         "# One always-matching ACL per rule records which rule decided (see the module docstring).",
     ]

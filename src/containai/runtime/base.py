@@ -69,6 +69,9 @@ class ExecSpec:
 
     ``stdin``: bytes handed to it, then end of input (the one way to give an exec input). ``tty``: the
     user's terminal is attached (interactive). ``detach``: started, left running, not waited for.
+    ``timeout``: seconds it may run; past them it is killed (in the container, by ``timeout`` from
+    coreutils, which every ContainAI image has) and the host stops waiting for it whatever happens
+    inside: ``exec`` raises ``ExecTimedOut``. Not for ``tty`` or ``detach``.
     """
 
     argv: tuple[str, ...]
@@ -78,6 +81,24 @@ class ExecSpec:
     stdin: bytes | None = None
     tty: bool = False
     detach: bool = False
+    timeout: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.timeout is not None and (self.tty or self.detach or not self.timeout > 0):
+            raise ValueError("an exec's timeout is a positive number of seconds, for a waited-for command")
+
+
+@dataclass(frozen=True)
+class FileTail:
+    """The end of a file in a container: at most the bytes asked for, and the whole file's size."""
+
+    data: bytes
+    size: int
+
+    @property
+    def dropped(self) -> int:
+        """How many bytes at the start of the file are not in ``data``."""
+        return self.size - len(self.data)
 
 
 class StdinFeed(Protocol):
@@ -140,7 +161,10 @@ class ContainerRuntime(Protocol):
         self, name: str, *, labels: Mapping[str, str], internal: bool = False
     ) -> NetworkInfo: ...
 
-    def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None: ...
+    def read_tail(self, ref: str, path: str, *, max_bytes: int) -> FileTail | None:
+        """The last ``max_bytes`` of a regular file in a container, running or not (also from its
+        volumes); streamed, so the host holds no more than that. None when it is not there."""
+        ...
 
     def start_fed(self, ref: str) -> StdinFeed:
         """Start a container with its stdin held open for the caller (the one way to hand it a value)."""

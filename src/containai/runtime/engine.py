@@ -8,7 +8,8 @@ import json
 import re
 import socket
 import tarfile
-from collections.abc import Callable, Mapping, Sequence
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,9 +18,8 @@ import docker
 import docker.errors
 import docker.types
 import requests.exceptions
-from docker.utils.socket import frames_iter
 
-from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable
+from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable, ExecTimedOut
 from containai.runtime.base import (
     BuildEvent,
     BuildSpec,
@@ -27,6 +27,7 @@ from containai.runtime.base import (
     ContainerSpec,
     EngineInfo,
     ExecSpec,
+    FileTail,
     ImageInfo,
     NetworkInfo,
     OutputSink,
@@ -189,6 +190,48 @@ PODMAN_NO_IPV6 = ("net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disab
 # (measured: about 1 in 150 short cats on 4.3). Through this gate the command starts only once the
 # client, attached, sends a newline on its stdin (then EOF, as Docker gives an exec without stdin).
 PODMAN_EXEC_GATE = ("sh", "-c", 'read -r _ || :; exec "$@"', "sh")
+# An exec with a timeout runs under coreutils' timeout, which kills its whole process group when the
+# time is up. The host waits this much longer, then stops waiting whatever the container does (the
+# agent, under the same uid, could kill that timeout process).
+EXEC_GRACE_SECONDS = 5.0
+
+
+def timed_argv(command: ExecSpec) -> tuple[str, ...]:
+    if command.timeout is None:
+        return command.argv
+    return ("timeout", "-s", "KILL", f"{command.timeout:g}", *command.argv)
+
+
+class _Deadline(Exception):
+    """The host's wait for an exec's output ran out."""
+
+
+def read_frames(sock: Any, deadline: float | None) -> Iterator[tuple[int, bytes]]:
+    """The Engine API's multiplexed exec stream (8-byte header: stream, 0, 0, 0, size), read from the
+    attached socket until it closes or ``deadline`` (``time.monotonic()``) passes."""
+    buffer = bytearray()
+    while True:
+        if deadline is None:
+            sock.settimeout(None)  # an agent's prompt may be silent for a long time
+        else:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise _Deadline
+            sock.settimeout(remaining)
+        try:
+            data = sock.recv(65536)
+        except TimeoutError as exc:
+            raise _Deadline from exc
+        if not data:
+            return
+        buffer += data
+        while len(buffer) >= 8:
+            size = int.from_bytes(buffer[4:8], "big")
+            if len(buffer) < 8 + size:
+                break
+            stream, chunk = buffer[0], bytes(buffer[8 : 8 + size])
+            del buffer[: 8 + size]
+            yield stream, chunk
 
 
 @dataclass(frozen=True)
@@ -416,12 +459,20 @@ class _EngineContainers:
         try:
             if command.tty:
                 return self._exec_tty(ref, command)
+            started = time.monotonic()
             exec_id = self._exec_create(ref, command)
             if command.detach:
                 self.client.api.exec_start(exec_id, detach=True)
                 return 0
             self._exec_stream(exec_id, command, on_output)
-            return int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
+            code = int(self.client.api.exec_inspect(exec_id).get("ExitCode") or 0)
+            if command.timeout is not None and code != 0 and time.monotonic() - started >= command.timeout:
+                raise _Deadline  # killed by its timeout (137), or failed only once its time was up
+            return code
+        except _Deadline:
+            raise ExecTimedOut(ref, command.argv[0], command.timeout or 0) from None
+        except EngineError:
+            raise
         except Exception as exc:
             raise translate(exc, self.choice, f"{verb} {command.argv[0]} in {ref}") from exc
 
@@ -434,7 +485,7 @@ class _EngineContainers:
         gated = self._gated(command)
         created = self.client.api.exec_create(
             ref,
-            [*PODMAN_EXEC_GATE, *command.argv] if gated else list(command.argv),
+            [*PODMAN_EXEC_GATE, *timed_argv(command)] if gated else list(timed_argv(command)),
             user=command.user,
             environment=dict(command.environment),
             workdir=command.workdir or None,
@@ -449,13 +500,15 @@ class _EngineContainers:
         # but not the socket, which kept the descriptor (and on Podman the exec) open.
         attached = self.client.api.exec_start(exec_id, socket=True)
         raw = getattr(attached, "_sock", attached)
+        timeout = command.timeout
+        deadline = None if timeout is None else time.monotonic() + timeout + EXEC_GRACE_SECONDS
         try:
             data = command.stdin if command.stdin is not None else b"\n" if self._gated(command) else None
             if data is not None:
                 with contextlib.suppress(BrokenPipeError):  # a command that reads no input is no error
                     raw.sendall(data)
                 raw.shutdown(socket.SHUT_WR)
-            for stream, chunk in frames_iter(attached, tty=False):  # type: ignore[no-untyped-call]
+            for stream, chunk in read_frames(raw, deadline):
                 if on_output is not None and chunk:
                     on_output("stderr" if stream == 2 else "stdout", chunk)
         finally:
@@ -523,24 +576,32 @@ class _EngineContainers:
             raise translate(exc, self.choice, f"create network {name}") from exc
         return NetworkInfo(network.name, dict(labels))
 
-    def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
-        """One regular file from a container (running or not), through the archive API."""
+    def read_tail(self, ref: str, path: str, *, max_bytes: int) -> FileTail | None:
+        """The end of one regular file in a container (running or not), streamed through the archive
+        API: however large the file, no more than ``max_bytes`` (and one chunk) is held."""
         try:
             stream, _ = self.client.api.get_archive(ref, path)
         except docker.errors.NotFound:
             return None
         except Exception as exc:
             raise translate(exc, self.choice, f"read {path} in {ref}") from exc
-        buffer = io.BytesIO()
-        for chunk in stream:
-            buffer.write(chunk)
-            if buffer.tell() > max_bytes + 1024 * 1024:
-                raise EngineAPIError(f"{path} in {ref} is larger than {max_bytes} bytes")
-        buffer.seek(0)
-        with tarfile.open(fileobj=buffer) as archive:
-            member = next((m for m in archive.getmembers() if m.isfile()), None)
-            handle = archive.extractfile(member) if member is not None else None
-            return handle.read(max_bytes) if handle is not None else None
+        reader = _ChunkReader(stream)
+        try:
+            with tarfile.open(fileobj=reader, mode="r|") as archive:
+                member = archive.next()
+                handle = archive.extractfile(member) if member is not None and member.isfile() else None
+                if member is None or handle is None:
+                    return None
+                tail = bytearray()
+                while chunk := handle.read(2**20):
+                    tail += chunk
+                    if len(tail) > max_bytes:
+                        del tail[: len(tail) - max_bytes]
+                return FileTail(bytes(tail), member.size)
+        except (tarfile.TarError, OSError, requests.exceptions.RequestException) as exc:
+            raise EngineAPIError(f"reading {path} in {ref} failed: {exc}") from exc
+        finally:
+            reader.drain()  # the archive's end, so the connection ends cleanly
 
     def start_fed(self, ref: str) -> StdinFeed:
         """Start a container with its stdin attached and held: what is sent reaches it, until closed.
@@ -560,6 +621,33 @@ class _EngineContainers:
             return
         except Exception as exc:
             raise translate(exc, self.choice, f"remove network {name}") from exc
+
+
+class _ChunkReader(io.RawIOBase):
+    """An iterator of byte chunks (an archive as the engine streams it) as a readable file."""
+
+    def __init__(self, chunks: Any) -> None:
+        self._chunks = iter(chunks)
+        self._left = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        with contextlib.suppress(Exception):
+            for _ in self._chunks:
+                pass
+
+    def readinto(self, buffer: Any) -> int:
+        while not self._left:
+            try:
+                self._left = next(self._chunks)
+            except StopIteration:
+                return 0
+        size = min(len(buffer), len(self._left))
+        buffer[:size] = self._left[:size]
+        self._left = self._left[size:]
+        return size
 
 
 class _SocketFeed:

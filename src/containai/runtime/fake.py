@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from containai.errors import EngineAPIError, EngineUnavailable
+from containai.errors import EngineAPIError, EngineUnavailable, ExecTimedOut
 from containai.runtime.base import (
     BuildEvent,
     BuildSpec,
@@ -22,6 +22,7 @@ from containai.runtime.base import (
     ContainerSpec,
     EngineInfo,
     ExecSpec,
+    FileTail,
     ImageInfo,
     NetworkInfo,
     OutputSink,
@@ -69,6 +70,7 @@ class ExecCall:
     workdir: str = ""
     tty: bool = False
     detach: bool = False
+    timeout: float | None = None
 
     @classmethod
     def of(cls, ref: str, command: ExecSpec) -> ExecCall:
@@ -80,6 +82,7 @@ class ExecCall:
             command.workdir,
             command.tty,
             command.detach,
+            command.timeout,
         )
 
 
@@ -113,6 +116,7 @@ class ScriptedExec:
     stderr: bytes = b""
     error: Exception | None = None
     times: int | None = None  # None: every time
+    hangs: bool = False  # never ends by itself: its timeout stops it (after its output), as an engine's would
 
     def applies(self, argv: Sequence[str]) -> bool:
         return (self.times is None or self.times > 0) and self.match in " ".join(argv)
@@ -155,7 +159,7 @@ class FakeRuntime:
         self.specs: dict[str, ContainerSpec] = {}
         self.volumes_by_name: dict[str, VolumeInfo] = {}
         self.networks_by_name: dict[str, NetworkInfo] = {}
-        self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_file
+        self.files: dict[tuple[str, str], bytes] = {}  # (container, path) -> content, for read_tail
         # argv -> (exit code, stdout): what exec answers for that command (else exec_exit_code, nothing)
         self.inputs: list[tuple[str, bytes]] = []  # what a fed start or an exec with stdin handed over
         self.closed = False
@@ -224,7 +228,8 @@ class FakeRuntime:
         if pending := self.failures.get(method):
             raise pending.pop(0)
 
-    def _answer(self, argv: Sequence[str], on_output: Callable[[str, bytes], None] | None) -> int:
+    def _answer(self, ref: str, command: ExecSpec, on_output: Callable[[str, bytes], None] | None) -> int:
+        argv = command.argv
         for scripted in self.scripts:
             if scripted.applies(argv):
                 if scripted.times is not None:
@@ -236,6 +241,10 @@ class FakeRuntime:
                         on_output("stdout", scripted.stdout)
                     if scripted.stderr:
                         on_output("stderr", scripted.stderr)
+                if scripted.hangs:
+                    if command.timeout is None:
+                        raise AssertionError(f"{' '.join(argv)} hangs, and nothing would ever stop it")
+                    raise ExecTimedOut(ref, argv[0], command.timeout)
                 return scripted.code
         return self.exec_exit_code
 
@@ -303,7 +312,7 @@ class FakeRuntime:
         self._maybe_fail("exec")
         if command.tty:
             return self.exec_exit_code
-        code = self._answer(command.argv, on_output)
+        code = self._answer(ref, command, on_output)
         return 0 if command.detach else code
 
     def create_volume(
@@ -346,8 +355,10 @@ class FakeRuntime:
         self.start(ref)
         return _FakeFeed(ref, self.inputs)
 
-    def read_file(self, ref: str, path: str, *, max_bytes: int = 64 * 2**20) -> bytes | None:
-        return self.files.get((ref, path))
+    def read_tail(self, ref: str, path: str, *, max_bytes: int) -> FileTail | None:
+        self._maybe_fail("read_tail")
+        data = self.files.get((ref, path))
+        return None if data is None else FileTail(data[max(0, len(data) - max_bytes) :], len(data))
 
 
 if TYPE_CHECKING:  # mypy checks here that the fake still satisfies the protocol

@@ -213,6 +213,7 @@ def run_ephemeral(
             keep_branch=False,
             state_root=paths.sessions_dir,
             policy=request.gate,
+            bounds=request.bounds,
         )
         report_finish(result, reporter)
     imported = result.imported
@@ -348,12 +349,29 @@ def refusal(runtime: ContainerRuntime, name: str, *, state_root: Path) -> dict[s
     return data
 
 
-def egress_audit_text(runtime: ContainerRuntime, name: str, *, state_root: Path) -> str:
-    """The egress audit of a session: from its proxy while it runs, from the host copy afterwards."""
+def egress_audit(
+    runtime: ContainerRuntime, name: str, *, state_root: Path, max_bytes: int
+) -> sidecar.AuditCopy:
+    """The egress audit of a session: from its proxy while it runs (at most ``max_bytes``, the newest),
+    from the host copy afterwards (which finish capped when it wrote it)."""
     proxy = runtime.container(f"{name}-proxy")
     if proxy is not None:
-        return sidecar.audit_text(runtime, proxy.name)
+        return sidecar.read_audit(runtime, proxy.name, max_bytes=max_bytes)
     kept = sorted((state_root.parent / "session-logs").glob(f"{name}-*.egress.jsonl"))
     if not kept:
         raise UsageError(f"no egress log for {name}", hint="see `list-agents` for running sessions")
-    return kept[-1].read_text(encoding="utf-8")
+    return read_kept_audit(kept[-1], max_bytes=max_bytes)
+
+
+def read_kept_audit(path: Path, *, max_bytes: int) -> sidecar.AuditCopy:
+    """The host's copy of an audit: capped when finish wrote it, but one kept by an older ContainAI
+    may be larger, so no more than ``max_bytes`` of its end (whole lines) is read."""
+    with path.open("rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size <= max_bytes:
+            handle.seek(0)
+            return sidecar.AuditCopy.parse(handle.read().decode("utf-8", "replace"))
+        handle.seek(size - max_bytes)
+        tail = handle.read()
+    cut = tail.find(b"\n") + 1  # the first line is the end of one left out
+    return sidecar.AuditCopy(tail[cut:].decode("utf-8", "replace"), size - max_bytes + cut, max_bytes)

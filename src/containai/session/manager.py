@@ -20,12 +20,13 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from containai.agents.definition import AgentDef
 from containai.broker.session import BrokerPaths
-from containai.config import NetworkSettings
+from containai.config import Bounds, NetworkSettings
 from containai.egress.sidecar import Lab
 from containai.errors import ContainAIError, ImageMissing, UsageError
 from containai.gateway.login import ClaudeLogin
@@ -56,6 +57,7 @@ from containai.session.plan import (
 )
 from containai.session.ports import Ports, Reporter
 from containai.session.repo import BranchChoice, RepoInfo
+from containai.text import printable
 from containai.workspace.gate import GatePolicy, ImportResult
 
 log = logging.getLogger("containai.session")
@@ -91,6 +93,7 @@ class SessionRequest:
     scope: Mapping[str, str] = field(default_factory=dict)  # --label / CONTAINAI_LABELS
     repo: RepoInfo | None = None  # found and checked already (commands.find_repo); else found at start
     disk: DiskLimit = field(default_factory=DiskLimit)  # --disk-limit / CONTAINAI_DISK_LIMIT, disk_files
+    bounds: Bounds = field(default_factory=Bounds)  # export timeout and size, the egress audit's cap
 
 
 @dataclass(frozen=True)
@@ -231,7 +234,7 @@ class SessionManager:
                 )
             )
         except BaseException:
-            self._teardown_parts(SessionRecord(name, labels, state_dir), FinishOptions())
+            self._teardown_parts(SessionRecord(name, labels, state_dir), FinishOptions())  # logs its failures
             raise
         environment = {
             "HOME": "/home/agent",
@@ -340,7 +343,7 @@ class SessionManager:
                 # Never wedged by one part: a part that holds the work keeps the session; any other
                 # failure is reported and the session still ends.
                 log.warning("finish of %s (%s) failed", name, part.role, exc_info=True)
-                why = exc.message if isinstance(exc, ContainAIError) else f"{type(exc).__name__}: {exc}"
+                why = _reason(exc)
                 result = PartResult(
                     part.role,
                     keep=part.holds_work,
@@ -360,10 +363,14 @@ class SessionManager:
                 log.warning("%s: kept: %s", name, result.message)
                 said = tuple(w for r in results.values() for w in r.warnings)  # such as why it was stopped
                 return FinishResult(kept=True, message=result.message or "kept", warnings=said, parts=results)
-        self.teardown(record, options)
+        # The work is home: what teardown cannot remove is reported, and the end still comes.
+        left = self._teardown(record, options)
         messages = [r.message for r in results.values() if r.message]
-        warnings = tuple(w for r in results.values() for w in r.warnings)
-        return FinishResult(False, "; ".join(messages) or "done", warnings, results)
+        warnings = [w for r in results.values() for w in r.warnings]
+        warnings += [f"removing {name} failed: {_reason(exc)}" for exc in left]
+        if left:
+            warnings.append(f"what is left goes with `remove-agent {name}` or `containai gc`")
+        return FinishResult(False, "; ".join(messages) or "done", tuple(warnings), results)
 
     # -- teardown
 
@@ -371,39 +378,36 @@ class SessionManager:
         """Every part's teardown, then every container, network and volume with the session's label,
         then its host state. Each step runs even when one before it failed; the first failure is raised
         at the end."""
-        failure: BaseException | None = None
-        try:
-            self._teardown_parts(record, options)
-        except Exception as exc:
-            log.warning("teardown of %s: %s", record.name, exc, exc_info=True)
-            failure = exc
+        failures = self._teardown(record, options)
+        if failures:
+            raise failures[0]
+
+    def _teardown(self, record: SessionRecord, options: FinishOptions) -> list[Exception]:
+        """Teardown's steps, every one of them; what failed, in order."""
+        failures = self._teardown_parts(record, options)
         runtime = self.ports.runtime
         selector = {naming.SESSION: record.labels.session}
-        steps: list[Callable[[], None]] = [
-            *(lambda c=c: runtime.remove_container(c.id) for c in runtime.containers(selector)),
-            *(lambda n=n: runtime.remove_network(n.name) for n in runtime.networks(selector)),
-            *(lambda v=v: runtime.remove_volume(v.name) for v in runtime.volumes(selector)),
-            lambda: self.ports.host.remove(record.state_dir),
+        # Each listing and each removal on its own: one refusal stops no other step.
+        listings: list[Callable[[], list[Callable[[], None]]]] = [
+            lambda: [partial(runtime.remove_container, c.id) for c in runtime.containers(selector)],
+            lambda: [partial(runtime.remove_network, n.name) for n in runtime.networks(selector)],
+            lambda: [partial(runtime.remove_volume, v.name) for v in runtime.volumes(selector)],
+            lambda: [partial(self.ports.host.remove, record.state_dir)],
         ]
-        for step in steps:
-            try:
-                step()
-            except Exception as exc:
-                log.warning("teardown of %s: %s", record.name, exc, exc_info=True)
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+        for listing in listings:
+            for step in _attempt(record, listing, failures) or []:
+                _attempt(record, step, failures)
+        return failures
 
-    def _teardown_parts(self, record: SessionRecord, options: FinishOptions) -> None:
-        failure: BaseException | None = None
+    def _teardown_parts(self, record: SessionRecord, options: FinishOptions) -> list[Exception]:
+        failures: list[Exception] = []
         for part in reversed(self.parts):
             try:
                 part.teardown(self.ports, record, options)
             except Exception as exc:
                 log.warning("teardown of %s (%s): %s", record.name, part.role, exc, exc_info=True)
-                failure = failure or exc
-        if failure is not None:
-            raise failure
+                failures.append(exc)
+        return failures
 
     # -- sessions on the engine
 
@@ -433,7 +437,13 @@ class SessionManager:
             )
         return sorted(rows, key=lambda r: r.created)
 
-    def gc(self, *, policy: GatePolicy = DEFAULT_GATE, scope: Mapping[str, str] | None = None) -> list[str]:
+    def gc(
+        self,
+        *,
+        policy: GatePolicy = DEFAULT_GATE,
+        scope: Mapping[str, str] | None = None,
+        bounds: Bounds | None = None,
+    ) -> list[str]:
         """Remove what dead sessions left behind; bring home the work of dead ephemeral sessions first.
 
         With ``scope``, only sessions whose resources carry all of its labels are looked at.
@@ -456,22 +466,49 @@ class SessionManager:
             if isinstance(item, ContainerInfo) and item.labels.get(naming.ROLE) == "agent":
                 agents[sid] = item
         removed = []
+        options = FinishOptions(push=True, keep_branch=False, policy=policy, bounds=bounds or Bounds())
         for sid in sorted(s for s in sessions if s):
             agent = agents.get(sid)
-            if agent is not None:
-                labels = SessionLabels.parse(agent.labels)
-                if labels.mode == "persistent" or self.ports.host.launcher_alive(labels.launcher):
-                    continue
-                result = self.finish(agent.name, FinishOptions(push=True, keep_branch=False, policy=policy))
-                if result.kept:
-                    self.ports.reporter.warn(result.message)
-                    continue
-                self.ports.reporter.note(f"{agent.name}: {result.message}")
-            else:
-                labels = SessionLabels.parse(sessions[sid])
-                self.teardown(SessionRecord(sid, labels, self.ports.host.root / sid), FinishOptions())
+            # One session that cannot end stops no other: its failure is reported, and gc goes on.
+            try:
+                if agent is not None:
+                    labels = SessionLabels.parse(agent.labels)
+                    if labels.mode == "persistent" or self.ports.host.launcher_alive(labels.launcher):
+                        continue
+                    result = self.finish(agent.name, options)
+                    if result.kept:
+                        self.ports.reporter.warn(result.message)
+                        continue
+                    self.ports.reporter.note(f"{agent.name}: {result.message}")
+                    for warning in result.warnings:
+                        self.ports.reporter.warn(f"{agent.name}: {warning}")
+                else:
+                    labels = SessionLabels.parse(sessions[sid])
+                    self.teardown(SessionRecord(sid, labels, self.ports.host.root / sid), FinishOptions())
+            except Exception as exc:
+                log.warning("gc of %s failed", sid, exc_info=True)
+                self.ports.reporter.warn(f"session {sid} could not be removed: {_reason(exc)}")
+                continue
             removed.append(sid)
         return removed
+
+
+T = TypeVar("T")
+
+
+def _reason(exc: Exception) -> str:
+    """An error as one line for the user; an engine's or a program's words made printable."""
+    return printable(exc.message if isinstance(exc, ContainAIError) else f"{type(exc).__name__}: {exc}")
+
+
+def _attempt(record: SessionRecord, step: Callable[[], T], failures: list[Exception]) -> T | None:
+    """Run one step of a teardown; a failure is logged and added to ``failures``, not raised."""
+    try:
+        return step()
+    except Exception as exc:
+        log.warning("teardown of %s: %s", record.name, exc, exc_info=True)
+        failures.append(exc)
+        return None
 
 
 @dataclass(frozen=True)
@@ -532,9 +569,10 @@ def finish(
     keep_branch: bool,
     state_root: Path,
     policy: GatePolicy = DEFAULT_GATE,
+    bounds: Bounds | None = None,
 ) -> FinishResult:
     return local(runtime, state_root).finish(
-        name, FinishOptions(push=push, keep_branch=keep_branch, policy=policy)
+        name, FinishOptions(push=push, keep_branch=keep_branch, policy=policy, bounds=bounds or Bounds())
     )
 
 
@@ -553,8 +591,9 @@ def gc(
     reporter: Reporter,
     policy: GatePolicy = DEFAULT_GATE,
     scope: Mapping[str, str] | None = None,
+    bounds: Bounds | None = None,
 ) -> list[str]:
-    return local(runtime, state_root, reporter).gc(policy=policy, scope=scope)
+    return local(runtime, state_root, reporter).gc(policy=policy, scope=scope, bounds=bounds)
 
 
 def agent_environment(plan: SessionPlan) -> dict[str, str]:

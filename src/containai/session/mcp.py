@@ -29,7 +29,7 @@ from containai.mcp.config import McpServer
 from containai.mcp.render import render_mcp_files
 from containai.runtime.base import ContainerRuntime, ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PlanContext, SessionRecord
-from containai.text import last_line
+from containai.text import OutputTail, last_line
 
 if TYPE_CHECKING:
     from containai.gateway.login import ClaudeLogin
@@ -122,15 +122,15 @@ def start_stub(
         "servers": {server.name: server.stub_spec() for server in mcp.servers},
     }
     document = json.dumps({"config": config, "caps": caps}).encode("utf-8")
-    installed: list[bytes] = []
+    installed = OutputTail()
     code = runtime.exec(
         container,
         ExecSpec((STUB, "install", "--state", STUB_STATE), user=STUB_USER, stdin=document),
-        on_output=lambda _stream, data: installed.append(data),
+        on_output=installed,
     )
     if code != 0:
         raise SessionError(
-            f"setting up the MCP stub failed: {last_line(b''.join(installed))}",
+            f"setting up the MCP stub failed: {last_line(installed.data)}",
             hint="is the image older than this ContainAI? rebuild it with `containai images build`",
         )
     proxy = {k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
@@ -145,13 +145,13 @@ def start_stub(
             return
         time.sleep(0.1)
     # The stub's log is its own (0600): read its last line as the stub, for the reason it gave.
-    said: list[bytes] = []
+    said = OutputTail()
     runtime.exec(
         container,
         ExecSpec(("tail", "-n", "1", STUB_LOG), user=STUB_USER),
-        on_output=lambda _stream, data: said.append(data),
+        on_output=said,
     )
-    reason = last_line(b"".join(said)).partition(protocol.STUB_NOT_SERVING)[2]
+    reason = last_line(said.data).partition(protocol.STUB_NOT_SERVING)[2]
     raise SessionError(
         f"the MCP stub did not start{f': {reason}' if reason else ''}",
         hint=f"its log is {STUB_LOG} in the container",

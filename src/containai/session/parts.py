@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from containai.config import Bounds
 from containai.runtime.base import ContainerInfo, Mount
 from containai.session.naming import SessionLabels
 from containai.workspace.gate import GatePolicy
@@ -86,6 +87,9 @@ class FinishOptions:
     push: bool = True
     keep_branch: bool = False
     policy: GatePolicy = field(default_factory=GatePolicy)
+    bounds: Bounds = field(
+        default_factory=Bounds
+    )  # how much the host takes from the session, how long it waits
 
 
 @dataclass(frozen=True)

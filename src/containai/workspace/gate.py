@@ -43,7 +43,7 @@ from containai.hostgit import (
     HostGit,
     failure,
 )
-from containai.text import printable
+from containai.text import last_line, printable
 from containai.workspace.pack import PackRefused, PackTooLarge, scan_pack
 
 __all__ = [
@@ -107,8 +107,7 @@ _STRICT = "--strict=" + ",".join(f"{msg}=error" for msg in FSCK_ERRORS)
 
 
 def _last_line(stderr: bytes) -> str:
-    lines = stderr.decode("utf-8", "backslashreplace").strip().splitlines()
-    return lines[-1] if lines else ""
+    return last_line(stderr)  # git's words may quote the agent's (paths, refs): printable
 
 
 def _out(result: subprocess.CompletedProcess[bytes]) -> str:

@@ -9,25 +9,26 @@ session branch ContainAI created, when nothing landed on it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from containai.errors import ContainAIError, GateRefused, SessionError
+from containai.config import Bounds
+from containai.errors import ContainAIError, ExecTimedOut, GateRefused, SessionError
 from containai.runtime.base import ExecSpec, Mount
 from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
-from containai.text import last_line, printable
+from containai.text import OutputTail, last_line, printable
 from containai.workspace.gate import ImportResult, Refusal, render_export_script
 
 if TYPE_CHECKING:
     from containai.session.plan import SessionPlan
     from containai.session.ports import Ports
 
-MAX_BUNDLE_BYTES = 2 * 2**30
 # What the gate refused, kept in the session's host folder (gone with the session): the refused
 # commits as a bundle, and why (`containai logs NAME --refused`).
 REFUSED_BUNDLE = Path("refused") / "rest.bundle"
@@ -101,16 +102,14 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             )
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
-        output: list[bytes] = []
+        output = OutputTail()  # the repository's content can make git say a lot: its tail is enough
         code = ports.runtime.exec(
             session.name,
             ExecSpec(("bash", "-c", session.setup_script), user=session.user, workdir=WORKSPACE),
-            on_output=lambda _stream, data: output.append(data),
+            on_output=output,
         )
         if code != 0:
-            detail = [
-                line for line in b"".join(output).decode("utf-8", "replace").splitlines() if line.strip()
-            ]
+            detail = [line for line in output.data.decode("utf-8", "replace").splitlines() if line.strip()]
             first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
             shown = printable(first_error or (detail[-1] if detail else f"exit {code}"))
             raise SessionError(
@@ -187,25 +186,37 @@ class Unexported:
 UNEXPORTED_LIMIT = 50
 
 
-def unexported_work(ports: Ports, record: SessionRecord) -> Unexported:
-    """Ask the session's workspace (read only, hooks off) what has not been brought home."""
+UNEXPORTED_OUTPUT_BYTES = 2**20  # of git's listing: the first entries are shown, a million files are not
+
+
+def unexported_work(ports: Ports, record: SessionRecord, bounds: Bounds | None = None) -> Unexported:
+    """Ask the session's workspace (read only, hooks off) what has not been brought home; each git
+    command under the export timeout, and no more than the first MiB of what it lists."""
     labels = record.labels
     if not labels.branch or record.container is None:
         return Unexported((), ())
     user = record.container.user or "1000:1000"
     git = ["git", "-c", "core.hooksPath=/dev/null", "-c", "core.fsmonitor=false"]
+    timeout = (bounds or Bounds()).export_timeout
 
     def lines(argv: list[str]) -> tuple[str, ...]:
-        output: list[bytes] = []
-        code = ports.runtime.exec(
-            record.name,
-            ExecSpec(tuple(argv), user=user, workdir=WORKSPACE),
-            on_output=lambda s, d: output.append(d) if s == "stdout" else None,
-        )
+        output = bytearray()
+
+        def keep(stream: str, data: bytes) -> None:
+            if stream == "stdout":
+                output.extend(data[: max(0, UNEXPORTED_OUTPUT_BYTES - len(output))])
+
+        with timed_out_as_session_error(record.name, "reading the workspace", timeout):
+            code = ports.runtime.exec(
+                record.name, ExecSpec(tuple(argv), user=user, workdir=WORKSPACE, timeout=timeout), keep
+            )
         if code != 0:
             raise SessionError(f"could not read the workspace of {record.name} (git exit {code})")
-        text = b"".join(output).decode("utf-8", "surrogateescape")
-        return tuple(printable(line) for line in text.split("\0" if "-z" in argv else "\n") if line.strip())
+        text = output.decode("utf-8", "surrogateescape")
+        entries = text.split("\0" if "-z" in argv else "\n")
+        if len(output) >= UNEXPORTED_OUTPUT_BYTES:
+            entries = entries[:-1]  # the last one was cut
+        return tuple(printable(line) for line in entries if line.strip())
 
     if not record.container.running:
         ports.runtime.start(record.name)
@@ -225,25 +236,30 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
     """
     labels = record.labels
     runtime = ports.runtime
+    bounds = options.bounds
     user = (record.container.user if record.container is not None else "") or "1000:1000"
-    output: list[bytes] = []
+    # The export's output is the agent's to shape (hooks are off, but git prints what it is given):
+    # only its tail is held, and only its last line, made printable, is shown.
+    output = OutputTail()
     script = render_export_script(labels.branch, EXPORT_BUNDLE, base=labels.base)
-    code = runtime.exec(
-        record.name,
-        ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE),
-        on_output=lambda _s, data: output.append(data),
-    )
-    if code == 3 and not ports.host.is_ready(record.state_dir):
-        return None
-    if code == 0 and runtime.exec(record.name, ExecSpec(("test", "-s", EXPORT_BUNDLE), user=user)) != 0:
-        return None  # no new commits: the export wrote no bundle
+    timeout = bounds.export_timeout
+    with timed_out_as_session_error(record.name, "exporting the work", timeout):
+        code = runtime.exec(
+            record.name,
+            ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE, timeout=timeout),
+            on_output=output,
+        )
+        if code == 3 and not ports.host.is_ready(record.state_dir):
+            return None
+        exists = ExecSpec(("test", "-s", EXPORT_BUNDLE), user=user, timeout=timeout)
+        if code == 0 and runtime.exec(record.name, exists) != 0:
+            return None  # no new commits: the export wrote no bundle
     if code != 0:
-        # The export's output is the agent's to shape: only its last line, made printable, is shown.
-        shown = last_line(b"".join(output)) or f"exit {code}"
+        shown = last_line(output.data) or f"exit {code}"
         raise SessionError(f"exporting the work failed in {record.name}: {shown}")
     with tempfile.TemporaryDirectory(prefix="containai-import-") as work:
         bundle = Path(work) / "session.bundle"
-        copy_out(ports, record.name, EXPORT_BUNDLE, user=user, target=bundle)
+        copy_out(ports, record.name, EXPORT_BUNDLE, user=user, target=bundle, bounds=bounds)
         return ports.git.import_bundle(
             Path(labels.repo),
             bundle,
@@ -256,17 +272,35 @@ def export_and_import(ports: Ports, record: SessionRecord, options: FinishOption
         )
 
 
-def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path) -> None:
+@contextlib.contextmanager
+def timed_out_as_session_error(name: str, doing: str, seconds: float) -> Iterator[None]:
+    """An exec past its time limit, as the reason the work is kept, with the setting that changes it."""
+    try:
+        yield
+    except ExecTimedOut as exc:
+        raise SessionError(
+            f"{doing} in {name} ran past the export_timeout of {seconds:g} s ({printable(exc.program)} "
+            f"was stopped); to allow longer, {Bounds.how_to_change('export_timeout')}"
+        ) from exc
+
+
+def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path, bounds: Bounds) -> None:
     """Copy a file out of the container through ``cat`` (streamed to disk, as the agent's user), and
-    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried."""
+    check its size: Podman's exec can lose a short-lived process's output, so a short copy is retried.
+    Each command is under the export timeout; a file over the export size cap is refused unread."""
     runtime = ports.runtime
-    code, size, expected, stat = 0, 0, b"", bytearray()
+    limit, timeout = bounds.export_max, bounds.export_timeout
+    code, size, expected = 0, 0, b""
     for _ in range(3):
-        stat.clear()
-        runtime.exec(container, ExecSpec(("stat", "-c", "%s", path), user=user), lambda _s, d: stat.extend(d))
-        expected = bytes(stat).strip()
+        stat = OutputTail(64, streams=("stdout",))
+        with timed_out_as_session_error(container, "copying the work out", timeout):
+            runtime.exec(container, ExecSpec(("stat", "-c", "%s", path), user=user, timeout=timeout), stat)
+        expected = stat.data.strip()
         if not expected.isdigit():
             continue
+        if int(expected) > limit:
+            size = int(expected)
+            break
         size = 0
         with target.open("wb") as handle:
 
@@ -274,14 +308,20 @@ def copy_out(ports: Ports, container: str, path: str, *, user: str, target: Path
                 nonlocal size
                 if stream == "stdout":
                     size += len(data)
-                    if size <= MAX_BUNDLE_BYTES:
+                    if size <= limit:
                         handle.write(data)
 
-            code = runtime.exec(container, ExecSpec(("cat", path), user=user), save)
-        if code == 0 and size == int(expected) <= MAX_BUNDLE_BYTES:
+            with timed_out_as_session_error(container, "copying the work out", timeout):
+                code = runtime.exec(container, ExecSpec(("cat", path), user=user, timeout=timeout), save)
+        if code == 0 and size == int(expected) <= limit:
             return
-        if code != 0 or size > MAX_BUNDLE_BYTES:
+        if code != 0 or size > limit:
             break
+    if size > limit:
+        raise SessionError(
+            f"the work's bundle in {container} is {size} bytes, over the export_max cap of {limit} bytes; "
+            f"to allow more, {Bounds.how_to_change('export_max')}"
+        )
     raise SessionError(
         f"copying the work out of {container} failed (exit {code}, {size} of {printable(expected) or '?'} bytes)"
     )
