@@ -117,6 +117,7 @@ def sessions_json(rows: Sequence[SessionRow], now: datetime) -> dict[str, Any]:
                 "repo": row.repo or None,
                 "branch": row.branch or None,
                 "status": row.status,
+                "resumable": row.resumable,
                 "mode": row.mode,
                 "created": row.created,
                 "age_seconds": _age_seconds(row.created, now),
@@ -132,7 +133,8 @@ def render_sessions(console: Console, rows: Sequence[SessionRow], now: datetime)
     for column in ("NAME", "AGENT", "REPO", "BRANCH", "STATUS", "AGE"):
         table.add_column(column)
     for row in rows:
-        table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", row.status, row.age(now))
+        status = f"{row.status} (connect-agent resumes it)" if row.resumable else row.status
+        table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", status, row.age(now))
     console.print(table)
 
 

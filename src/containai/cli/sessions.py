@@ -245,10 +245,21 @@ def connect(app: AppContext, name: str | None) -> int:
     """Attach to a persistent session; Ctrl-B D detaches and the agent keeps working."""
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("connect-agent needs a terminal", hint="run it from a terminal")
+    from containai.agents.definition import get_agent
     from containai.session import commands
 
     runtime = app.runtime()
-    return commands.connect(runtime, commands.pick_session(runtime, name, app.settings().labels.value))
+    settings = app.settings()
+    chosen = commands.pick_session(runtime, name, settings.labels.value)
+    # A session stopped by an engine restart, or with a sidecar that died, comes back first.
+    commands.resume(
+        runtime,
+        chosen,
+        state_root=app.paths.sessions_dir,
+        reporter=reporter(app),
+        agent_command=lambda agent: get_agent(agent, settings.paths.value.agents_dir).command,
+    )
+    return commands.connect(runtime, chosen)
 
 
 @click.command("list", context_settings=CONTEXT)

@@ -2,6 +2,10 @@
 
 In a session with the egress proxy, for an agent whose definition has a gateway, when the host has
 its credential (a stored key, a subscription token, or the CLI's own login, refreshed on the host).
+
+On resume, a gateway fed by the session's broker (a host login) is started again by the broker; one
+holding a stored key is not, since the key is handed over only at launch: the agent then has no
+model access, and is told how to get it back.
 """
 
 from __future__ import annotations
@@ -22,7 +26,8 @@ from containai.gateway.sidecar import (
 )
 from containai.runtime.base import ContainerSpec
 from containai.secrets.value import Secret
-from containai.session.parts import BasePart, PartPlan, PlanContext
+from containai.session import naming
+from containai.session.parts import BasePart, PartPlan, PlanContext, ResumeContext
 
 if TYPE_CHECKING:
     from containai.agents.definition import GatewayDef
@@ -90,3 +95,17 @@ class GatewayPart(BasePart[GatewayPlan]):
         ports.reporter.note(
             f"the model credential stays in {planned.detail.spec.name}; the agent has a placeholder"
         )
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        record = ctx.record
+        gateway = ports.runtime.container(f"{record.name}-gateway")
+        if gateway is None or gateway.labels.get(naming.SESSION) != record.labels.session:
+            return
+        if not gateway.running:
+            # Fails closed: the agent's relay leads nowhere, and the key never goes anywhere else.
+            ports.reporter.warn(
+                f"the model gateway {gateway.name} stopped and holds its key only from launch: the agent "
+                f"has no model access; `remove-agent {record.name}` brings the work home, then launch again"
+            )
+        if ctx.restarted and record.container is not None:
+            start_relay(ports.runtime, record.name, record.container.user or "1000:1000")

@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from containai.agents.definition import GatewayDef
-from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, wait_ready
+from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, listening, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.inside import protocol
@@ -126,5 +126,4 @@ def start_gateway(
 def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     relay = ["socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
     runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
-    probe = ("grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
-    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the gateway relay")
+    wait_ready(lambda: listening(runtime, agent, agent_user, PORT), 15, "the gateway relay")

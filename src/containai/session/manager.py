@@ -40,6 +40,7 @@ from containai.session.parts import (
     PartPlan,
     PartResult,
     PlanContext,
+    ResumeContext,
     SessionPart,
     SessionRecord,
     default_parts,
@@ -51,6 +52,7 @@ from containai.session.plan import (
     choose_workspace,
     default_resources,
     hardened_spec,
+    render_home_script,
     render_setup_script,
 )
 from containai.session.ports import Ports, Reporter
@@ -273,6 +275,7 @@ class SessionManager:
             setup_script=render_setup_script(
                 workspace, branch, git_name=git_name, git_email=git_email, home_files=home_files
             ),
+            home_script=render_home_script(home_files),
             environment=environment,
             parts=planned,
         )
@@ -313,6 +316,35 @@ class SessionManager:
             plan.name, plan.labels, plan.state_dir, self.ports.runtime.container(plan.name)
         )
         self.teardown(record, FinishOptions())
+
+    # -- resume
+
+    def resume(self, name: str) -> bool:
+        """Bring a persistent session back: its sidecars, its agent's container, what ran inside it.
+
+        After an engine restart (every container stopped) or a sidecar that died: each part's restore
+        (sidecars, the broker), the agent's container started again, each part's resume. Nothing is
+        created and the workspace's one-time set-up is not run again, so the branch and the work are
+        as they were. True when the agent's container was started again (its processes are gone).
+        """
+        record = self.record(name)
+        if record.labels.mode != "persistent":
+            raise UsageError(
+                f"{name} is not a persistent session, so it cannot be resumed",
+                hint=f"`remove-agent {name}` brings its work home",
+            )
+        restarted = record.container is not None and not record.container.running
+        if restarted:
+            self.ports.reporter.note(f"{name} had stopped (was the engine restarted?): starting it again")
+        ctx = ResumeContext(record, restarted)
+        restored = frozenset(part.role for part in self.parts if part.restore(self.ports, ctx))
+        if restarted:
+            self.ports.runtime.start(name)
+            record = self.record(name)
+        ctx = ResumeContext(record, restarted, restored)
+        for part in self.parts:
+            part.resume(self.ports, ctx)
+        return restarted
 
     # -- finish
 
@@ -470,6 +502,11 @@ class SessionRow:
     mode: str
     created: str
     session: str
+
+    @property
+    def resumable(self) -> bool:
+        """A persistent session whose container stopped (the engine restarted): connect-agent resumes it."""
+        return self.mode == "persistent" and self.status != "running"
 
     def age(self, now: datetime) -> str:
         try:

@@ -81,6 +81,8 @@ class BrokerLauncher(Protocol):
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]: ...
 
+    def running(self, paths: BrokerPaths) -> bool: ...
+
     def stop(self, state_dir: Path) -> None: ...
 
 
@@ -92,6 +94,8 @@ class HostState(Protocol):
     def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None: ...
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None: ...
+
+    def read_text(self, path: Path) -> str | None: ...
 
     def mark_ready(self, state_dir: Path) -> None: ...
 
@@ -202,6 +206,17 @@ class ProcessBroker:
 
         return session_broker.admin(socket, request)
 
+    def running(self, paths: BrokerPaths) -> bool:
+        """Whether the session's broker answers on its admin socket."""
+        from containai.broker import session as session_broker
+        from containai.errors import ContainAIError
+
+        try:
+            session_broker.admin(paths.admin_socket, {"op": "ping"}, timeout=2.0)
+        except (OSError, ValueError, ContainAIError):
+            return False
+        return True
+
     def stop(self, state_dir: Path) -> None:
         from containai.broker import session as session_broker
 
@@ -233,6 +248,12 @@ class LocalHostState:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text, encoding="utf-8")
         path.chmod(mode)
+
+    def read_text(self, path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
 
     def mark_ready(self, state_dir: Path) -> None:
         state_dir.mkdir(parents=True, exist_ok=True)

@@ -107,6 +107,7 @@ class FakeBroker:
     stopped: list[Path] = field(default_factory=list)
     requests: list[Mapping[str, object]] = field(default_factory=list)
     fail_start: Exception | None = None
+    alive: set[Path] = field(default_factory=set)  # the state folders of brokers that run
 
     def start(
         self,
@@ -121,13 +122,18 @@ class FakeBroker:
         if self.fail_start is not None:
             raise self.fail_start
         self.started.append({"session": session, "container": container, "gateway": gateway, "login": login})
+        self.alive.add(paths.state_dir)
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
         self.requests.append(request)
         return {"ok": True, "token": f"token-{len(self.requests)}", "bundle": "YnVuZGxl"}
 
+    def running(self, paths: BrokerPaths) -> bool:
+        return paths.state_dir in self.alive
+
     def stop(self, state_dir: Path) -> None:
         self.stopped.append(state_dir)
+        self.alive.discard(state_dir)
 
 
 @dataclass
@@ -145,6 +151,9 @@ class FakeHostState:
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
         self.files[path] = text
+
+    def read_text(self, path: Path) -> str | None:
+        return self.files.get(path)
 
     def mark_ready(self, state_dir: Path) -> None:
         self.ready.add(state_dir)
