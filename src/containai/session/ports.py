@@ -13,16 +13,19 @@ script their answers. Nothing in ``session.manager`` or a part reaches the host 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from containai.broker.session import BrokerPaths
+from containai.errors import SessionError
 from containai.gateway.login import ClaudeLogin
 from containai.hostgit import HostGit
 from containai.runtime.base import ContainerRuntime
@@ -182,6 +185,25 @@ class HostGitRepository:
         )
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def host_writes(path: Path) -> Iterator[None]:
+    """A full file system (or quota) on the host, while ContainAI writes ``path``, is a SessionError
+    that says so: before the session exists, it is undone whole; at its end, the work is kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FULL:
+            raise
+        raise SessionError(
+            f"no space left on the host for {exc.filename or path}: its file system is full",
+            hint=f"free space on the file system of {path} (`containai gc` removes what dead sessions left "
+            "there), then try again; nothing of the session's work was lost",
+        ) from exc
+
+
 class ProcessBroker:
     """BrokerLauncher over ``python -m containai.broker.session`` processes."""
 
@@ -197,9 +219,15 @@ class ProcessBroker:
     ) -> None:
         from containai.broker import session as session_broker
 
-        session_broker.start(
-            paths, session=session, container=container, engine_url=engine_url, gateway=gateway, login=login
-        )
+        with host_writes(paths.state_dir):
+            session_broker.start(
+                paths,
+                session=session,
+                container=container,
+                engine_url=engine_url,
+                gateway=gateway,
+                login=login,
+            )
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
         from containai.broker import session as session_broker
@@ -239,14 +267,16 @@ class LocalHostState:
     def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None:
         for part in ("upper", "work"):
             layer = state_dir / part
-            layer.mkdir(parents=True, exist_ok=True)
+            with host_writes(layer):
+                layer.mkdir(parents=True, exist_ok=True)
             # The overlay's root takes the upper layer's owner: it must be the agent's.
             if os.geteuid() == 0:
                 os.chown(layer, uid, gid)
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        with host_writes(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         path.chmod(mode)
 
     def read_text(self, path: Path) -> str | None:
@@ -256,8 +286,9 @@ class LocalHostState:
             return None
 
     def mark_ready(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        (state_dir / READY).touch()
+        with host_writes(state_dir):
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (state_dir / READY).touch()
 
     def is_ready(self, state_dir: Path) -> bool:
         return (state_dir / READY).exists()
