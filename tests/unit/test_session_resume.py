@@ -223,3 +223,40 @@ def test_a_stopped_ephemeral_session_is_not_resumed_by_connect(
     engine_restarted(ports, plan)
     with pytest.raises(UsageError, match="is not running"):
         resume()
+
+
+# -- gc of a session killed between reserving its branch and creating anything
+
+
+def test_gc_releases_the_branch_of_a_launcher_killed_before_anything_existed(ports: FakePorts) -> None:
+    plan = SessionManager(ports).plan(request(scope={"team": "web"}), repo=REPO, environ={})
+    record = plan.state_dir / "session.json"
+    assert '"engine"' in ports.host.files[record]
+    assert ports.git.branches == {"shell/session-1": BASE}
+    # Its launcher still runs (it is about to provision): left alone.
+    ports.host.alive.add(plan.labels.launcher)
+    assert SessionManager(ports).gc() == []
+    ports.host.alive.clear()
+    assert SessionManager(ports).gc(scope={"team": "other"}) == []  # not in scope
+    assert SessionManager(ports).gc(scope={"team": "web"}) == [plan.session_id]
+    assert ports.git.branches == {} and plan.state_dir in ports.host.removed
+    assert record not in ports.host.files
+
+
+def test_gc_leaves_another_engines_sessions_and_what_it_cannot_read(ports: FakePorts) -> None:
+    plan = SessionManager(ports).plan(request(), repo=REPO, environ={})
+    record = plan.state_dir / "session.json"
+    ports.host.files[record] = ports.host.files[record].replace(
+        ports.runtime.choice.base_url, "unix:///other"
+    )
+    damaged = ports.host.root / "damaged" / "session.json"
+    ports.host.files[damaged] = "{not json"
+    assert SessionManager(ports).gc() == []
+    assert ports.git.branches == {"shell/session-1": BASE}
+
+
+def test_a_plan_that_fails_leaves_no_record_behind(ports: FakePorts) -> None:
+    with pytest.raises(UsageError):
+        SessionManager(ports).plan(request(network_proxy="squid", allow_domains=("bad domain!",)), repo=REPO)
+    assert not [p for p in ports.host.files if p.name == "session.json"]
+    assert ports.git.branches == {}

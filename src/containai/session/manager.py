@@ -15,6 +15,7 @@ session creates carries its session label, so a crashed launcher's leftovers are
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -60,6 +61,7 @@ from containai.session.repo import BranchChoice, RepoInfo
 from containai.workspace.gate import GatePolicy, ImportResult
 
 log = logging.getLogger("containai.session")
+SESSION_FILE = "session.json"  # in the session's host folder: its engine and labels, from plan on
 
 DEFAULT_GATE = GatePolicy()
 
@@ -207,6 +209,13 @@ class SessionManager:
         )
         state_dir = ports.host.root / session_id
         try:
+            # Recorded on the host before anything is created on the engine: a launcher killed before
+            # the session's first labelled resource exists still leaves what `gc` needs to release
+            # the reserved branch and remove this folder.
+            ports.host.write_text(
+                state_dir / SESSION_FILE,
+                json.dumps({"engine": runtime.choice.base_url, "labels": labels.for_role("agent")}),
+            )
             # Parts decide after the branch is reserved; a part that refuses (a bad domain) releases it.
             planned = self._plan_parts(
                 PlanContext(
@@ -228,6 +237,7 @@ class SessionManager:
             )
         except BaseException:
             self._teardown_parts(SessionRecord(name, labels, state_dir), FinishOptions())
+            ports.host.remove(state_dir)
             raise
         environment = {
             "HOME": "/home/agent",
@@ -488,6 +498,30 @@ class SessionManager:
             else:
                 labels = SessionLabels.parse(sessions[sid])
                 self.teardown(SessionRecord(sid, labels, self.ports.host.root / sid), FinishOptions())
+            removed.append(sid)
+        removed += self._gc_unborn(set(sessions), scope or {})
+        return removed
+
+    def _gc_unborn(self, known: set[str], scope: Mapping[str, str]) -> list[str]:
+        """Sessions recorded on the host with nothing on the engine, whose launcher died: killed
+        between reserving the branch and creating their first resource. Only this engine's."""
+        removed = []
+        for state_dir, text in self.ports.host.recorded(SESSION_FILE):
+            try:
+                data = json.loads(text)
+                engine, found = data["engine"], dict(data["labels"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("gc: %s is not a session record; left alone", state_dir / SESSION_FILE)
+                continue
+            sid = found.get(naming.SESSION, "")
+            if sid != state_dir.name or sid in known or engine != self.ports.runtime.choice.base_url:
+                continue
+            if any(found.get(key) != value for key, value in scope.items()):
+                continue
+            labels = SessionLabels.parse(found)
+            if self.ports.host.launcher_alive(labels.launcher):
+                continue
+            self.teardown(SessionRecord(sid, labels, state_dir), FinishOptions())
             removed.append(sid)
         return removed
 

@@ -100,6 +100,10 @@ class HostState(Protocol):
 
     def read_text(self, path: Path) -> str | None: ...
 
+    def recorded(self, name: str) -> list[tuple[Path, str]]:
+        """Each session folder holding a file ``name``, with that file's text."""
+        ...
+
     def mark_ready(self, state_dir: Path) -> None: ...
 
     def is_ready(self, state_dir: Path) -> bool: ...
@@ -284,6 +288,14 @@ class LocalHostState:
             return path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return None
+
+    def recorded(self, name: str) -> list[tuple[Path, str]]:
+        found = []
+        for record in sorted(self.root.glob(f"*/{name}")):
+            text = self.read_text(record)
+            if text is not None:
+                found.append((record.parent, text))
+        return found
 
     def mark_ready(self, state_dir: Path) -> None:
         with host_writes(state_dir):

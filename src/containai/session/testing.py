@@ -155,6 +155,13 @@ class FakeHostState:
     def read_text(self, path: Path) -> str | None:
         return self.files.get(path)
 
+    def recorded(self, name: str) -> list[tuple[Path, str]]:
+        return sorted(
+            (path.parent, text)
+            for path, text in self.files.items()
+            if path.name == name and path.parent.parent == self.root
+        )
+
     def mark_ready(self, state_dir: Path) -> None:
         self.ready.add(state_dir)
 
@@ -164,6 +171,8 @@ class FakeHostState:
     def remove(self, state_dir: Path) -> None:
         self.removed.append(state_dir)
         self.ready.discard(state_dir)
+        for path in [p for p in self.files if state_dir in p.parents]:
+            del self.files[path]
 
     def launcher_id(self) -> str:
         return f"boot:{self.pid}"
