@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import time
@@ -407,9 +408,14 @@ def remove_sessions(env: dict[str, str]) -> None:
 
 
 def fill(folder: Path) -> Path:
-    filler = folder / "filler"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=64k"], capture_output=True, check=False)
-    return filler
+    """Fill ``folder``'s file system to the last byte; the filler files' folder."""
+    fillers = folder / "fillers"
+    fillers.mkdir(exist_ok=True)
+    for size in ("64k", "1k", "1"):
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={fillers / size}", f"bs={size}"], capture_output=True, check=False
+        )
+    return fillers
 
 
 def test_a_full_state_directory_is_a_clear_error_and_loses_nothing(
@@ -419,30 +425,44 @@ def test_a_full_state_directory_is_a_clear_error_and_loses_nothing(
     before = git(repo, "rev-parse", "HEAD")
 
     # Full before the launch: a one-line error with the fix; nothing created, no branch left.
-    filler = fill(small_state)
+    fillers = fill(small_state)
     refused = launcher(env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
     assert refused.returncode == 125, refused.stderr
     assert "Traceback" not in refused.stderr
     assert "no space left" in refused.stderr.lower() and "hint:" in refused.stderr, refused.stderr
     assert not engine.client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
     assert git(repo, "branch", "--list", "shell/*").strip() == ""
-    filler.unlink()
+    shutil.rmtree(fillers)
 
-    # Full during a session: the agent's committed work still comes home at the end.
-    name = launch(env, repo, "--network-proxy", "squid")
-    code, said = in_agent(engine, name, WORK.format(text="before-full", file="a.txt", marker="ok"))
+    # Full during two sessions: committed work still comes home; uncommitted work, which cannot be
+    # committed on a full disk, is kept in its session with the reason, and comes home once there is room.
+    committed = launch(env, repo, "--network-proxy", "squid")
+    drafted = launch(env, repo, "--network-proxy", "squid")
+    sessions = [agent_of(engine, n).labels[SESSION_LABEL] for n in (committed, drafted)]
+    code, said = in_agent(engine, committed, WORK.format(text="before-full", file="a.txt", marker="ok"))
     assert code == 0, said
-    fill(small_state)
-    assert in_agent(engine, name, "head -c 1048576 /dev/zero > big.bin")[0] != 0  # the agent is told: full
-    removed = launcher(env, "remove-agent", name)
+    assert in_agent(engine, drafted, "echo draft > draft.txt")[0] == 0
+    denied = "curl -s -o /dev/null -w %{http_code} --max-time 10 -x http://127.0.0.1:3128 http://denied.test/"
+    # A line in the egress audit, which the end of the session keeps on the host.
+    assert in_agent(engine, committed, denied)[1] == "403"
+    fillers = fill(small_state)
+    assert in_agent(engine, committed, "head -c 1048576 /dev/zero > big.bin")[0] != 0  # the agent sees it
+
+    kept = launcher(env, "remove-agent", drafted)
+    assert kept.returncode == 75, kept.stderr
+    assert "Traceback" not in kept.stderr and "no space left" in kept.stderr.lower(), kept.stderr
+    assert agent_of(engine, drafted).status == "running"
+
+    removed = launcher(env, "remove-agent", committed)
+    assert removed.returncode == 0, removed.stderr
     assert "Traceback" not in removed.stderr
-    if removed.returncode == 0:
-        assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "before-full"
-    else:
-        # Kept, with the reason, never dropped: once there is room, it comes home.
-        assert removed.returncode == 75 and "no space left" in removed.stderr.lower(), removed.stderr
-        (small_state / "filler").unlink()
-        again = launcher(env, "remove-agent", name)
-        assert again.returncode == 0, again.stderr
-        assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "before-full"
+    assert git(repo, "log", "-1", "--format=%s", "shell/session-1").strip() == "before-full"
+    # What could not be kept on the host (the egress audit) is named, with the reason.
+    assert "egress could not finish: no space left on the host" in removed.stderr, removed.stderr
+    shutil.rmtree(fillers)
+    again = launcher(env, "remove-agent", drafted)
+    assert again.returncode == 0, again.stderr
+    assert git(repo, "show", "shell/session-2:draft.txt") == "draft\n"
+    for session in sessions:
+        assert session_resources(engine.client, session) == []
     assert git(repo, "rev-parse", "HEAD") == before

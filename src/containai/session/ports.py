@@ -203,8 +203,8 @@ def host_writes(path: Path) -> Iterator[None]:
             raise
         raise SessionError(
             f"no space left on the host for {exc.filename or path}: its file system is full",
-            hint=f"free space on the file system of {path} (`containai gc` removes what dead sessions left "
-            "there), then try again; nothing of the session's work was lost",
+            hint=f"free space on the file system that holds {path.parent} (`containai gc` removes what dead "
+            "sessions left there), then try again; nothing of the session's work was lost",
         ) from exc
 
 
