@@ -242,7 +242,12 @@ def launch(app: AppContext, /, agent: str, repo: Path | None, options: SessionOp
 @click.option("-n", "--name", metavar="NAME", help="Session to attach to (optional with one running).")
 @pass_app
 def connect(app: AppContext, name: str | None) -> int:
-    """Attach to a persistent session; Ctrl-B D detaches and the agent keeps working."""
+    """Attach to a persistent session; Ctrl-B D detaches and the agent keeps working.
+
+    A session that stopped (the engine restarted) or whose proxy or secret broker died is brought
+    back first: its sidecars and container start again, and the agent starts again in tmux on the
+    workspace as it left it.
+    """
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("connect-agent needs a terminal", hint="run it from a terminal")
     from containai.agents.definition import get_agent
