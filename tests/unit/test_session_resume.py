@@ -151,6 +151,27 @@ def test_a_gateway_that_held_a_key_fails_closed_with_a_message(ports: FakePorts)
     assert any("TCP-LISTEN:8787" in a for a in argvs(ports, plan.name))
 
 
+def test_a_gateway_that_held_a_key_gets_it_again_from_the_host(ports: FakePorts) -> None:
+    plan = launched(ports, request("codex", credential=Secret("sk-test")))
+    engine_restarted(ports, plan)
+    started = starts(ports)
+    asked: list[str] = []
+
+    def key() -> Secret:
+        asked.append("key")
+        return Secret("sk-again")
+
+    SessionManager(ports).resume(plan.name, credential=key)
+    gateway = f"{plan.name}-gateway"
+    assert asked == ["key"] and ports.runtime.container(gateway).running  # type: ignore[union-attr]
+    assert (gateway, b"sk-again\n") in ports.runtime.inputs  # on its stdin, as at launch
+    assert started.index(f"{plan.name}-proxy") < started.index(plan.name)
+    assert not any("model gateway" in w for w in ports.reporter.warnings)
+    # Running: the key is not looked up again.
+    SessionManager(ports).resume(plan.name, credential=key)
+    assert asked == ["key"]
+
+
 def test_an_ephemeral_session_is_not_resumed(ports: FakePorts) -> None:
     plan = launched(ports, request(mode="ephemeral"))
     with pytest.raises(UsageError, match="not a persistent session"):

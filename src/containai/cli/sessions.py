@@ -150,6 +150,19 @@ def model_credential(
     return ModelCredential(agent)
 
 
+def stored_model_key(app: AppContext, agent: AgentDef) -> Secret | None:
+    """The agent's model key stored on the host (its gateway's first choice found), or None."""
+    from containai.secrets.store import default_sources, resolve_secret
+
+    if agent.gateway is None:
+        return None
+    sources = default_sources(app.paths, app.environ)
+    for choice in agent.gateway.choices():
+        if (found := resolve_secret(choice.secret, sources)) is not None:
+            return found[0]
+    return None
+
+
 def _write_output(stream: str, data: bytes) -> None:
     target = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
     target.write(data)
@@ -263,6 +276,7 @@ def connect(app: AppContext, name: str | None) -> int:
         state_root=app.paths.sessions_dir,
         reporter=reporter(app),
         agent_command=lambda agent: get_agent(agent, settings.paths.value.agents_dir).command,
+        credential=lambda agent: stored_model_key(app, get_agent(agent, settings.paths.value.agents_dir)),
     )
     return commands.connect(runtime, chosen)
 

@@ -106,19 +106,24 @@ def start_gateway(
     runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
 ) -> None:
     create_gateway(runtime, spec, volume, labels)
-    feed = runtime.start_fed(spec.name)
+    feed_gateway(runtime, spec.name, credential)
+
+
+def feed_gateway(runtime: ContainerRuntime, name: str, credential: Secret) -> None:
+    """Start the (created, or stopped) gateway with the key on its stdin; ready when its socket is."""
+    feed = runtime.start_fed(name)
     try:
         feed.send((credential.reveal() + "\n").encode())
     finally:
         feed.close()
 
     def ready() -> bool:
-        info = runtime.container(spec.name)
+        info = runtime.container(name)
         if info is None or not info.running:
             raise SessionError(
-                "the credential gateway exited at start", hint=f"its log: `docker logs {spec.name}`"
+                "the credential gateway exited at start", hint=f"its log: `docker logs {name}`"
             )
-        return runtime.exec(spec.name, ExecSpec(("test", "-S", GATEWAY_SOCKET), user=USER)) == 0
+        return runtime.exec(name, ExecSpec(("test", "-S", GATEWAY_SOCKET), user=USER)) == 0
 
     wait_ready(ready, 20, "the credential gateway")
 

@@ -23,6 +23,7 @@ from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
+from containai.secrets.value import Secret
 from containai.session import manager
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
@@ -270,16 +271,18 @@ def resume(
     state_root: Path,
     reporter: Reporter,
     agent_command: Callable[[str], Sequence[str]],
+    credential: Callable[[str], Secret | None] = lambda _agent: None,
 ) -> None:
     """Bring a persistent session back (its sidecars, its broker, its container, the agent in tmux);
-    a no-op for one where everything runs. ``agent_command`` gives an agent's command by its name."""
+    a no-op for one where everything runs. ``agent_command`` gives an agent's command by its name,
+    ``credential`` its model key on the host (asked only when its gateway must start again)."""
     steps = manager.local(runtime, state_root, reporter)
     record = steps.record(name)
     if record.labels.mode != "persistent":
         if record.container is not None and record.container.running:
             return
         raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
-    if not steps.resume(name):
+    if not steps.resume(name, credential=lambda: credential(record.labels.agent)):
         return
     # Its container started again: the agent went with its processes. The workspace is as it left it.
     container = runtime.container(name)

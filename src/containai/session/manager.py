@@ -329,7 +329,7 @@ class SessionManager:
 
     # -- resume
 
-    def resume(self, name: str) -> bool:
+    def resume(self, name: str, *, credential: Callable[[], Secret | None] = lambda: None) -> bool:
         """Bring a persistent session back: its sidecars, its agent's container, what ran inside it.
 
         After an engine restart (every container stopped) or a sidecar that died: each part's restore
@@ -346,12 +346,12 @@ class SessionManager:
         restarted = record.container is not None and not record.container.running
         if restarted:
             self.ports.reporter.note(f"{name} had stopped (was the engine restarted?): starting it again")
-        ctx = ResumeContext(record, restarted)
+        ctx = ResumeContext(record, restarted, credential=credential)
         restored = frozenset(part.role for part in self.parts if part.restore(self.ports, ctx))
         if restarted:
             self.ports.runtime.start(name)
             record = self.record(name)
-        ctx = ResumeContext(record, restarted, restored)
+        ctx = ResumeContext(record, restarted, restored, credential)
         for part in self.parts:
             part.resume(self.ports, ctx)
         return restarted

@@ -21,7 +21,7 @@ Adding a sidecar means adding a part to ``default_parts``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -33,6 +33,7 @@ from containai.workspace.gate import GatePolicy
 if TYPE_CHECKING:
     from containai.broker.session import BrokerPaths
     from containai.mcp.config import McpServer
+    from containai.secrets.value import Secret
     from containai.session.manager import SessionRequest
     from containai.session.plan import SessionPlan, WorkspaceChoice
     from containai.session.ports import Ports
@@ -113,6 +114,8 @@ class ResumeContext:
     record: SessionRecord
     restarted: bool
     restored: frozenset[str] = frozenset()  # the roles whose restore started something again
+    # The host's model key for the session's agent, looked up only if its gateway must start again.
+    credential: Callable[[], Secret | None] = lambda: None
 
 
 class SessionPart(Protocol[T]):
