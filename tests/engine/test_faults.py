@@ -34,6 +34,7 @@ from containai.config import Hooks
 from .conftest import BIN, CHANNEL, SESSION_SCOPE, Engine
 from .lab_cli import FINISH_STEPS, SETUP_STEPS, install_lab_programs
 from .test_egress import lab_env  # noqa: F401  # a fixture used below
+from .test_gateway import store_secret
 from .test_mcp import TOOL_CALL, canary_server_with_a_host_secret
 from .test_sessions import (
     SESSION_LABEL,
@@ -262,6 +263,62 @@ def test_after_dockerd_restarts_a_persistent_session_resumes_with_its_work(
     restart_dockerd()
     assert all(c.status != "running" for c in session_containers(engine, session))  # live-restore is off
     resumes_with_its_work(env, engine, repo, name, session)
+
+
+# A user agent that is Claude's, gateway and all, with a shell as its command: a terminal to drive.
+CLAUDE_SHELL = """
+name = "claude-shell"
+description = "Claude's image and gateway, with a shell"
+image = "claude"
+command = ["bash", "-l"]
+prompt_command = ["bash", "-lc", "{prompt}"]
+env = ["ANTHROPIC_BASE_URL"]
+endpoints = []
+
+[gateway]
+secret = "ANTHROPIC_API_KEY"
+upstream = "https://api.anthropic.com"
+header = "x-api-key"
+base_url_env = "ANTHROPIC_BASE_URL"
+key_env = "ANTHROPIC_API_KEY"
+"""
+
+
+def test_a_stopped_session_gets_its_gateway_back_with_the_key_from_the_host(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    engine: Engine,
+) -> None:
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
+    agents = Path(env["CONTAINAI_HOME"]) / "config" / "agents"
+    agents.mkdir(parents=True, exist_ok=True)
+    (agents / "claude-shell.toml").write_text(CLAUDE_SHELL)
+    key = f"sk-ant-canary-{uuid.uuid4().hex}"
+    store_secret(env, "ANTHROPIC_API_KEY", key)
+    repo = make_repo(tmp_path)
+    launched = launcher(
+        env,
+        "launch-agent",
+        "claude-shell",
+        str(repo),
+        "--channel",
+        CHANNEL,
+        "--allow-domain",
+        "api.mock.test",
+    )
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    ask = 'curl -s --max-time 20 -H "x-api-key: $ANTHROPIC_API_KEY" -d {} "$ANTHROPIC_BASE_URL/v1/messages"'
+    assert "mock-ok" in in_agent(engine, name, ask)[1]
+    session = agent_of(engine, name).labels[SESSION_LABEL]
+    for container in session_containers(engine, session):
+        container.stop(timeout=2)
+    shown = connect_and_run(env, name, f"{ask}; echo", "ASKED")
+    assert "mock-ok" in shown, shown
+    assert agent_of(engine, f"{name}-gateway").status == "running"
+    assert key not in json.dumps(agent_of(engine, f"{name}-gateway").attrs)
+    removed = launcher(env, "remove-agent", name, "--no-push", "--yes")
+    assert removed.returncode == 0, removed.stderr
 
 
 # -- the proxy killed -------------------------------------------------------------------------------
