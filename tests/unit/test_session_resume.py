@@ -14,6 +14,7 @@ from containai.agents.definition import get_agent
 from containai.cli.render import sessions_json
 from containai.config import Paths
 from containai.errors import SessionError, UsageError
+from containai.gateway.login import ClaudeLogin
 from containai.mcp.config import McpServer
 from containai.secrets.value import Secret
 from containai.session import commands
@@ -281,3 +282,28 @@ def test_a_plan_that_fails_leaves_no_record_behind(ports: FakePorts) -> None:
         SessionManager(ports).plan(request(network_proxy="squid", allow_domains=("bad domain!",)), repo=REPO)
     assert not [p for p in ports.host.files if p.name == "session.json"]
     assert ports.git.branches == {}
+
+
+class FreshLogin(ClaudeLogin):
+    """A host login whose token needs no refresh (nothing is read or sent)."""
+
+    def current(self) -> Any:
+        return None
+
+
+def test_a_gateway_fed_by_the_broker_is_the_brokers_to_start_again(ports: FakePorts) -> None:
+    login = FreshLogin(
+        Path("/home/u/.claude/.credentials.json"),
+        token_url="http://token.test",  # noqa: S106  # a URL
+        check_seconds=7,
+    )
+    plan = launched(ports, request("claude", login=login))
+    gateway = f"{plan.name}-gateway"
+    ports.runtime.start(gateway)  # the broker starts it, with the login's token on its stdin
+    engine_restarted(ports, plan)
+    asked: list[str] = []
+    SessionManager(ports).resume(plan.name, credential=lambda: asked.append("key") or None)
+    assert asked == []  # never a stored key for a login-fed gateway
+    again = ports.broker.started[-1]
+    assert again["gateway"] == gateway and again["login"].path == login.path
+    assert (again["login"].token_url, again["login"].check_seconds) == ("http://token.test", 7)
