@@ -182,6 +182,7 @@ def test_a_persistent_session_stopped_under_it_resumes_on_connect(
 
 
 DOCKERD_LOG = Path("/tmp/containai-dockerd.log")  # where scripts/ensure-engine.sh logs it
+_DAEMONS: list[subprocess.Popen[bytes]] = []  # a restarted dockerd outlives the test: kept, never reaped here
 
 
 def dockerd_pid() -> int:
@@ -195,20 +196,41 @@ def restart_dockerd() -> Iterator[Any]:
     """Stop dockerd with SIGTERM and start it again as scripts/ensure-engine.sh does (same command,
     same log); it is left running even when the test fails."""
 
+    def answers() -> bool:
+        ping = [
+            "curl",
+            "-fsS",
+            "--max-time",
+            "3",
+            "--unix-socket",
+            "/var/run/docker.sock",
+            "http://engine/_ping",
+        ]
+        return subprocess.run(ping, capture_output=True, check=False).returncode == 0
+
+    def running() -> bool:
+        return subprocess.run(["pidof", "dockerd"], capture_output=True, check=False).returncode == 0
+
     def restart() -> None:
         pid = dockerd_pid()
         os.kill(pid, signal.SIGTERM)
-        for _ in range(300):
+        # It stops every container first (up to its shutdown timeout each).
+        for _ in range(1200):
             if not Path(f"/proc/{pid}").exists():
                 break
             time.sleep(0.1)
-        else:
-            raise AssertionError("dockerd did not stop within 30 s of SIGTERM")
         start()
 
     def start() -> None:
-        if subprocess.run(["pidof", "dockerd"], capture_output=True, check=False).returncode == 0:
-            return
+        # A dockerd still shutting down is waited for, never left to end with nothing started after it.
+        for _ in range(1200):
+            if not running():
+                break
+            if answers():
+                return
+            time.sleep(0.1)
+        else:
+            raise AssertionError("dockerd neither answers nor stops; see /tmp/containai-dockerd.log")
         # As ensure-engine.sh does: `nohup dockerd >>log 2>&1 &`, its pid recorded for --stop.
         environment = {**os.environ, "PATH": f"{os.environ.get('PATH', '')}:/usr/sbin:/sbin"}
         with DOCKERD_LOG.open("ab") as log:
@@ -220,25 +242,13 @@ def restart_dockerd() -> Iterator[Any]:
                 start_new_session=True,
                 env=environment,
             )
+        _DAEMONS.append(started)
         pids = Path(os.environ.get("CONTAINAI_ENGINE_STATE", "/tmp/containai-engines.pids"))
         if pids.exists():
             lines = [line for line in pids.read_text().splitlines() if not line.endswith(" dockerd")]
             pids.write_text("".join(f"{line}\n" for line in [*lines, f"{started.pid} dockerd"]))
         for _ in range(600):
-            ping = subprocess.run(
-                [
-                    "curl",
-                    "-fsS",
-                    "--max-time",
-                    "3",
-                    "--unix-socket",
-                    "/var/run/docker.sock",
-                    "http://engine/_ping",
-                ],
-                capture_output=True,
-                check=False,
-            )
-            if ping.returncode == 0:
+            if answers():
                 return
             time.sleep(0.1)
         raise AssertionError(f"dockerd did not answer within 60 s after its restart; see {DOCKERD_LOG}")
