@@ -10,6 +10,11 @@ commands and launchers:
 and likewise for the other hooks (config.Hooks): ``--claude-token-url URL`` points any refresh of a
 Claude login at a stand-in endpoint, ``--login-check-seconds N`` checks that login more often.
 
+``--kill-at STEP`` makes the launcher SIGKILL itself just before STEP of a session's set-up or
+finish (``KILL_STEPS``), as a crash or the OOM killer would: the fault tests then show that `gc`
+brings the work home and leaves nothing behind. Like the lab, it exists only here, by wrapping the
+session's parts and ports in this process; ContainAI itself has no such hook.
+
 ``install_lab_programs`` writes a folder of wrappers (``containai``, ``run-claude-dev``, ...) that run
 this module, so a test puts that folder first on PATH and calls the programs by name.
 """
@@ -17,9 +22,12 @@ this module, so a test puts that folder first on PATH and calls the programs by 
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +44,119 @@ def lab_of(fake_internet: Any) -> Lab:
     return Lab(fake_internet.network, (fake_internet.dns_ip,), (str(fake_internet.subnet),))
 
 
-def install_lab_programs(folder: Path, hooks: Hooks) -> Path:
+# Where a launcher can be killed: before each part's step (``<role>.<step>``), before the agent's
+# container is created or started, before and after the git gate's import, and before the first
+# labelled container is removed.
+SETUP_STEPS = (
+    "workspace.provision",
+    "egress.provision",
+    "agent.create",
+    "agent.start",
+    "workspace.start",
+    "egress.start",
+)
+FINISH_STEPS = (
+    "workspace.finish",
+    "git.import",
+    "git.imported",
+    "egress.finish",
+    "egress.teardown",
+    "workspace.teardown",
+    "teardown.remove",
+)
+KILL_STEPS = SETUP_STEPS + FINISH_STEPS
+
+
+def _die(step: str) -> None:
+    sys.stderr.write(f"lab_cli: SIGKILL at {step}\n")
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class _Killing:
+    """Delegates everything to ``inner``; calls ``decide(method, args)`` first, which may kill."""
+
+    def __init__(self, inner: Any, decide: Callable[[str, tuple[Any, ...]], None]) -> None:
+        self._inner = inner
+        self._decide = decide
+
+    def __getattr__(self, name: str) -> Any:
+        found = getattr(self._inner, name)
+        if not callable(found):
+            return found
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self._decide(name, args)
+            return found(*args, **kwargs)
+
+        return call
+
+
+def install_kill_at(step: str) -> None:
+    """Wrap the session's parts and ports in this process so that it SIGKILLs itself before ``step``."""
+    if step not in KILL_STEPS:
+        raise SystemExit(f"lab_cli: unknown step {step}; one of {', '.join(KILL_STEPS)}")
+    from containai.session import manager
+    from containai.session.ports import Ports
+
+    def part(inner: Any) -> Any:
+        role = inner.role
+
+        def decide(method: str, _args: tuple[Any, ...]) -> None:
+            if f"{role}.{method}" == step:
+                _die(step)
+
+        return _Killing(inner, decide)
+
+    real_parts = manager.default_parts
+    manager.default_parts = lambda: tuple(part(p) for p in real_parts())  # type: ignore[assignment]
+
+    def runtime_decide(method: str, args: tuple[Any, ...]) -> None:
+        if method == "create_container" and step == "agent.create":
+            if args[0].labels.get("ai.containai.role") == "agent":
+                _die(step)
+        elif method == "start" and step == "agent.start":
+            found = real_runtime.container(args[0])
+            if found is not None and found.labels.get("ai.containai.role") == "agent":
+                _die(step)
+        elif method == "remove_container" and step == "teardown.remove":
+            _die(step)
+
+    def git_decide(method: str, _args: tuple[Any, ...]) -> None:
+        if method == "import_bundle" and step == "git.import":
+            _die(step)
+
+    class ImportThenDie(_Killing):
+        def __getattr__(self, name: str) -> Any:
+            found = super().__getattr__(name)
+            if name != "import_bundle" or step != "git.imported":
+                return found
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                result = found(*args, **kwargs)
+                _die(step)
+                return result
+
+            return call
+
+    real_local = Ports.local.__func__  # type: ignore[attr-defined]
+    real_runtime: Any = None
+
+    def local(cls: type[Ports], runtime: Any, **kwargs: Any) -> Ports:
+        nonlocal real_runtime
+        real_runtime = runtime
+        ports = real_local(cls, runtime, **kwargs)
+        return replace(
+            ports, runtime=_Killing(runtime, runtime_decide), git=ImportThenDie(ports.git, git_decide)
+        )
+
+    Ports.local = classmethod(local)  # type: ignore[method-assign, assignment]
+
+
+def install_lab_programs(folder: Path, hooks: Hooks, *, kill_at: str | None = None) -> Path:
     """Wrappers for `containai` and every launcher name that run them with ``hooks``; the folder."""
     folder.mkdir(parents=True, exist_ok=True)
-    lab_args = []
+    lab_args = ["--kill-at", kill_at] if kill_at else []
     if (lab := hooks.lab) is not None:
         lab_args += ["--network", lab.network]
         lab_args += [arg for dns in lab.dns for arg in ("--dns", dns)]
@@ -65,7 +182,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--allow-range", action="append", default=[])
     parser.add_argument("--claude-token-url")
     parser.add_argument("--login-check-seconds", type=float)
+    parser.add_argument("--kill-at", choices=KILL_STEPS)
     options = parser.parse_args(argv[:cut])
+    if options.kill_at:
+        install_kill_at(options.kill_at)
     program, args = argv[cut + 1], list(argv[cut + 2 :])
     lab = Lab(options.network, tuple(options.dns), tuple(options.allow_range)) if options.network else None
     hooks = Hooks(lab, options.claude_token_url, options.login_check_seconds)

@@ -422,8 +422,13 @@ def test_the_honest_commits_before_a_refused_one_come_home(
     assert git(repo, "rev-list", "--count", "main..shell/session-1").strip() == "2"  # what landed stays
 
 
-def test_eight_concurrent_sessions_get_eight_branches(env: dict[str, str], tmp_path: Path) -> None:
+def test_eight_concurrent_sessions_get_eight_branches(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
+    """Eight sessions started at once on one repository: eight distinct branches, every one's work
+    home, the host's branch and work tree untouched, nothing left on the engine or the host."""
     repo = make_repo(tmp_path)
+    before = snapshot(repo)
 
     def one(index: int) -> subprocess.CompletedProcess[str]:
         script = f"echo {index} > n.txt && git add n.txt && git commit -qm 'session {index}'"
@@ -437,6 +442,13 @@ def test_eight_concurrent_sessions_get_eight_branches(env: dict[str, str], tmp_p
     assert branches == sorted(f"shell/session-{n}" for n in range(1, 9))
     contents = sorted(git(repo, "show", f"{b}:n.txt").strip() for b in branches)
     assert contents == sorted(str(n) for n in range(8))
+    for result in results:
+        assert "1 commit(s) brought back to shell/session-" in result.stderr, result.stderr
+    assert snapshot(repo) == before
+    assert not engine.client.containers.list(all=True, filters={"label": f"ai.containai.repo={repo}"})
+    assert not engine.client.volumes.list(filters={"label": f"ai.containai.repo={repo}"})
+    sessions = Path(env["CONTAINAI_HOME"]) / "state" / "sessions"
+    assert not sessions.exists() or list(sessions.iterdir()) == []
 
 
 def test_sigkill_mid_launch_then_gc_leaves_nothing(

@@ -165,7 +165,7 @@ def test_picking_a_session(runtime: FakeRuntime, repo: Path, paths: Paths) -> No
         commands.launch_persistent(
             runtime, request(repo, mode="persistent"), paths=paths, reporter=RecordingReporter(), command=()
         )
-    with pytest.raises(UsageError, match="2 sessions are running"):
+    with pytest.raises(UsageError, match="2 persistent sessions"):
         commands.pick_session(runtime, None)
     rows = manager.list_sessions(runtime)
     assert {r.branch for r in rows} == {"shell/session-1", "shell/session-2"}

@@ -120,6 +120,7 @@ def sessions_json(rows: Sequence[SessionRow], now: datetime) -> dict[str, Any]:
                 "repo": row.repo or None,
                 "branch": row.branch or None,
                 "status": row.status,
+                "resumable": row.resumable,
                 "mode": row.mode,
                 "created": row.created,
                 "age_seconds": _age_seconds(row.created, now),
@@ -137,6 +138,8 @@ def render_sessions(console: Console, rows: Sequence[SessionRow], now: datetime)
         table.add_column(column)
     for row in rows:
         status = "stopped" if row.stopped else row.status  # by ContainAI: said why below the table
+        if row.resumable and not row.stopped:
+            status = f"{row.status} (connect-agent resumes it)"
         table.add_row(row.name, row.agent, row.repo or "-", row.branch or "-", status, row.age(now))
     console.print(table)
     for row in rows:

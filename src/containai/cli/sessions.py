@@ -156,6 +156,19 @@ def model_credential(
     return ModelCredential(agent)
 
 
+def stored_model_key(app: AppContext, agent: AgentDef) -> Secret | None:
+    """The agent's model key stored on the host (its gateway's first choice found), or None."""
+    from containai.secrets.store import default_sources, resolve_secret
+
+    if agent.gateway is None:
+        return None
+    sources = default_sources(app.paths, app.environ)
+    for choice in agent.gateway.choices():
+        if (found := resolve_secret(choice.secret, sources)) is not None:
+            return found[0]
+    return None
+
+
 def _write_output(stream: str, data: bytes) -> None:
     target = sys.stdout.buffer if stream == "stdout" else sys.stderr.buffer
     target.write(data)
@@ -248,15 +261,30 @@ def launch(app: AppContext, /, agent: str, repo: Path | None, options: SessionOp
 @click.option("-n", "--name", metavar="NAME", help="Session to attach to (optional with one running).")
 @pass_app
 def connect(app: AppContext, name: str | None) -> int:
-    """Attach to a persistent session; Ctrl-B D detaches and the agent keeps working."""
+    """Attach to a persistent session; Ctrl-B D detaches and the agent keeps working.
+
+    A session that stopped (the engine restarted) or whose proxy or secret broker died is brought
+    back first: its sidecars and container start again, and the agent starts again in tmux on the
+    workspace as it left it.
+    """
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
         raise UsageError("connect-agent needs a terminal", hint="run it from a terminal")
+    from containai.agents.definition import get_agent
     from containai.session import commands
 
     runtime = app.runtime()
-    state_root = app.paths.sessions_dir
-    picked = commands.pick_session(runtime, name, app.settings().labels.value, state_root=state_root)
-    return commands.connect(runtime, picked, state_root=state_root)
+    settings = app.settings()
+    chosen = commands.pick_session(runtime, name, settings.labels.value, state_root=app.paths.sessions_dir)
+    # A session stopped by an engine restart, or with a sidecar that died, comes back first.
+    commands.resume(
+        runtime,
+        chosen,
+        state_root=app.paths.sessions_dir,
+        reporter=reporter(app),
+        agent_command=lambda agent: get_agent(agent, settings.paths.value.agents_dir).command,
+        credential=lambda agent: stored_model_key(app, get_agent(agent, settings.paths.value.agents_dir)),
+    )
+    return commands.connect(runtime, chosen, state_root=app.paths.sessions_dir)
 
 
 @click.command("list", context_settings=CONTEXT)

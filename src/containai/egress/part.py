@@ -1,6 +1,8 @@
 """The egress part of a session: a squid proxy sidecar, the agent's only way out (``egress.sidecar``).
 
 Only in ``--network-proxy squid`` sessions; ``restricted`` ones have no network at all and no part here.
+A proxy that stopped (killed, or the engine restarted) is started again by ``restore``; until then the
+agent has no network at all.
 """
 
 from __future__ import annotations
@@ -17,13 +19,22 @@ from containai.egress.sidecar import (
     parse_audit,
     plan_egress,
     read_audit,
+    restart_proxy,
     start_proxy,
     start_relay,
 )
 from containai.egress.squid import summarize_denials
 from containai.session import naming
 from containai.session.mcp import mcp_hosts
-from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
+from containai.session.parts import (
+    BasePart,
+    FinishOptions,
+    PartPlan,
+    PartResult,
+    PlanContext,
+    ResumeContext,
+    SessionRecord,
+)
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -92,6 +103,21 @@ class EgressPart(BasePart[EgressPlan]):
         start_relay(ports.runtime, session.name, session.user)
         allowed = ", ".join(planned.detail.policy.allow) or "nothing"
         ports.reporter.note(f"egress only through {planned.detail.proxy.name}, which allows: {allowed}")
+
+    def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
+        proxy = ports.runtime.container(f"{ctx.record.name}-proxy")
+        if proxy is None or proxy.labels.get(naming.SESSION) != ctx.record.labels.session or proxy.running:
+            return False
+        ports.reporter.warn(
+            f"the egress proxy {proxy.name} had stopped (exit {proxy.exit_code}): the agent was offline "
+            "meanwhile; starting it again"
+        )
+        restart_proxy(ports.runtime, proxy.name)
+        return True
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        if ctx.restarted and ctx.record.container is not None:
+            start_relay(ports.runtime, ctx.record.name, ctx.record.container.user or "1000:1000")
 
     def finish(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> PartResult | None:
         """Keep the proxy's audit on the host, summarise what it blocked, and say if squid had died."""

@@ -203,8 +203,19 @@ def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str
     runtime.create_volume(plan.log_volume, labels=labels)
     runtime.create_container(plan.proxy)
     runtime.start(plan.proxy.name)
-    name = plan.proxy.name
+    wait_for_proxy(runtime, plan.proxy.name)
 
+
+def restart_proxy(runtime: ContainerRuntime, name: str) -> None:
+    """Start a session's stopped proxy again (its network, volumes and squid.conf are all still there).
+
+    The agent's relay reconnects to the socket per connection, so it needs nothing: until the proxy
+    answers again, the agent has no network at all, never another way out."""
+    runtime.start(name)
+    wait_for_proxy(runtime, name)
+
+
+def wait_for_proxy(runtime: ContainerRuntime, name: str) -> None:
     def ready() -> bool:
         info = runtime.container(name)
         if info is None or not info.running:
@@ -224,10 +235,15 @@ def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
         f"UNIX-CONNECT:{SOCKET}",
     ]
     runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
-    # Listening is read from /proc, not probed with a connection: that would reach squid and leave an
-    # empty transaction in the audit.
-    probe = ("grep", "-qi", f"0100007F:{RELAY_PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
-    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the egress relay")
+    wait_ready(lambda: listening(runtime, agent, agent_user, RELAY_PORT), 15, "the egress relay")
+
+
+def listening(runtime: ContainerRuntime, agent: str, agent_user: str, port: int) -> bool:
+    """Whether something listens on 127.0.0.1:``port`` in the agent's container (a relay)."""
+    # Read from /proc, not probed with a connection: that would reach squid and leave an empty
+    # transaction in the audit.
+    probe = ("grep", "-qi", f"0100007F:{port:04X} 00000000:0000 0A", "/proc/net/tcp")
+    return runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0
 
 
 TRUNCATED = "containai-truncated"  # the key of the first line of an audit copy that is not whole

@@ -2,10 +2,15 @@
 
 In a session with the egress proxy, for an agent whose definition has a gateway, when the host has
 its credential (a stored key, a subscription token, or the CLI's own login, refreshed on the host).
+
+On resume, a gateway fed by the session's broker (a host login) is started again by the broker; one
+that holds a stored key is started again with the key looked up on the host again, on its stdin as
+at launch. Without one, it stays down: the agent has no model access, and is told so.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -16,18 +21,23 @@ from containai.gateway.sidecar import (
     agent_mounts,
     base_url,
     create_gateway,
+    feed_gateway,
     plan_gateway,
     start_gateway,
     start_relay,
 )
 from containai.runtime.base import ContainerSpec
 from containai.secrets.value import Secret
-from containai.session.parts import BasePart, PartPlan, PlanContext
+from containai.session import naming
+from containai.session.parts import BasePart, PartPlan, PlanContext, ResumeContext
 
 if TYPE_CHECKING:
     from containai.agents.definition import GatewayDef
     from containai.session.plan import SessionPlan
     from containai.session.ports import Ports
+
+
+GATEWAY_FILE = "gateway.json"  # in the session's host folder: who feeds the gateway its credential
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,9 @@ class GatewayPart(BasePart[GatewayPlan]):
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[GatewayPlan]) -> None:
         plan = planned.detail
         labels = session.labels.for_role("gateway")
+        if session.labels.mode == "persistent":
+            fed_by = "broker" if plan.login is not None else "launcher"
+            ports.host.write_text(session.state_dir / GATEWAY_FILE, json.dumps({"fed_by": fed_by}), 0o600)
         if plan.login is not None:
             plan.login.current()  # a refused refresh stops the launch here, with its own message
             # Created here, started by the broker, which holds its stdin to feed it renewed tokens.
@@ -90,3 +103,32 @@ class GatewayPart(BasePart[GatewayPlan]):
         ports.reporter.note(
             f"the model credential stays in {planned.detail.spec.name}; the agent has a placeholder"
         )
+
+    def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
+        record = ctx.record
+        text = ports.host.read_text(record.state_dir / GATEWAY_FILE)
+        if text is None or json.loads(text).get("fed_by") != "launcher":
+            return False  # none, or the broker's to start (a host login)
+        gateway = ports.runtime.container(f"{record.name}-gateway")
+        if gateway is None or gateway.labels.get(naming.SESSION) != record.labels.session or gateway.running:
+            return False
+        key = ctx.credential()
+        if key is None:
+            return False  # resume says so
+        feed_gateway(ports.runtime, gateway.name, key)
+        return True
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        record = ctx.record
+        gateway = ports.runtime.container(f"{record.name}-gateway")
+        if gateway is None or gateway.labels.get(naming.SESSION) != record.labels.session:
+            return
+        if not gateway.running:
+            # Fails closed: the agent's relay leads nowhere, and the key never goes anywhere else.
+            ports.reporter.warn(
+                f"the model gateway {gateway.name} is not running and the host has no model key for it: the "
+                f"agent has no model access (store the key with `containai secrets set`, then connect again; "
+                f"`remove-agent {record.name}` brings the work home)"
+            )
+        if ctx.restarted and record.container is not None:
+            start_relay(ports.runtime, record.name, record.container.user or "1000:1000")

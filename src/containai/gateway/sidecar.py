@@ -14,7 +14,7 @@ import urllib.parse
 from collections.abc import Mapping
 
 from containai.agents.definition import GatewayDef
-from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, wait_ready
+from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, listening, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.inside import protocol
@@ -106,19 +106,24 @@ def start_gateway(
     runtime: ContainerRuntime, spec: ContainerSpec, volume: str, labels: Mapping[str, str], credential: Secret
 ) -> None:
     create_gateway(runtime, spec, volume, labels)
-    feed = runtime.start_fed(spec.name)
+    feed_gateway(runtime, spec.name, credential)
+
+
+def feed_gateway(runtime: ContainerRuntime, name: str, credential: Secret) -> None:
+    """Start the (created, or stopped) gateway with the key on its stdin; ready when its socket is."""
+    feed = runtime.start_fed(name)
     try:
         feed.send((credential.reveal() + "\n").encode())
     finally:
         feed.close()
 
     def ready() -> bool:
-        info = runtime.container(spec.name)
+        info = runtime.container(name)
         if info is None or not info.running:
             raise SessionError(
-                "the credential gateway exited at start", hint=f"its log: `docker logs {spec.name}`"
+                "the credential gateway exited at start", hint=f"its log: `docker logs {name}`"
             )
-        return runtime.exec(spec.name, ExecSpec(("test", "-S", GATEWAY_SOCKET), user=USER)) == 0
+        return runtime.exec(name, ExecSpec(("test", "-S", GATEWAY_SOCKET), user=USER)) == 0
 
     wait_ready(ready, 20, "the credential gateway")
 
@@ -126,5 +131,4 @@ def start_gateway(
 def start_relay(runtime: ContainerRuntime, agent: str, agent_user: str) -> None:
     relay = ["socat", f"TCP-LISTEN:{PORT},bind=127.0.0.1,fork,reuseaddr", f"UNIX-CONNECT:{GATEWAY_SOCKET}"]
     runtime.exec(agent, ExecSpec(tuple(relay), user=RELAY_USER, detach=True))
-    probe = ("grep", "-qi", f"0100007F:{PORT:04X} 00000000:0000 0A", "/proc/net/tcp")
-    wait_ready(lambda: runtime.exec(agent, ExecSpec(probe, user=agent_user)) == 0, 15, "the gateway relay")
+    wait_ready(lambda: listening(runtime, agent, agent_user, PORT), 15, "the gateway relay")

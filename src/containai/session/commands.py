@@ -26,12 +26,14 @@ from containai.hostgit import HostGit
 from containai.mcp.config import McpServer, repo_servers, resolve_mcp_servers
 from containai.runtime.base import ContainerRuntime, ExecSpec
 from containai.secrets.store import default_sources, resolve_secret
+from containai.secrets.value import Secret
 from containai.session import manager, naming
 from containai.session.disk import stop_reason
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo, discover_repo, protected_directories, validate_branch
 from containai.session.vscode import write_attach_config
+from containai.text import printable
 
 TMUX_SESSION = "agent"
 
@@ -247,34 +249,44 @@ def launch_persistent(
     """A persistent session: the agent runs in tmux inside the container and keeps working when detached."""
     plan = start_session(runtime, request, paths=paths, reporter=reporter)
     argv = list(command) or list(plan.agent.command)
-    tmux = [
-        "tmux",
-        "new-session",
-        "-d",
-        "-s",
-        TMUX_SESSION,
-        "-x",
-        "200",
-        "-y",
-        "50",
-        "-c",
-        WORKSPACE,
-        "--",
-        *argv,
-    ]
+    try:
+        start_tmux(
+            runtime,
+            plan.name,
+            plan.agent.name,
+            argv,
+            user=plan.user,
+            environment=manager.agent_environment(plan),
+        )
+    except UsageError:
+        manager.rollback(runtime, plan)
+        raise
+    return plan
+
+
+def start_tmux(
+    runtime: ContainerRuntime,
+    name: str,
+    agent: str,
+    argv: Sequence[str],
+    *,
+    user: str,
+    environment: Mapping[str, str],
+) -> None:
+    """The agent in a detached tmux session in its container, in the workspace."""
+    tmux = ["tmux", "new-session", "-d", "-s", TMUX_SESSION, "-x", "200", "-y", "50", "-c", WORKSPACE, "--"]
     output: list[bytes] = []
     code = runtime.exec(
-        plan.name,
-        ExecSpec(tuple(tmux), user=plan.user, environment=manager.agent_environment(plan), workdir=WORKSPACE),
+        name,
+        ExecSpec((*tmux, *argv), user=user, environment=dict(environment), workdir=WORKSPACE),
         on_output=lambda _s, d: output.append(d),
     )
     if code != 0:
-        manager.rollback(runtime, plan)
         raise UsageError(
-            f"could not start {plan.agent.name} in tmux: {b''.join(output).decode(errors='replace').strip()}",
+            f"could not start {agent} in tmux: "
+            f"{printable(b''.join(output).decode(errors='replace').strip())}",
             hint="check the agent's command in its definition",
         )
-    return plan
 
 
 def pick_session(
@@ -289,7 +301,8 @@ def pick_session(
         if not any(row.name == name for row in rows):
             raise UsageError(f"no session named {name}", hint="see `list-agents`")
         return name
-    running = [row for row in rows if row.status == "running" and row.mode == "persistent"]
+    # Persistent sessions run, or are stopped and resumable (connect resumes them).
+    running = [row for row in rows if row.mode == "persistent"]
     if len(running) == 1:
         return running[0].name
     if not running:
@@ -300,8 +313,43 @@ def pick_session(
             )
         raise UsageError("no persistent session is running", hint="start one with `launch-agent AGENT`")
     raise UsageError(
-        f"{len(running)} sessions are running: {', '.join(r.name for r in running)}",
+        f"{len(running)} persistent sessions: {', '.join(r.name for r in running)}",
         hint="pick one with -n NAME",
+    )
+
+
+def resume(
+    runtime: ContainerRuntime,
+    name: str,
+    *,
+    state_root: Path,
+    reporter: Reporter,
+    agent_command: Callable[[str], Sequence[str]],
+    credential: Callable[[str], Secret | None] = lambda _agent: None,
+) -> None:
+    """Bring a persistent session back (its sidecars, its broker, its container, the agent in tmux);
+    a no-op for one where everything runs. ``agent_command`` gives an agent's command by its name,
+    ``credential`` its model key on the host (asked only when its gateway must start again)."""
+    steps = manager.local(runtime, state_root, reporter)
+    record = steps.record(name)
+    if record.labels.mode != "persistent":
+        if record.container is not None and record.container.running:
+            return
+        raise UsageError(f"session {name} is not running", hint=f"`remove-agent {name}` brings its work home")
+    if not steps.resume(name, credential=lambda: credential(record.labels.agent)):
+        return
+    # Its container started again: the agent went with its processes. The workspace is as it left it.
+    container = runtime.container(name)
+    start_tmux(
+        runtime,
+        name,
+        record.labels.agent,
+        agent_command(record.labels.agent),
+        user=(container.user if container is not None else "") or "1000:1000",
+        environment={"TERM": os.environ.get("TERM", "xterm-256color")},
+    )
+    reporter.note(
+        f"{name} resumed: {record.labels.agent} started again on {record.labels.branch or 'its workspace'}"
     )
 
 

@@ -34,8 +34,17 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from containai.config import DEFAULT_DISK_FILES, DEFAULT_DISK_LIMIT_BYTES
+from containai.errors import UsageError
 from containai.session import naming
-from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
+from containai.session.parts import (
+    BasePart,
+    FinishOptions,
+    PartPlan,
+    PartResult,
+    PlanContext,
+    ResumeContext,
+    SessionRecord,
+)
 from containai.text import printable
 
 if TYPE_CHECKING:
@@ -278,6 +287,20 @@ class DiskPart(BasePart[DiskPlan]):
                 f"the disk cap cannot count {', '.join(str(h) for h in hidden)}: this user cannot read "
                 "there (the engine's storage); run ContainAI as a user who can (root, or the user of a "
                 "rootless engine) for the whole session to be bounded"
+            )
+
+    def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
+        # A session its watchdog stopped is over its cap: started again, it would only fill more.
+        reason = ports.watchdog.stopped(ctx.record.state_dir, ctx.record.name)
+        if reason is not None:
+            raise UsageError(reason, hint=f"`remove-agent {ctx.record.name}` brings its work home")
+        return False
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        # After an engine restart or a host reboot, the session is watched again.
+        if not ports.watchdog.running(ctx.record.state_dir):
+            ports.watchdog.start(
+                ctx.record.state_dir, container=ctx.record.name, engine_url=ports.runtime.choice.base_url
             )
 
     def finish(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> PartResult | None:

@@ -15,6 +15,7 @@ session creates carries its session label, so a crashed launcher's leftovers are
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -42,6 +43,7 @@ from containai.session.parts import (
     PartPlan,
     PartResult,
     PlanContext,
+    ResumeContext,
     SessionPart,
     SessionRecord,
     default_parts,
@@ -53,6 +55,7 @@ from containai.session.plan import (
     choose_workspace,
     default_resources,
     hardened_spec,
+    render_home_script,
     render_setup_script,
 )
 from containai.session.ports import Ports, Reporter
@@ -61,6 +64,7 @@ from containai.text import printable
 from containai.workspace.gate import GatePolicy, ImportResult
 
 log = logging.getLogger("containai.session")
+SESSION_FILE = "session.json"  # in the session's host folder: its engine and labels, from plan on
 
 DEFAULT_GATE = GatePolicy()
 
@@ -214,6 +218,13 @@ class SessionManager:
         )
         state_dir = ports.host.root / session_id
         try:
+            # Recorded on the host before anything is created on the engine: a launcher killed before
+            # the session's first labelled resource exists still leaves what `gc` needs to release
+            # the reserved branch and remove this folder.
+            ports.host.write_text(
+                state_dir / SESSION_FILE,
+                json.dumps({"engine": runtime.choice.base_url, "labels": labels.for_role("agent")}),
+            )
             # Parts decide after the branch is reserved; a part that refuses (a bad domain) releases it.
             planned = self._plan_parts(
                 PlanContext(
@@ -235,6 +246,7 @@ class SessionManager:
             )
         except BaseException:
             self._teardown_parts(SessionRecord(name, labels, state_dir), FinishOptions())  # logs its failures
+            ports.host.remove(state_dir)
             raise
         environment = {
             "HOME": "/home/agent",
@@ -282,6 +294,7 @@ class SessionManager:
             setup_script=render_setup_script(
                 workspace, branch, git_name=git_name, git_email=git_email, home_files=home_files
             ),
+            home_script=render_home_script(home_files),
             environment=environment,
             parts=planned,
         )
@@ -322,6 +335,35 @@ class SessionManager:
             plan.name, plan.labels, plan.state_dir, self.ports.runtime.container(plan.name)
         )
         self.teardown(record, FinishOptions())
+
+    # -- resume
+
+    def resume(self, name: str, *, credential: Callable[[], Secret | None] = lambda: None) -> bool:
+        """Bring a persistent session back: its sidecars, its agent's container, what ran inside it.
+
+        After an engine restart (every container stopped) or a sidecar that died: each part's restore
+        (sidecars, the broker), the agent's container started again, each part's resume. Nothing is
+        created and the workspace's one-time set-up is not run again, so the branch and the work are
+        as they were. True when the agent's container was started again (its processes are gone).
+        """
+        record = self.record(name)
+        if record.labels.mode != "persistent":
+            raise UsageError(
+                f"{name} is not a persistent session, so it cannot be resumed",
+                hint=f"`remove-agent {name}` brings its work home",
+            )
+        restarted = record.container is not None and not record.container.running
+        if restarted:
+            self.ports.reporter.note(f"{name} had stopped (was the engine restarted?): starting it again")
+        ctx = ResumeContext(record, restarted, credential=credential)
+        restored = frozenset(part.role for part in self.parts if part.restore(self.ports, ctx))
+        if restarted:
+            self.ports.runtime.start(name)
+            record = self.record(name)
+        ctx = ResumeContext(record, restarted, restored, credential)
+        for part in self.parts:
+            part.resume(self.ports, ctx)
+        return restarted
 
     # -- finish
 
@@ -490,6 +532,30 @@ class SessionManager:
                 self.ports.reporter.warn(f"session {sid} could not be removed: {_reason(exc)}")
                 continue
             removed.append(sid)
+        removed += self._gc_unborn(set(sessions), scope or {})
+        return removed
+
+    def _gc_unborn(self, known: set[str], scope: Mapping[str, str]) -> list[str]:
+        """Sessions recorded on the host with nothing on the engine, whose launcher died: killed
+        between reserving the branch and creating their first resource. Only this engine's."""
+        removed = []
+        for state_dir, text in self.ports.host.recorded(SESSION_FILE):
+            try:
+                data = json.loads(text)
+                engine, found = data["engine"], dict(data["labels"])
+            except (ValueError, KeyError, TypeError):
+                log.warning("gc: %s is not a session record; left alone", state_dir / SESSION_FILE)
+                continue
+            sid = found.get(naming.SESSION, "")
+            if sid != state_dir.name or sid in known or engine != self.ports.runtime.choice.base_url:
+                continue
+            if any(found.get(key) != value for key, value in scope.items()):
+                continue
+            labels = SessionLabels.parse(found)
+            if self.ports.host.launcher_alive(labels.launcher):
+                continue
+            self.teardown(SessionRecord(sid, labels, state_dir), FinishOptions())
+            removed.append(sid)
         return removed
 
 
@@ -522,6 +588,11 @@ class SessionRow:
     created: str
     session: str
     stopped: str | None = None  # why ContainAI stopped it (its disk cap), for the user
+
+    @property
+    def resumable(self) -> bool:
+        """A persistent session whose container stopped (the engine restarted): connect-agent resumes it."""
+        return self.mode == "persistent" and self.status != "running"
 
     def age(self, now: datetime) -> str:
         try:

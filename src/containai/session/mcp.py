@@ -28,7 +28,14 @@ from containai.inside.protocol import STUB_UID
 from containai.mcp.config import McpServer
 from containai.mcp.render import render_mcp_files
 from containai.runtime.base import ContainerRuntime, ExecSpec, Mount
-from containai.session.parts import BasePart, FinishOptions, PartPlan, PlanContext, SessionRecord
+from containai.session.parts import (
+    BasePart,
+    FinishOptions,
+    PartPlan,
+    PlanContext,
+    ResumeContext,
+    SessionRecord,
+)
 from containai.text import OutputTail, last_line
 
 if TYPE_CHECKING:
@@ -93,39 +100,106 @@ def start_stub(
     agent_user: str,
     environment: Mapping[str, str],
     admin: Callable[[Path, Mapping[str, object]], dict[str, Any]] = session_broker.admin,
-) -> None:
-    """Issue each server's first capability, hand them to the stub on stdin, and start it."""
+) -> StubState:
+    """Issue each server's first capability, hand them to the stub on stdin, and start it.
+
+    What it returns (no secret in it) is what a resume needs to do this again."""
+    state = StubState(
+        session=session,
+        container=container,
+        admin_socket=str(mcp.broker.admin_socket),
+        secrets={server.name: server.secret_names() for server in mcp.servers},
+        servers={server.name: server.stub_spec() for server in mcp.servers},
+        proxy={
+            k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")
+        },
+    )
+    install_stub(runtime, state, caps=issue_capabilities(state, admin), config=True)
+    serve_stub(runtime, state, agent_user=agent_user)
+    return state
+
+
+@dataclass(frozen=True)
+class StubState:
+    """The stub's configuration as the launcher gave it: its servers and the secrets each is issued."""
+
+    session: str
+    container: str
+    admin_socket: str
+    secrets: Mapping[str, Sequence[str]]
+    servers: Mapping[str, Mapping[str, Any]]
+    proxy: Mapping[str, str]
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "session": self.session,
+                "container": self.container,
+                "admin_socket": self.admin_socket,
+                "secrets": {name: list(names) for name, names in self.secrets.items()},
+                "servers": self.servers,
+                "proxy": self.proxy,
+            },
+            indent=2,
+        )
+
+    @classmethod
+    def parse(cls, text: str) -> StubState:
+        data = json.loads(text)
+        return cls(
+            session=data["session"],
+            container=data["container"],
+            admin_socket=data["admin_socket"],
+            secrets={name: tuple(names) for name, names in data["secrets"].items()},
+            servers=data["servers"],
+            proxy=data["proxy"],
+        )
+
+
+def issue_capabilities(
+    state: StubState, admin: Callable[[Path, Mapping[str, object]], dict[str, Any]]
+) -> dict[str, dict[str, str]]:
+    """One fresh capability per server that has secrets, from the session's broker."""
     caps: dict[str, dict[str, str]] = {}
-    for server in mcp.servers:
-        names = server.secret_names()
-        if not names:
+    for name, secrets in state.secrets.items():
+        if not secrets:
             continue
         answer = admin(
-            mcp.broker.admin_socket,
+            Path(state.admin_socket),
             {
                 "op": "issue",
-                "session": session,
-                "container": container,
-                "consumer": server.name,
-                "secrets": list(names),
+                "session": state.session,
+                "container": state.container,
+                "consumer": name,
+                "secrets": list(secrets),
                 "ttl": CAPABILITY_TTL,
             },
         )
-        caps[server.name] = {"token": answer["token"], "bundle": answer["bundle"]}
-    config = {
-        "session": session,
-        "container": container,
-        "broker": protocol.BROKER_SOCKET,
-        # Never the workspace: the agent writes there, and a server that resolves code from its working
-        # directory (npx's node_modules/.bin, Python's sys.path) would run the agent's, with the secrets.
-        "cwd": f"{STUB_STATE}/home",
-        "servers": {server.name: server.stub_spec() for server in mcp.servers},
-    }
-    document = json.dumps({"config": config, "caps": caps}).encode("utf-8")
+        caps[name] = {"token": answer["token"], "bundle": answer["bundle"]}
+    return caps
+
+
+def install_stub(
+    runtime: ContainerRuntime, state: StubState, *, caps: Mapping[str, object], config: bool
+) -> None:
+    """Hand the stub its capabilities (and, with ``config``, its configuration) on stdin."""
+    document: dict[str, object] = {"caps": caps}
+    if config:
+        document["config"] = {
+            "session": state.session,
+            "container": state.container,
+            "broker": protocol.BROKER_SOCKET,
+            # Never the workspace: the agent writes there, and a server that resolves code from its
+            # working directory (npx's node_modules/.bin, Python's sys.path) would run the agent's.
+            "cwd": f"{STUB_STATE}/home",
+            "servers": dict(state.servers),
+        }
     installed = OutputTail()
     code = runtime.exec(
-        container,
-        ExecSpec((STUB, "install", "--state", STUB_STATE), user=STUB_USER, stdin=document),
+        state.container,
+        ExecSpec(
+            (STUB, "install", "--state", STUB_STATE), user=STUB_USER, stdin=json.dumps(document).encode()
+        ),
         on_output=installed,
     )
     if code != 0:
@@ -133,10 +207,15 @@ def start_stub(
             f"setting up the MCP stub failed: {last_line(installed.data)}",
             hint="is the image older than this ContainAI? rebuild it with `containai images build`",
         )
-    proxy = {k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")}
+
+
+def serve_stub(runtime: ContainerRuntime, state: StubState, *, agent_user: str) -> None:
+    container = state.container
     runtime.exec(
         container,
-        ExecSpec((STUB, "serve", "--state", STUB_STATE), user=STUB_USER, environment=proxy, detach=True),
+        ExecSpec(
+            (STUB, "serve", "--state", STUB_STATE), user=STUB_USER, environment=dict(state.proxy), detach=True
+        ),
     )
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
@@ -156,6 +235,10 @@ def start_stub(
         f"the MCP stub did not start{f': {reason}' if reason else ''}",
         hint=f"its log is {STUB_LOG} in the container",
     )
+
+
+STUB_STATE_FILE = "mcp-stub.json"  # in the session's host folder: what a resume hands the stub again
+BROKER_FILE = "broker.json"  # in the session's host folder: how to start the session's broker again
 
 
 class McpPart(BasePart[McpPlan]):
@@ -181,7 +264,7 @@ class McpPart(BasePart[McpPlan]):
         )
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[McpPlan]) -> None:
-        start_stub(
+        state = start_stub(
             ports.runtime,
             planned.detail,
             session=session.session_id,
@@ -190,6 +273,24 @@ class McpPart(BasePart[McpPlan]):
             environment=session.environment,
             admin=ports.broker.admin,
         )
+        if session.labels.mode == "persistent":
+            ports.host.write_text(session.state_dir / STUB_STATE_FILE, state.to_json(), 0o600)
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        """After a restart the stub is gone with its tmpfs: installed and served again. After the
+        broker came back, the capabilities the stub holds are unknown to it: fresh ones replace them."""
+        if not (ctx.restarted or "broker" in ctx.restored):
+            return
+        text = ports.host.read_text(ctx.record.state_dir / STUB_STATE_FILE)
+        if text is None:
+            return
+        state = StubState.parse(text)
+        install_stub(
+            ports.runtime, state, caps=issue_capabilities(state, ports.broker.admin), config=ctx.restarted
+        )
+        if ctx.restarted:
+            user = (ctx.record.container.user if ctx.record.container is not None else "") or "1000:1000"
+            serve_stub(ports.runtime, state, agent_user=user)
 
 
 @dataclass(frozen=True)
@@ -197,6 +298,41 @@ class BrokerPlan:
     paths: BrokerPaths
     gateway: str | None  # the gateway container the broker starts and feeds a host login's tokens
     login: ClaudeLogin | None
+
+
+def render_broker_file(plan: BrokerPlan) -> str:
+    login = plan.login
+    return json.dumps(
+        {
+            "audit": str(plan.paths.audit),
+            "sockets": str(plan.paths.sockets),
+            "gateway": plan.gateway,
+            "login": None
+            if login is None
+            else {
+                "path": str(login.path),
+                "token_url": login.token_url,
+                "check_seconds": login.check_seconds,
+            },
+        },
+        indent=2,
+    )
+
+
+def parse_broker_file(text: str, state_dir: Path) -> BrokerPlan:
+    from containai.gateway.login import ClaudeLogin
+
+    data = json.loads(text)
+    login = data.get("login")
+    return BrokerPlan(
+        BrokerPaths(state_dir, Path(data["audit"]), Path(data["sockets"])),
+        data.get("gateway"),
+        None
+        if login is None
+        else ClaudeLogin(
+            Path(login["path"]), token_url=login["token_url"], check_seconds=login["check_seconds"]
+        ),
+    )
 
 
 class BrokerPart(BasePart[BrokerPlan]):
@@ -216,6 +352,8 @@ class BrokerPart(BasePart[BrokerPlan]):
 
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[BrokerPlan]) -> None:
         plan = planned.detail
+        if session.labels.mode == "persistent":
+            ports.host.write_text(session.state_dir / BROKER_FILE, render_broker_file(plan), 0o600)
         ports.broker.start(
             plan.paths,
             session=session.session_id,
@@ -224,6 +362,37 @@ class BrokerPart(BasePart[BrokerPlan]):
             gateway=plan.gateway,
             login=plan.login,
         )
+
+    def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
+        """The broker stops with the agent's container (it revokes everything then), or was killed:
+        started again, with no capability of its earlier run valid (the MCP part issues fresh ones)."""
+        record = ctx.record
+        text = ports.host.read_text(record.state_dir / BROKER_FILE)
+        if text is None:
+            return False
+        plan = parse_broker_file(text, record.state_dir)
+        alive = ports.broker.running(plan.paths)
+        if ctx.restarted:
+            # It ends by itself once it sees the container stopped: not there, it must not take the
+            # new run's sockets. Its socket folder goes too, so the container binds the new one.
+            if alive:
+                ports.broker.stop(record.state_dir)
+        elif alive:
+            return False
+        else:
+            ports.reporter.warn(
+                f"the secret broker of {record.name} had stopped, so its MCP servers could get no secrets: "
+                "starting it again, with fresh capabilities"
+            )
+        ports.broker.start(
+            plan.paths,
+            session=record.labels.session,
+            container=record.name,
+            engine_url=ports.runtime.choice.base_url,
+            gateway=plan.gateway,
+            login=plan.login,
+        )
+        return True
 
     def teardown(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> None:
         # The broker revokes every capability of the session as it stops; a no-op when none runs.

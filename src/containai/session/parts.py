@@ -6,6 +6,12 @@ HOME) and has one step at each point of the session's life:
     plan ──> provision (before the agent's container) ──> start (the container runs) ──> ... agent ...
          ──> finish (bring the work and the records home) ──> teardown (undo what provision did)
 
+A persistent session whose containers stopped (the engine restarted) or whose sidecar died comes back
+through two more steps, which work from the labels as finish does and create nothing:
+
+    restore (start again what provision made) ──> the agent's container ──> resume (redo what start
+    did that a restart loses: relays, the stub; never the one-time set-up of the workspace)
+
 The manager (``session.manager``) runs the parts in order, undoes them in one place when a step fails,
 and never names a particular part. ``finish`` and ``teardown`` work from the session's labels alone,
 so that another process (``remove-agent``, ``gc``) can end a session it did not start.
@@ -15,7 +21,7 @@ Adding a sidecar means adding a part to ``default_parts``.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
@@ -28,6 +34,7 @@ from containai.workspace.gate import GatePolicy
 if TYPE_CHECKING:
     from containai.broker.session import BrokerPaths
     from containai.mcp.config import McpServer
+    from containai.secrets.value import Secret
     from containai.session.manager import SessionRequest
     from containai.session.plan import SessionPlan, WorkspaceChoice
     from containai.session.ports import Ports
@@ -103,6 +110,18 @@ class PartResult:
     detail: Any = None
 
 
+@dataclass(frozen=True)
+class ResumeContext:
+    """What ``restore`` and ``resume`` know: the session (from its labels), and whether its agent's
+    container was started again (a restart loses its tmpfs and every process but its entrypoint)."""
+
+    record: SessionRecord
+    restarted: bool
+    restored: frozenset[str] = frozenset()  # the roles whose restore started something again
+    # The host's model key for the session's agent, looked up only if its gateway must start again.
+    credential: Callable[[], Secret | None] = lambda: None
+
+
 class SessionPart(Protocol[T]):
     role: str
     holds_work: bool  # an unexpected failure of its finish keeps the session (the work is not home)
@@ -117,6 +136,15 @@ class SessionPart(Protocol[T]):
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[T]) -> None:
         """The agent's container runs: what must happen inside it before the agent starts."""
+        ...
+
+    def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
+        """Before the agent's container runs again: start what provision made and is not running (a
+        sidecar stopped by an engine restart, or killed). Creates nothing; False when all ran."""
+        ...
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        """The agent's container runs (again): redo what ``start`` did that is gone, and only that."""
         ...
 
     def finish(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> PartResult | None:
@@ -139,6 +167,12 @@ class BasePart(Generic[T]):
         return None
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[T]) -> None:
+        return None
+
+    def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
+        return False
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
         return None
 
     def finish(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> PartResult | None:

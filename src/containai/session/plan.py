@@ -149,6 +149,7 @@ class SessionPlan:
     container: ContainerSpec  # the agent's own container
     state_dir: Path
     setup_script: str
+    home_script: str = ""  # the HOME part of the set-up alone, run again when the container restarts
     environment: Mapping[str, str] = field(default_factory=dict)
     # Each part of the session with its plan, in the order the parts run.
     parts: tuple[tuple[SessionPart[Any], PartPlan[Any]], ...] = ()
@@ -220,9 +221,7 @@ def render_setup_script(
     home_files: Mapping[str, str] | None = None,
 ) -> str:
     """What runs inside the container, as the agent, before the agent starts: the branch, and who commits."""
-    # The repository's files may belong to another uid than the agent's (the host's); inside the
-    # sandbox that is expected, so git is told to trust them (in the agent's own tmpfs HOME).
-    lines = ["set -eu", f"cd {WORKSPACE}", "git config --global --add safe.directory '*'"]
+    lines = ["set -eu", f"cd {WORKSPACE}"]
     if workspace.mode == "clone":
         # --shared borrows the read-only repo's objects: nothing is copied, and nothing can be written back.
         # The mount is the repository's git directory, not its work tree: that works for a linked
@@ -236,6 +235,17 @@ def render_setup_script(
         ]
         if workspace.mode == "clone":
             lines.append("git remote remove origin")
+    # The HOME part first: safe.directory must be in place before the first git command.
+    home = render_home_script(home_files).splitlines()[1:]
+    return "\n".join(lines[:2] + home + lines[2:]) + "\n"
+
+
+def render_home_script(home_files: Mapping[str, str] | None = None) -> str:
+    """The part of the set-up that lives in the agent's tmpfs HOME, and so is lost when its container
+    restarts: run again on resume (it never touches the workspace or its branch)."""
+    # The repository's files may belong to another uid than the agent's (the host's); inside the
+    # sandbox that is expected, so git is told to trust them (in the agent's own tmpfs HOME).
+    lines = ["set -eu", "git config --global --add safe.directory '*'"]
     for relative, text in sorted((home_files or {}).items()):
         # Through base64, so no quoting of the content can go wrong; HOME is the agent's tmpfs.
         encoded = base64.b64encode(text.encode()).decode()

@@ -13,16 +13,19 @@ script their answers. Nothing in ``session.manager`` or a part reaches the host 
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import subprocess
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 from containai.broker.session import BrokerPaths
+from containai.errors import SessionError
 from containai.gateway.login import ClaudeLogin
 from containai.hostgit import HostGit
 from containai.runtime.base import ContainerRuntime
@@ -89,6 +92,8 @@ class BrokerLauncher(Protocol):
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]: ...
 
+    def running(self, paths: BrokerPaths) -> bool: ...
+
     def stop(self, state_dir: Path) -> None: ...
 
 
@@ -97,6 +102,10 @@ class SessionWatchdog(Protocol):
     (``containai.session.watchdog``), and says why."""
 
     def start(self, state_dir: Path, *, container: str, engine_url: str) -> None: ...
+
+    def running(self, state_dir: Path) -> bool:
+        """Whether the session's watchdog runs (it ends with its container's stop, or a reboot)."""
+        ...
 
     def stopped(self, state_dir: Path, name: str) -> str | None:
         """Why the watchdog stopped the session ``name``, for the user; None when it did not."""
@@ -117,6 +126,12 @@ class HostState(Protocol):
     def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None: ...
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None: ...
+
+    def read_text(self, path: Path) -> str | None: ...
+
+    def recorded(self, name: str) -> list[tuple[Path, str]]:
+        """Each session folder holding a file ``name``, with that file's text."""
+        ...
 
     def mark_ready(self, state_dir: Path) -> None: ...
 
@@ -218,6 +233,25 @@ class HostGitRepository:
         )
 
 
+FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+@contextmanager
+def host_writes(path: Path) -> Iterator[None]:
+    """A full file system (or quota) on the host, while ContainAI writes ``path``, is a SessionError
+    that says so: before the session exists, it is undone whole; at its end, the work is kept."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in FULL:
+            raise
+        raise SessionError(
+            f"no space left on the host for {exc.filename or path}: its file system is full",
+            hint=f"free space on the file system that holds {path.parent} (`containai gc` removes what dead "
+            "sessions left there), then try again; nothing of the session's work was lost",
+        ) from exc
+
+
 class ProcessBroker:
     """BrokerLauncher over ``python -m containai.broker.session`` processes."""
 
@@ -233,14 +267,31 @@ class ProcessBroker:
     ) -> None:
         from containai.broker import session as session_broker
 
-        session_broker.start(
-            paths, session=session, container=container, engine_url=engine_url, gateway=gateway, login=login
-        )
+        with host_writes(paths.state_dir):
+            session_broker.start(
+                paths,
+                session=session,
+                container=container,
+                engine_url=engine_url,
+                gateway=gateway,
+                login=login,
+            )
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
         from containai.broker import session as session_broker
 
         return session_broker.admin(socket, request)
+
+    def running(self, paths: BrokerPaths) -> bool:
+        """Whether the session's broker answers on its admin socket."""
+        from containai.broker import session as session_broker
+        from containai.errors import ContainAIError
+
+        try:
+            session_broker.admin(paths.admin_socket, {"op": "ping"}, timeout=2.0)
+        except (OSError, ValueError, ContainAIError):
+            return False
+        return True
 
     def stop(self, state_dir: Path) -> None:
         from containai.broker import session as session_broker
@@ -262,6 +313,11 @@ class ProcessWatchdog:
         from containai.session import watchdog
 
         watchdog.start(state_dir, container=container, engine_url=engine_url)
+
+    def running(self, state_dir: Path) -> bool:
+        from containai.session import watchdog
+
+        return watchdog.running_pid(state_dir) is not None
 
     def stopped(self, state_dir: Path, name: str) -> str | None:
         from containai.session.disk import stop_reason
@@ -288,19 +344,36 @@ class LocalHostState:
     def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None:
         for part in ("upper", "work"):
             layer = state_dir / part
-            layer.mkdir(parents=True, exist_ok=True)
+            with host_writes(layer):
+                layer.mkdir(parents=True, exist_ok=True)
             # The overlay's root takes the upper layer's owner: it must be the agent's.
             if os.geteuid() == 0:
                 os.chown(layer, uid, gid)
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        with host_writes(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
         path.chmod(mode)
 
+    def read_text(self, path: Path) -> str | None:
+        try:
+            return path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+
+    def recorded(self, name: str) -> list[tuple[Path, str]]:
+        found = []
+        for record in sorted(self.root.glob(f"*/{name}")):
+            text = self.read_text(record)
+            if text is not None:
+                found.append((record.parent, text))
+        return found
+
     def mark_ready(self, state_dir: Path) -> None:
-        state_dir.mkdir(parents=True, exist_ok=True)
-        (state_dir / READY).touch()
+        with host_writes(state_dir):
+            state_dir.mkdir(parents=True, exist_ok=True)
+            (state_dir / READY).touch()
 
     def is_ready(self, state_dir: Path) -> bool:
         return (state_dir / READY).exists()

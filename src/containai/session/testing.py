@@ -122,6 +122,7 @@ class FakeBroker:
     stopped: list[Path] = field(default_factory=list)
     requests: list[Mapping[str, object]] = field(default_factory=list)
     fail_start: Exception | None = None
+    alive: set[Path] = field(default_factory=set)  # the state folders of brokers that run
 
     def start(
         self,
@@ -136,13 +137,18 @@ class FakeBroker:
         if self.fail_start is not None:
             raise self.fail_start
         self.started.append({"session": session, "container": container, "gateway": gateway, "login": login})
+        self.alive.add(paths.state_dir)
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
         self.requests.append(request)
         return {"ok": True, "token": f"token-{len(self.requests)}", "bundle": "YnVuZGxl"}
 
+    def running(self, paths: BrokerPaths) -> bool:
+        return paths.state_dir in self.alive
+
     def stop(self, state_dir: Path) -> None:
         self.stopped.append(state_dir)
+        self.alive.discard(state_dir)
 
 
 @dataclass
@@ -159,6 +165,9 @@ class FakeWatchdog:
         if self.fail_start is not None:
             raise self.fail_start
         self.started.append({"state_dir": state_dir, "container": container, "engine_url": engine_url})
+
+    def running(self, state_dir: Path) -> bool:
+        return any(s["state_dir"] == state_dir for s in self.started) and state_dir not in self.stopped_dirs
 
     def stopped(self, state_dir: Path, name: str) -> str | None:
         return self.reasons.get(state_dir)
@@ -186,6 +195,16 @@ class FakeHostState:
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
         self.files[path] = text
 
+    def read_text(self, path: Path) -> str | None:
+        return self.files.get(path)
+
+    def recorded(self, name: str) -> list[tuple[Path, str]]:
+        return sorted(
+            (path.parent, text)
+            for path, text in self.files.items()
+            if path.name == name and path.parent.parent == self.root
+        )
+
     def mark_ready(self, state_dir: Path) -> None:
         self.ready.add(state_dir)
 
@@ -195,6 +214,8 @@ class FakeHostState:
     def remove(self, state_dir: Path) -> None:
         self.removed.append(state_dir)
         self.ready.discard(state_dir)
+        for path in [p for p in self.files if state_dir in p.parents]:
+            del self.files[path]
 
     def launcher_id(self) -> str:
         return f"boot:{self.pid}"

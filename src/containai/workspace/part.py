@@ -2,7 +2,9 @@
 
 plan: the workspace volume (an overlay of the repository, or an empty volume for a shared clone), two
 exec-able HOME volumes, the repository bind-mounted read-only. provision: the overlay's layers on the
-host, the volumes. start: the set-up script in the container (branch, identity, HOME files).
+host, the volumes, the HOME script kept in the session's host folder. start: the set-up script in the
+container (branch, identity, HOME files). resume, after the container restarted: the HOME script
+alone (its tmpfs HOME is empty again; the workspace and its branch are as the agent left them).
 finish: commit what is uncommitted, bundle the branch, import it through the gate. teardown: the
 session branch ContainAI created, when nothing landed on it.
 """
@@ -20,7 +22,15 @@ from typing import TYPE_CHECKING, Any
 from containai.config import Bounds
 from containai.errors import ContainAIError, ExecTimedOut, GateRefused, SessionError
 from containai.runtime.base import ExecSpec, Mount
-from containai.session.parts import BasePart, FinishOptions, PartPlan, PartResult, PlanContext, SessionRecord
+from containai.session.parts import (
+    BasePart,
+    FinishOptions,
+    PartPlan,
+    PartResult,
+    PlanContext,
+    ResumeContext,
+    SessionRecord,
+)
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
 from containai.text import OutputTail, last_line, printable
 from containai.workspace.gate import ImportResult, Refusal, render_export_script
@@ -35,6 +45,7 @@ REFUSED_BUNDLE = Path("refused") / "rest.bundle"
 REFUSED_RECORD = Path("refused") / "refusal.json"
 VSCODE_SERVER_BYTES = 2**30  # the VS Code server's tmpfs volume (a server and its extensions)
 PAGE = 4096
+HOME_SCRIPT = "home.sh"  # in the session's host folder: what resume runs again in the agent's HOME
 
 
 @dataclass(frozen=True)
@@ -100,22 +111,26 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             ports.runtime.create_volume(
                 volume, labels=session.labels.for_role("home"), driver_opts=plan.home_volume_opts.get(volume)
             )
+        if session.labels.mode == "persistent":
+            ports.host.write_text(session.state_dir / HOME_SCRIPT, session.home_script, 0o600)
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
-        output = OutputTail()  # the repository's content can make git say a lot: its tail is enough
-        code = ports.runtime.exec(
-            session.name,
-            ExecSpec(("bash", "-c", session.setup_script), user=session.user, workdir=WORKSPACE),
-            on_output=output,
+        run_setup(
+            ports, session.name, session.setup_script, user=session.user, what="setting up the workspace"
         )
-        if code != 0:
-            detail = [line for line in output.data.decode("utf-8", "replace").splitlines() if line.strip()]
-            first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
-            shown = printable(first_error or (detail[-1] if detail else f"exit {code}"))
+
+    def resume(self, ports: Ports, ctx: ResumeContext) -> None:
+        if not ctx.restarted:
+            return  # HOME is as the agent left it
+        record = ctx.record
+        script = ports.host.read_text(record.state_dir / HOME_SCRIPT)
+        if script is None:
             raise SessionError(
-                f"setting up the workspace failed: {shown}",
-                hint="see the log file for the full output; nothing was changed on the host",
+                f"cannot resume {record.name}: its HOME set-up ({record.state_dir / HOME_SCRIPT}) is missing",
+                hint=f"`remove-agent {record.name}` brings its work home",
             )
+        user = (record.container.user if record.container is not None else "") or "1000:1000"
+        run_setup(ports, record.name, script, user=user, what="setting up the agent's HOME again")
 
     def finish(self, ports: Ports, record: SessionRecord, options: FinishOptions) -> PartResult:
         labels = record.labels
@@ -170,6 +185,23 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             repo, labels.branch
         ):
             ports.git.delete_branch_if_at(repo, labels.branch, labels.base)
+
+
+def run_setup(ports: Ports, container: str, script: str, *, user: str, what: str) -> None:
+    output = OutputTail()  # the repository's content can make git say a lot: its tail is enough
+    code = ports.runtime.exec(
+        container,
+        ExecSpec(("bash", "-c", script), user=user, workdir=WORKSPACE),
+        on_output=output,
+    )
+    if code != 0:
+        detail = [line for line in output.data.decode("utf-8", "replace").splitlines() if line.strip()]
+        first_error = next((line for line in detail if line.startswith(("fatal:", "error:"))), None)
+        shown = printable(first_error or (detail[-1] if detail else f"exit {code}"))
+        raise SessionError(
+            f"{what} failed: {shown}",
+            hint="see the log file for the full output; nothing was changed on the host",
+        )
 
 
 @dataclass(frozen=True)
