@@ -301,8 +301,9 @@ def pick_session(
         if not any(row.name == name for row in rows):
             raise UsageError(f"no session named {name}", hint="see `list-agents`")
         return name
-    # Persistent sessions run, or are stopped and resumable (connect resumes them).
-    running = [row for row in rows if row.mode == "persistent"]
+    # Persistent sessions run, or are stopped and resumable (connect resumes them); one its disk
+    # watchdog stopped is not resumed.
+    running = [row for row in rows if row.mode == "persistent" and not row.stopped]
     if len(running) == 1:
         return running[0].name
     if not running:
