@@ -248,7 +248,7 @@ def test_broker_refusals_carry_the_reason(answer: bytes, reason: str | None, mes
 
 
 def test_no_broker_is_an_error_that_says_what_to_do(tmp_path: Path) -> None:
-    with pytest.raises(StubError, match=r"cannot reach the secret broker .* restart the session"):
+    with pytest.raises(StubError, match=r"cannot reach the secret broker .* `connect-agent -n NAME` on the host starts it again"):
         BrokerClient(str(tmp_path / "absent.sock"), session="s", container="c").refresh("gh")
 
 

@@ -378,7 +378,7 @@ class BrokerClient:
         except OSError as exc:
             raise StubError(
                 f"cannot reach the secret broker at {self.path} ({exc.strerror or type(exc).__name__}); "
-                "the session's broker may have stopped: restart the session"
+                "the session's broker may have stopped: `connect-agent -n NAME` on the host starts it again"
             ) from None
         try:
             answer = json.loads(line)
