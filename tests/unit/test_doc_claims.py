@@ -1,12 +1,14 @@
-"""docs/reliability.md backs each row with a test: every test it names must exist."""
+"""docs/reliability.md and docs/security.md back each claim with a test: every test they name must exist."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
-DOC = ROOT / "docs" / "reliability.md"
+PAGES = ("docs/reliability.md", "docs/security.md")
 
 
 def _defined_tests() -> dict[str, set[str]]:
@@ -17,14 +19,15 @@ def _defined_tests() -> dict[str, set[str]]:
     return found
 
 
-def test_every_test_the_reliability_page_names_exists() -> None:
-    text = DOC.read_text(encoding="utf-8")
+@pytest.mark.parametrize("page", PAGES)
+def test_every_test_the_page_names_exists(page: str) -> None:
+    text = (ROOT / page).read_text(encoding="utf-8")
     defined = _defined_tests()
     every = set().union(*defined.values())
     files = set(re.findall(r"tests/[\w/]+\.py", text))
-    assert files, "the page names no test file"
+    assert files, f"{page} names no test file"
     missing_files = sorted(f for f in files if not (ROOT / f).is_file())
-    assert not missing_files, f"docs/reliability.md names test files that do not exist: {missing_files}"
+    assert not missing_files, f"{page} names test files that do not exist: {missing_files}"
     # `path.py::test_name` must be in that file; a bare `test_name` (or `::test_name`) anywhere.
     for path, name, star in re.findall(r"(tests/[\w/]+\.py)::(test_\w+)(\*?)", text):
         here = defined.get(path, set())
@@ -33,4 +36,13 @@ def test_every_test_the_reliability_page_names_exists() -> None:
     prefixes = {n for n in names if n.endswith("_")}  # `test_current_branch_*`
     missing = sorted(n for n in names - prefixes if n not in every)
     missing += sorted(p for p in prefixes if not any(n.startswith(p) for n in every))
-    assert not missing, f"docs/reliability.md names tests that do not exist: {missing}"
+    assert not missing, f"{page} names tests that do not exist: {missing}"
+
+
+def test_every_row_of_the_security_claims_table_names_a_test() -> None:
+    text = (ROOT / "docs/security.md").read_text(encoding="utf-8")
+    table = text.split("## Claims and their tests", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| ") and not line.startswith("| claim")]
+    assert len(rows) >= 20, "the claims table is missing or short"
+    bare = [row for row in rows if "::test_" not in row and not set("-|: ") >= set(row)]
+    assert not bare, f"claims with no test: {bare}"
