@@ -261,6 +261,37 @@ def test_repo_mount_is_read_only_and_host_git_is_untouched(env: dict[str, str], 
     assert git(repo, "for-each-ref") == refs_before
 
 
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+def test_the_repositorys_git_credentials_are_not_shown_to_the_agent(
+    env: dict[str, str], tmp_path: Path, owner: int | None
+) -> None:
+    canary = f"canary{uuid.uuid4().hex}"
+    repo = make_repo(tmp_path, owner)
+    git(repo, "remote", "add", "origin", f"https://x-access-token:{canary}@git.example.test/o/r.git")
+    git(repo, "config", "http.https://git.example.test/.extraheader", f"AUTHORIZATION: basic {canary}")
+    git(repo, "config", "credential.helper", f"!echo password={canary}")
+    if owner is not None:
+        subprocess.run(["chown", f"{owner}:{owner}", str(repo / ".git" / "config")], check=True)
+    config_before = (repo / ".git" / "config").read_text()
+    # Everything the agent can read of the repository, and what its own git says.
+    script = (
+        "cat /repo/config /repo/.git/config 2>/dev/null; cat .git/config; git config --list; "
+        "grep -rl " + canary + " /repo /workspace 2>/dev/null | sed 's/^/FOUND-IN /'; "
+        "echo REMOTE=$(git config --file /repo/config --get remote.origin.url 2>/dev/null)"
+        "$(git config --file /repo/.git/config --get remote.origin.url 2>/dev/null); "
+        + AGENT_WORK
+    )
+    result = prompt(env, repo, script, "--json")
+    assert result.returncode == 0, result.stderr
+    assert canary not in result.stdout, [line for line in result.stdout.splitlines() if canary in line]
+    assert "FOUND-IN" not in result.stdout
+    # The agent still sees where the remote is, and its git still works: the work came home.
+    assert "REMOTE=https://git.example.test/o/r.git" in result.stdout
+    assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
+    # The host's own config is untouched.
+    assert (repo / ".git" / "config").read_text() == config_before
+
+
 def test_branch_options(env: dict[str, str], tmp_path: Path) -> None:
     repo = make_repo(tmp_path)
     named = prompt(env, repo, AGENT_WORK, "--branch", "feature/agent-x")

@@ -125,6 +125,10 @@ class HostState(Protocol):
 
     def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None: ...
 
+    def seed_upper(self, state_dir: Path, relative: Path, text: str, uid: int, gid: int) -> None:
+        """Put a file into an overlay's upper layer (it hides the lower's), owned by the agent."""
+        ...
+
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None: ...
 
     def read_text(self, path: Path) -> str | None: ...
@@ -349,6 +353,21 @@ class LocalHostState:
             # The overlay's root takes the upper layer's owner: it must be the agent's.
             if os.geteuid() == 0:
                 os.chown(layer, uid, gid)
+
+    def seed_upper(self, state_dir: Path, relative: Path, text: str, uid: int, gid: int) -> None:
+        upper = state_dir / "upper"
+        target = upper / relative
+        with host_writes(target):
+            folder = upper
+            for part in relative.parent.parts:
+                folder = folder / part
+                folder.mkdir(mode=0o755, exist_ok=True)
+                if os.geteuid() == 0:
+                    os.chown(folder, uid, gid)
+            target.write_text(text, encoding="utf-8")
+        target.chmod(0o644)
+        if os.geteuid() == 0:
+            os.chown(target, uid, gid)
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
         with host_writes(path):

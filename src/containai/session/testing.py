@@ -192,6 +192,9 @@ class FakeHostState:
     def prepare_layers(self, state_dir: Path, uid: int, gid: int) -> None:
         self.layers.append(state_dir)
 
+    def seed_upper(self, state_dir: Path, relative: Path, text: str, uid: int, gid: int) -> None:
+        self.files[state_dir / "upper" / relative] = text
+
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
         self.files[path] = text
 

@@ -34,6 +34,7 @@ from containai.session.parts import (
 from containai.session.plan import CACHE, EXPORT_BUNDLE, REPO_MOUNT, VSCODE_SERVER, WORKSPACE
 from containai.text import OutputTail, last_line, printable
 from containai.workspace.gate import ImportResult, Refusal, render_export_script
+from containai.workspace.gitconfig import render_safe_git_config
 
 if TYPE_CHECKING:
     from containai.session.plan import SessionPlan
@@ -46,6 +47,9 @@ REFUSED_RECORD = Path("refused") / "refusal.json"
 VSCODE_SERVER_BYTES = 2**30  # the VS Code server's tmpfs volume (a server and its extensions)
 PAGE = 4096
 HOME_SCRIPT = "home.sh"  # in the session's host folder: what resume runs again in the agent's HOME
+# In the session's host folder: the repository's git config without its credentials (gitconfig.py),
+# mounted over the real one at /repo.
+SAFE_GIT_CONFIG = "repo-git-config"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class WorkspacePlan:
     home_volumes: tuple[str, ...]
     overlay: bool
     home_volume_opts: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # by volume name
+    # The repository's git config, and where an overlay's copy of it goes in the upper layer.
+    git_config: Path | None = None
+    upper_git_config: Path | None = None
 
 
 class WorkspacePart(BasePart[WorkspacePlan]):
@@ -91,19 +98,39 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             Mount(VSCODE_SERVER, home[0], "volume"),
             Mount(CACHE, home[1], "volume"),
         ]
+        git_config: Path | None = None
+        upper_git_config: Path | None = None
         if ctx.repo is not None:
             # A shared clone reads only the git directory (see render_setup_script); an overlay's agent
             # is the owner and the repository is its lower layer.
             source = ctx.repo.root if overlay else ctx.repo.common_dir
             mounts.append(Mount(REPO_MOUNT, str(source), "bind", read_only=True))
+            # The session sees the git config without the credentials people leave in it: over the
+            # real one at /repo, and in an overlay's upper layer (which hides the lower's copy).
+            git_config = ctx.repo.common_dir / "config"
+            inside = Path() if not overlay else _under(ctx.repo.common_dir, ctx.repo.root)
+            if inside is not None:
+                target = f"{REPO_MOUNT}/{inside.as_posix()}/config".replace("/./", "/")
+                mounts.append(Mount(target, str(ctx.state_dir / SAFE_GIT_CONFIG), "bind", read_only=True))
+                if overlay:
+                    upper_git_config = inside / "config"
         return PartPlan(
-            self.role, WorkspacePlan(volume, opts, home, overlay, home_opts), mounts=tuple(mounts)
+            self.role,
+            WorkspacePlan(volume, opts, home, overlay, home_opts, git_config, upper_git_config),
+            mounts=tuple(mounts),
         )
 
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[WorkspacePlan]) -> None:
         plan = planned.detail
         if plan.overlay:
             ports.host.prepare_layers(session.state_dir, session.workspace.uid, session.workspace.gid)
+        if plan.git_config is not None:
+            safe = render_safe_git_config(_read_config(ports, plan.git_config))
+            ports.host.write_text(session.state_dir / SAFE_GIT_CONFIG, safe, 0o644)
+            if plan.upper_git_config is not None:
+                ports.host.seed_upper(
+                    session.state_dir, plan.upper_git_config, safe, session.workspace.uid, session.workspace.gid
+                )
         ports.runtime.create_volume(
             plan.volume, labels=session.labels.for_role("workspace"), driver_opts=plan.volume_opts
         )
@@ -185,6 +212,25 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             repo, labels.branch
         ):
             ports.git.delete_branch_if_at(repo, labels.branch, labels.base)
+
+
+def _under(path: Path, root: Path) -> Path | None:
+    """``path`` relative to ``root``, or None when it lies elsewhere (a linked worktree's git directory)."""
+    try:
+        return path.relative_to(root)
+    except ValueError:
+        return None
+
+
+def _read_config(ports: Ports, path: Path) -> str:
+    try:
+        text = ports.host.read_text(path)
+    except OSError as exc:
+        raise SessionError(
+            f"cannot read the repository's git config {path}: {exc.strerror or exc}",
+            hint="make it readable by the user who runs ContainAI",
+        ) from exc
+    return text or ""
 
 
 def run_setup(ports: Ports, container: str, script: str, *, user: str, what: str) -> None:
