@@ -95,7 +95,8 @@ def test_the_note_lists_the_settings_to_add_and_what_cannot_be_turned_off() -> N
 
 def test_the_note_asks_for_nothing_the_user_settings_already_hold() -> None:
     note = vscode.render_attach_note({})
-    assert "Add to your VS Code user settings" not in note
+    assert "add to your VS Code user settings" not in note
+    assert "dev.containers" not in note
     assert "VS Code does not let ContainAI turn off" in note
 
 

@@ -67,8 +67,8 @@ USER_SETTINGS: Mapping[str, object] = {
 NOT_TURNED_OFF = (
     "VS Code's server keeps its channel to your machine: extensions in the container can open URLs "
     "in your browser and read your clipboard",
-    "it still forwards your SSH agent, GPG agent and X display when your VS Code has them "
-    "(the variables are blanked, the sockets remain): start VS Code without SSH_AUTH_SOCK and DISPLAY",
+    "it still forwards your SSH agent and X display when your VS Code has them (the variables are "
+    "blanked, the sockets remain): start VS Code without SSH_AUTH_SOCK",
     "ports you forward reach the container from your machine, past the session's egress rules",
     "extensions you install in the container read what the agent can, and /workspace/.vscode is the "
     "agent's: do not trust that folder when VS Code asks",
@@ -127,13 +127,14 @@ def missing_user_settings(home: Path) -> dict[str, object]:
 def render_attach_note(missing: Mapping[str, object]) -> str:
     """The block the launch prints: what the attach configuration turned off, and what it could not."""
     lines = [
-        "VS Code attach: ContainAI's attach configuration hides the host's SSH agent, git askpass, "
-        "Dev Containers IPC and display from the container, and keeps VS Code's git and GitHub "
-        "sign-in and automatic port forwarding out of it.",
+        "VS Code attach: ContainAI's attach configuration blanks SSH_AUTH_SOCK, git askpass, the Dev "
+        "Containers IPC and DISPLAY in the container, and turns off VS Code's git and GitHub sign-in "
+        "and automatic port forwarding there.",
     ]
     if missing:
         lines.append(
-            "  Add to your VS Code user settings (only there does VS Code honour them; see docs/security.md):"
+            "  So that VS Code copies in neither your git config nor your credential helpers, add to "
+            "your VS Code user settings (it honours these only there; see docs/security.md):"
         )
         lines += [f"    {json.dumps(key)}: {json.dumps(value)}," for key, value in missing.items()]
     lines.append("  VS Code does not let ContainAI turn off:")
