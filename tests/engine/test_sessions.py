@@ -629,8 +629,28 @@ def test_session_containers_are_hardened(env: dict[str, str], tmp_path: Path, en
     assert session_resources(engine.client, session) == []
 
 
-def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Path, engine: Engine) -> None:
+# What the VS Code attach configuration must withhold from a session (see docs/security.md).
+VSCODE_PROTECTIONS = {
+    "dev.containers.copyGitConfig": False,
+    "dev.containers.gitCredentialHelperConfigLocation": "none",
+    "dev.containers.dockerCredentialHelper": False,
+    "dev.containers.mountWaylandSocket": False,
+    "git.terminalAuthentication": False,
+    "git.useIntegratedAskPass": False,
+    "github.gitAuthentication": False,
+    "remote.autoForwardPorts": False,
+}
+VSCODE_BLANKED = ("SSH_AUTH_SOCK", "GIT_ASKPASS", "VSCODE_GIT_IPC_HANDLE", "REMOTE_CONTAINERS_IPC", "DISPLAY")
+
+
+def test_vscode_attach_lands_in_the_workspace_and_gets_nothing_of_the_host(
+    env: dict[str, str], tmp_path: Path, engine: Engine
+) -> None:
     repo = make_repo(tmp_path)
+    # The user's VS Code settings already hold one of the settings only the host honours.
+    user_settings = Path(env["HOME"]) / ".config/Code/User/settings.json"
+    user_settings.parent.mkdir(parents=True, exist_ok=True)
+    user_settings.write_text('{"dev.containers.copyGitConfig": false}')
     launched = launcher(env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
     assert launched.returncode == 0, launched.stderr
     name = launched.stdout.strip()
@@ -639,7 +659,20 @@ def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Pat
         storage / "nameConfigs" / f"{name}.json",
         storage / "imageConfigs" / f"containai-base%3a{CHANNEL}.json",
     ):
-        assert json.loads(path.read_text()) == {"workspaceFolder": "/workspace", "remoteUser": "agent"}
+        config = json.loads(path.read_text())
+        assert (config["workspaceFolder"], config["remoteUser"]) == ("/workspace", "agent")
+        for key, value in VSCODE_PROTECTIONS.items():
+            assert config["settings"].get(key) == value, (path.name, key)
+        for variable in VSCODE_BLANKED:
+            assert config["remoteEnv"].get(variable) == "", (path.name, variable)
+    # The launch says what to add to the user settings (not what they hold) and what stays open.
+    note = launched.stderr
+    assert '"dev.containers.gitCredentialHelperConfigLocation": "none",' in note
+    assert '"dev.containers.dockerCredentialHelper": false,' in note
+    assert '"dev.containers.copyGitConfig"' not in note
+    assert "VS Code does not let ContainAI turn off" in note
+    for words in ("channel to your machine", "SSH agent", "ports you forward", "/workspace/.vscode"):
+        assert words in note, words
     # VS Code installs and runs its server in ~/.vscode-server: writable and executable for the agent,
     # while the rest of HOME is noexec.
     probe = engine.client.containers.get(name).exec_run(
@@ -647,11 +680,13 @@ def test_vscode_attach_lands_in_the_workspace(env: dict[str, str], tmp_path: Pat
             "bash",
             "-c",
             "cp /bin/true ~/.vscode-server/t && ~/.vscode-server/t && echo SERVER-OK; "
-            "cp /bin/true ~/t && ~/t 2>/dev/null || echo HOME-NOEXEC",
+            "cp /bin/true ~/t && ~/t 2>/dev/null || echo HOME-NOEXEC; "
+            # Dev Containers forwards the GPG agent only into a container that has gpgconf.
+            "command -v gpgconf >/dev/null || echo NO-GPG",
         ],
         user="1000:1000",
     )
-    assert probe.output.decode().split() == ["SERVER-OK", "HOME-NOEXEC"], probe.output
+    assert probe.output.decode().split() == ["SERVER-OK", "HOME-NOEXEC", "NO-GPG"], probe.output
     assert launcher(env, "remove-agent", name, "--no-push", "--yes").returncode == 0
 
 

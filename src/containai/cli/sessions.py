@@ -8,6 +8,7 @@ use) are imported in the command bodies, so that `--help` stays fast.
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -242,7 +243,7 @@ def run(
 @pass_app
 def launch(app: AppContext, /, agent: str, repo: Path | None, options: SessionOptions) -> None:
     """Start AGENT in a persistent session (tmux inside the container) on REPO."""
-    from containai.session import commands
+    from containai.session import commands, vscode
 
     request = build_request(app, agent, repo, "persistent", options)
     ensure_proxy_image(app, request)
@@ -255,6 +256,8 @@ def launch(app: AppContext, /, agent: str, repo: Path | None, options: SessionOp
         f'or VS Code\'s "Attach to Running Container"; `remove-agent {plan.name}` brings the work home.',
         err=True,
     )
+    home = vscode.user_home(os.environ)
+    click.echo(vscode.render_attach_note(vscode.missing_user_settings(home)), err=True)
 
 
 @click.command(context_settings=CONTEXT)

@@ -32,7 +32,7 @@ from containai.session.disk import stop_reason
 from containai.session.manager import Reporter, SessionRequest
 from containai.session.plan import WORKSPACE, SessionPlan
 from containai.session.repo import RepoInfo, discover_repo, protected_directories, validate_branch
-from containai.session.vscode import write_attach_config
+from containai.session.vscode import user_home, write_attach_config
 from containai.text import printable
 
 TMUX_SESSION = "agent"
@@ -145,7 +145,7 @@ def start_session(
     )
     manager.provision(runtime, plan, reporter)
     try:
-        write_attach_config(plan, home=Path(os.environ.get("HOME", "~")).expanduser())
+        write_attach_config(plan, home=user_home(os.environ))
     except OSError as exc:  # a convenience: never a reason to fail the session
         reporter.warn(f"could not write the VS Code attach configuration: {exc}")
     return plan
