@@ -191,6 +191,7 @@ class Flags:
     cpus: str | None = None
     disk_limit: str | None = None
     labels: tuple[str, ...] = ()
+    expose_ignored: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -260,6 +261,8 @@ class Settings:
     export_timeout: Resolved[float] = Resolved(float(DEFAULT_EXPORT_TIMEOUT), "default")
     export_max: Resolved[int] = Resolved(DEFAULT_EXPORT_MAX, "default")
     egress_log_max: Resolved[int] = Resolved(DEFAULT_EGRESS_LOG_MAX, "default")
+    # Ignored files an overlay workspace shows the agent (workspace/hide.py); never from a repository.
+    expose_ignored: Resolved[tuple[str, ...]] = Resolved((), "default")
     hooks: Hooks = Hooks()  # the engine tests' only
 
     @property
@@ -307,6 +310,7 @@ SETTING_NAMES = (
     "export_timeout",
     "export_max",
     "egress_log_max",
+    "expose_ignored",
 )
 _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "channel": str,
@@ -323,6 +327,7 @@ _FILE_KEYS: dict[str, type | tuple[type, ...]] = {
     "export_timeout": (str, int),
     "export_max": (str, int),
     "egress_log_max": (str, int),
+    "expose_ignored": str,
 }
 
 
@@ -337,6 +342,8 @@ def _display(name: str, value: Any) -> str:
         return f"{value:g}s"
     if name == "paths":
         return str(value.config_dir.parent if value.config_dir.name == "config" else value.config_dir)
+    if name == "expose_ignored":
+        return ",".join(value) or "none"
     if name == "labels":
         return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
     if name == "network":
@@ -453,6 +460,7 @@ def resolve_settings(
     from containai.session.naming import parse_scope
     from containai.session.plan import parse_cpus, parse_memory
     from containai.workspace.gate import GatePolicy
+    from containai.workspace.hide import parse_patterns
 
     resolved_paths = (
         Resolved(paths, "given")
@@ -581,6 +589,15 @@ def resolve_settings(
             pick("egress_log_max", env("CONTAINAI_EGRESS_LOG_MAX")),
             lambda text: _parse_positive_size(text, "egress_log_max", least=64 * 2**10),
             DEFAULT_EGRESS_LOG_MAX,
+        ),
+        expose_ignored=convert(
+            pick(
+                "expose_ignored",
+                (",".join(flags.expose_ignored), "flag --expose-ignored"),
+                env("CONTAINAI_EXPOSE_IGNORED"),
+            ),
+            lambda text: parse_patterns([text]),
+            (),
         ),
         hooks=hooks or Hooks(),
     )

@@ -6,6 +6,7 @@ commits like an agent would. Sessions are found and removed by their labels.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -290,6 +291,71 @@ def test_the_repositorys_git_credentials_are_not_shown_to_the_agent(
     assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
     # The host's own config is untouched.
     assert (repo / ".git" / "config").read_text() == config_before
+
+
+@pytest.mark.parametrize("owner", [None, 1000], ids=["root-owned-clone", "user-owned-overlay"])
+def test_ignored_files_sockets_and_fifos_are_out_of_the_agents_reach(
+    env: dict[str, str], tmp_path: Path, owner: int | None
+) -> None:
+    import socket
+    import threading
+
+    canary = f"canary{uuid.uuid4().hex}"
+    repo = make_repo(tmp_path, owner)
+    (repo / ".gitignore").write_text(".env\nsecrets/\n*.local\n")
+    git(repo, "add", ".gitignore")
+    git(repo, "commit", "-qm", "ignore")
+    (repo / ".env").write_text(f"TOKEN={canary}\n")
+    (repo / "secrets").mkdir()
+    (repo / "secrets" / "key").write_text(canary)
+    (repo / "app.local").write_text(f"shown {canary}\n")
+    os.mkfifo(repo / "pipe")
+    # A service of the host's listening on a socket in the tree (an SSH agent, a database).
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(repo / "host.sock"))
+    listener.listen(4)
+    accepted: list[bytes] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = listener.accept()
+                accepted.append(conn.recv(64))
+                conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    if owner is not None:
+        subprocess.run(["chown", "-R", f"{owner}:{owner}", str(repo)], check=True)
+    probe = (
+        "for f in .env secrets/key app.local pipe host.sock /repo/.env; do "
+        "[ -e $f ] && echo SEEN $f; done; "
+        "cat .env secrets/key app.local 2>/dev/null; "
+        "python3 -c 'import socket,sys\n"
+        "for p in (\"host.sock\", \"/workspace/host.sock\"):\n"
+        " s=socket.socket(socket.AF_UNIX)\n"
+        " try: s.connect(p); s.sendall(b\"agent-was-here\"); print(\"CONNECTED\", p)\n"
+        " except OSError: pass' ; "
+        + AGENT_WORK
+    )
+    try:
+        result = prompt(env, repo, probe, "--expose-ignored", "*.local")
+    finally:
+        listener.close()
+    assert result.returncode == 0, result.stderr
+    assert "CONNECTED" not in result.stdout and accepted == []
+    for hidden in (".env", "secrets/key", "pipe", "host.sock", "/repo/.env"):
+        assert f"SEEN {hidden}\n" not in result.stdout
+    assert f"TOKEN={canary}" not in result.stdout and f"\n{canary}" not in result.stdout
+    if owner is not None:
+        # The overlay shows what the user exposed, and nothing else that git ignores.
+        assert "SEEN app.local" in result.stdout and f"shown {canary}" in result.stdout
+    else:
+        # A shared clone holds only what is committed, and says that the flag does not apply.
+        assert "SEEN app.local" not in result.stdout
+        assert "no effect on a shared-clone workspace" in result.stderr
+    assert git(repo, "show", "shell/session-1:work.txt") == "from-agent\n"
+    # The host's files are all still there.
+    assert (repo / ".env").read_text() == f"TOKEN={canary}\n" and (repo / "secrets" / "key").exists()
 
 
 def test_branch_options(env: dict[str, str], tmp_path: Path) -> None:

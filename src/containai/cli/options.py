@@ -37,6 +37,7 @@ class SessionOptions:
     allow_domains: tuple[str, ...] = ()
     channel: str | None = None
     labels: tuple[str, ...] = ()
+    expose_ignored: tuple[str, ...] = ()
 
 
 def label_option(help_text: str) -> Callable[[FC], FC]:
@@ -80,6 +81,13 @@ _OPTIONS = [
         help="Image channel (default: from the launcher's name; `containai`: dev).",
     ),
     label_option("Add label KEY=VALUE to everything the session creates (also: CONTAINAI_LABELS)."),
+    click.option(
+        "--expose-ignored",
+        "expose_ignored",
+        multiple=True,
+        metavar="PATTERN",
+        help="Show the agent ignored files matching PATTERN (.env, config/*.local); hidden by default. Repeatable.",
+    ),
 ]
 _NAMES = {f.name for f in fields(SessionOptions)} - {"push"} | {"no_push"}
 
@@ -93,6 +101,7 @@ def session_options(func: FC) -> FC:
         no_push = given.pop("no_push")
         given["allow_domains"] = tuple(given["allow_domains"])
         given["labels"] = tuple(given["labels"])
+        given["expose_ignored"] = tuple(given["expose_ignored"])
         return func(*args, options=SessionOptions(push=not no_push, **given), **kwargs)
 
     decorated: Callable[..., Any] = wrapper

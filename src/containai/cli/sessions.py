@@ -56,6 +56,7 @@ def session_settings(app: AppContext, root: Path | None, options: SessionOptions
         cpus=options.cpu,
         disk_limit=options.disk_limit,
         labels=options.labels,
+        expose_ignored=options.expose_ignored,
     )
 
 
@@ -88,6 +89,7 @@ def build_request(
         name=options.name,
         resources=Resources(settings.memory.value, settings.cpus.value, settings.pids.value),
         workspace_mode=settings.workspace.value,
+        expose_ignored=settings.expose_ignored.value,
         allow_domains=options.allow_domains,
         network=settings.network.value,
         lab=settings.hooks.lab,

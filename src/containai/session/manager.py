@@ -86,6 +86,7 @@ class SessionRequest:
     name: str | None = None
     resources: Resources = field(default_factory=default_resources)
     workspace_mode: str | None = None  # CONTAINAI_WORKSPACE
+    expose_ignored: tuple[str, ...] = ()  # --expose-ignored, CONTAINAI_EXPOSE_IGNORED: ignored files shown
     allow_domains: tuple[str, ...] = ()  # --allow-domain
     network: NetworkSettings = field(default_factory=lambda: NetworkSettings())
     lab: Lab | None = None  # tests only: a fake internet for the proxy (never from the environment)

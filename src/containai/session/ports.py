@@ -31,6 +31,7 @@ from containai.hostgit import HostGit
 from containai.runtime.base import ContainerRuntime
 from containai.session.repo import BranchChoice, RepoInfo, choose_branch
 from containai.workspace.gate import GatePolicy, ImportResult, import_bundle
+from containai.workspace.hide import hidden_paths, whiteout
 
 
 class Reporter(Protocol):
@@ -58,6 +59,10 @@ class HostRepository(Protocol):
     ) -> BranchChoice: ...
 
     def branch_sha(self, root: Path, branch: str) -> str | None: ...
+
+    def hidden_paths(self, root: Path, exposed: Sequence[str]) -> list[str]:
+        """What an overlay of ``root`` hides: ignored files not ``exposed``, sockets, FIFOs (hide.py)."""
+        ...
 
     def checked_out(self, root: Path, branch: str) -> bool: ...
 
@@ -127,6 +132,10 @@ class HostState(Protocol):
 
     def seed_upper(self, state_dir: Path, relative: Path, text: str, uid: int, gid: int) -> None:
         """Put a file into an overlay's upper layer (it hides the lower's), owned by the agent."""
+        ...
+
+    def hide(self, state_dir: Path, lower: Path, paths: Sequence[str], uid: int, gid: int) -> None:
+        """Whiteouts for ``paths`` in the overlay's upper layer: the agent sees them as absent."""
         ...
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None: ...
@@ -208,6 +217,13 @@ class HostGitRepository:
 
     def branch_sha(self, root: Path, branch: str) -> str | None:
         return HostGit(root).branch_sha(branch)
+
+    def hidden_paths(self, root: Path, exposed: Sequence[str]) -> list[str]:
+        listed = HostGit(root).run(
+            "ls-files", "-z", "--others", "--ignored", "--exclude-standard", "--directory"
+        )
+        ignored = [p for p in listed.stdout.decode("utf-8", "surrogateescape").split("\0") if p]
+        return hidden_paths(root, ignored, exposed)
 
     def checked_out(self, root: Path, branch: str) -> bool:
         return bool(HostGit(root).worktrees_with(f"refs/heads/{branch}"))
@@ -368,6 +384,12 @@ class LocalHostState:
         target.chmod(0o644)
         if os.geteuid() == 0:
             os.chown(target, uid, gid)
+
+    def hide(self, state_dir: Path, lower: Path, paths: Sequence[str], uid: int, gid: int) -> None:
+        upper = state_dir / "upper"
+        with host_writes(upper):
+            for path in paths:
+                whiteout(upper, lower, path, uid, gid)
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
         with host_writes(path):

@@ -24,6 +24,7 @@ from containai.runtime.fake import FakeRuntime
 from containai.session.ports import Ports
 from containai.session.repo import BranchChoice, RepoInfo
 from containai.workspace.gate import GatePolicy, ImportResult
+from containai.workspace.hide import exposed as exposed_path
 
 FIXED_NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -51,6 +52,7 @@ class FakeRepository:
     deleted: list[str] = field(default_factory=list)
     name: tuple[str, str] = ("Host User", "host@example.test")
     owned_by: tuple[int, int] = (1000, 1000)  # the repository's owner: 0 means the shared-clone path
+    hidden: list[str] = field(default_factory=list)  # what an overlay would hide (ignored, sockets)
 
     def identity(self, root: Path | None) -> tuple[str, str]:
         return self.name if root is not None else ("ContainAI agent", "agent@containai.invalid")
@@ -78,6 +80,9 @@ class FakeRepository:
 
     def branch_sha(self, root: Path, branch: str) -> str | None:
         return self.branches.get(branch)
+
+    def hidden_paths(self, root: Path, exposed: Sequence[str]) -> list[str]:
+        return [path for path in self.hidden if not exposed_path(path, exposed)]
 
     def checked_out(self, root: Path, branch: str) -> bool:
         return branch in self.checked_out_branches
@@ -184,6 +189,7 @@ class FakeHostState:
     root: Path = Path("/state/sessions")
     files: dict[Path, str] = field(default_factory=dict)
     layers: list[Path] = field(default_factory=list)
+    hidden: dict[Path, list[str]] = field(default_factory=dict)  # whiteouts, by session folder
     ready: set[Path] = field(default_factory=set)
     removed: list[Path] = field(default_factory=list)
     alive: set[str] = field(default_factory=set)
@@ -194,6 +200,9 @@ class FakeHostState:
 
     def seed_upper(self, state_dir: Path, relative: Path, text: str, uid: int, gid: int) -> None:
         self.files[state_dir / "upper" / relative] = text
+
+    def hide(self, state_dir: Path, lower: Path, paths: Sequence[str], uid: int, gid: int) -> None:
+        self.hidden[state_dir] = list(paths)
 
     def write_text(self, path: Path, text: str, mode: int = 0o600) -> None:
         self.files[path] = text

@@ -62,6 +62,7 @@ class WorkspacePlan:
     # The repository's git config, and where an overlay's copy of it goes in the upper layer.
     git_config: Path | None = None
     upper_git_config: Path | None = None
+    expose_ignored: tuple[str, ...] = ()  # ignored files the user chose to show (hide.py)
 
 
 class WorkspacePart(BasePart[WorkspacePlan]):
@@ -101,22 +102,31 @@ class WorkspacePart(BasePart[WorkspacePlan]):
         git_config: Path | None = None
         upper_git_config: Path | None = None
         if ctx.repo is not None:
-            # A shared clone reads only the git directory (see render_setup_script); an overlay's agent
-            # is the owner and the repository is its lower layer.
-            source = ctx.repo.root if overlay else ctx.repo.common_dir
-            mounts.append(Mount(REPO_MOUNT, str(source), "bind", read_only=True))
+            # Only the git directory: a shared clone reads it (see render_setup_script), and an
+            # overlay's lower layer is the repository's folder itself, with what it hides (hide.py).
+            # The work tree's ignored files and sockets are never mounted.
+            mounts.append(Mount(REPO_MOUNT, str(ctx.repo.common_dir), "bind", read_only=True))
             # The session sees the git config without the credentials people leave in it: over the
             # real one at /repo, and in an overlay's upper layer (which hides the lower's copy).
             git_config = ctx.repo.common_dir / "config"
-            inside = Path() if not overlay else _under(ctx.repo.common_dir, ctx.repo.root)
-            if inside is not None:
-                target = f"{REPO_MOUNT}/{inside.as_posix()}/config".replace("/./", "/")
-                mounts.append(Mount(target, str(ctx.state_dir / SAFE_GIT_CONFIG), "bind", read_only=True))
-                if overlay:
-                    upper_git_config = inside / "config"
+            mounts.append(
+                Mount(f"{REPO_MOUNT}/config", str(ctx.state_dir / SAFE_GIT_CONFIG), "bind", read_only=True)
+            )
+            inside = _under(ctx.repo.common_dir, ctx.repo.root)
+            if overlay and inside is not None:
+                upper_git_config = inside / "config"
         return PartPlan(
             self.role,
-            WorkspacePlan(volume, opts, home, overlay, home_opts, git_config, upper_git_config),
+            WorkspacePlan(
+                volume,
+                opts,
+                home,
+                overlay,
+                home_opts,
+                git_config,
+                upper_git_config,
+                tuple(ctx.request.expose_ignored),
+            ),
             mounts=tuple(mounts),
         )
 
@@ -129,8 +139,21 @@ class WorkspacePart(BasePart[WorkspacePlan]):
             ports.host.write_text(session.state_dir / SAFE_GIT_CONFIG, safe, 0o644)
             if plan.upper_git_config is not None:
                 ports.host.seed_upper(
-                    session.state_dir, plan.upper_git_config, safe, session.workspace.uid, session.workspace.gid
+                    session.state_dir,
+                    plan.upper_git_config,
+                    safe,
+                    session.workspace.uid,
+                    session.workspace.gid,
                 )
+        repo = session.repo
+        if plan.overlay and repo is not None:
+            uid, gid = session.workspace.uid, session.workspace.gid
+            hidden = ports.git.hidden_paths(repo.root, plan.expose_ignored)
+            ports.host.hide(session.state_dir, repo.root, hidden, uid, gid)
+        elif plan.expose_ignored and repo is not None:
+            ports.reporter.warn(
+                "--expose-ignored has no effect on a shared-clone workspace: it holds only what is committed"
+            )
         ports.runtime.create_volume(
             plan.volume, labels=session.labels.for_role("workspace"), driver_opts=plan.volume_opts
         )
