@@ -48,6 +48,7 @@ from pathlib import Path
 
 EXIT_OK = 0
 EXIT_NOT_READY = 1
+EXIT_AUDIT_BROKEN = 1  # `audit verify`: a check that failed, like doctor's
 EXIT_WORK_KEPT = 75
 EXIT_CONTAINAI = 125
 EXIT_INTERRUPTED = 130
@@ -55,7 +56,11 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: tuple[tuple[str, str], ...] = (
     (str(EXIT_OK), "The agent (or command) succeeded, and its work, if any, was brought home."),
     ("N", "A session's agent exited with N: its own exit code passes through unchanged."),
-    (str(EXIT_NOT_READY), "`containai doctor`: something blocks launching; `mcp approve`: you declined."),
+    (
+        str(EXIT_NOT_READY),
+        "`containai doctor`: something blocks launching; `mcp approve`: you declined; "
+        "`audit verify`: the broker's audit was edited, cut or reordered.",
+    ),
     (
         str(EXIT_WORK_KEPT),
         "The agent finished but its work was NOT brought home: the session is kept, and "

@@ -202,7 +202,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     assert ("issue", "allow") in events and ("redeem", "allow") in events
     refused = [r for r in audit if r["outcome"] == "deny" and r.get("reason") == "PeerRefused"]
     assert len(refused) == 2 and all(r["peer"]["uid"] != 65531 for r in refused), audit_text
-    assert events[-1] == ("revoke", "allow")
+    assert events[-2:] == [("revoke", "allow"), ("close", "info")]
     # Nor in the proxy's audit kept on the host, or the history of the images the session ran.
     egress = egress_audit(lab_env, summary["session"])
     histories = [

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from containai.broker import audit as audit_module
 from containai.broker import sealing, tokens
-from containai.broker.audit import verify_chain
+from containai.broker.audit import verify
 from containai.broker.broker import Broker, Peer
 from containai.broker.server import ADMIN_OPS, STUB_OPS, BrokerServer
 from containai.broker.tokens import Capability
@@ -143,6 +143,13 @@ def events(path: Path, event: str, outcome: str) -> list[dict[str, object]]:
     return [e for e in audit_lines(path) if e["event"] == event and e["outcome"] == outcome]
 
 
+def refusals_audited(path: Path, event: str) -> int:
+    """Refusals of ``event`` in the audit: each on its own line, or counted in a ``suppressed`` line."""
+    lines = audit_lines(path)
+    counted = [e["suppressed"] for e in lines if e["event"] == "suppressed" and e["refused"] == event]
+    return len(events(path, event, "deny")) + sum(int(str(n)) for n in counted)
+
+
 def redeem(
     broker: Broker, issued: tuple[str, bytes], *, session: str = "s1", container: str = "c1"
 ) -> dict[str, str]:
@@ -210,7 +217,8 @@ def test_fifty_concurrent_redemptions_of_one_token_yield_exactly_one_success(
     refusals = [r for r in results if isinstance(r, TokenNotLive)]
     assert (len(results), len(successes), len(refusals)) == (50, 1, 49)
     assert len(events(audit_path, "redeem", "allow")) == 1
-    assert len(events(audit_path, "redeem", "deny")) == 49
+    broker.close()  # the refusals over the audit's rate are counted in a summary line
+    assert refusals_audited(audit_path, "redeem") == 49
 
 
 # -- expiry and TTL ----------------------------------------------------------------------------------
@@ -515,21 +523,25 @@ def test_the_audit_has_keyed_fingerprints_and_no_values_anywhere_on_disk(
     assert stat.S_IMODE(audit_path.stat().st_mode) == 0o600
 
 
-def test_the_audit_is_a_hash_chain_that_shows_a_removed_line(broker: Broker, audit_path: Path) -> None:
+def test_the_audit_is_a_chain_that_shows_a_removed_line(broker: Broker, audit_path: Path) -> None:
     redeem(broker, broker.issue("s1", "c1", "github", ["GITHUB_TOKEN"], ttl=60))
     broker.revoke_session("s1")
     lines = audit_path.read_bytes().splitlines(keepends=True)
 
-    assert verify_chain(lines) == 3
-    with pytest.raises(BrokerError, match="line 2"):
-        verify_chain([lines[0], lines[2]])
+    assert verify(audit_path, finished=False).lines == 3
+    audit_path.write_bytes(lines[0] + lines[2])
+    found = verify(audit_path, finished=False)
+    assert (found.broken, found.line) == ("deleted", 2)
 
 
 def test_a_restarted_broker_continues_the_chain(make_broker: Callable[..., Broker], audit_path: Path) -> None:
-    make_broker().issue("s1", "c1", "github", ["GITHUB_TOKEN"], ttl=60)
+    first = make_broker()
+    first.issue("s1", "c1", "github", ["GITHUB_TOKEN"], ttl=60)
+    first.close()
     make_broker().issue("s1", "c1", "github", ["GITHUB_TOKEN"], ttl=60)
 
-    assert verify_chain(audit_path.read_bytes().splitlines()) == 2
+    found = verify(audit_path, finished=False)
+    assert (found.ok, found.lines) == (True, 3), found
 
 
 def _break_writes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -957,7 +969,8 @@ def test_the_daemon_serves_and_stops_cleanly_on_sigterm(sockdir: Path, tmp_path:
             process.stderr.close()
     assert not stub.exists()
     assert not admin.exists()
-    assert verify_chain(audit.read_bytes().splitlines()) == 2
+    found = verify(audit, finished=True)
+    assert (found.ok, found.lines, found.closed) == (True, 3, True), found
     assert b"from-the-host-store" not in audit.read_bytes()
 
 

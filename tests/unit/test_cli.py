@@ -370,3 +370,31 @@ def test_exit_codes_are_distinct_and_clear_of_the_shells() -> None:
     assert errors.EXIT_CONTAINAI == 125 and errors.EXIT_INTERRUPTED == 130
     documented = {code for code, _ in errors.EXIT_CODES}
     assert {str(code) for code in [*codes, errors.EXIT_INTERRUPTED]} <= documented
+
+
+def test_audit_verify_finds_a_finished_sessions_audit_and_says_where_it_broke(
+    capsys: pytest.CaptureFixture[str], home: Path
+) -> None:
+    from containai.broker.broker import Broker
+
+    logs = home / "state" / "session-logs"
+    logs.mkdir(parents=True)
+    kept = logs / "s1-0123456789ab.broker.jsonl"
+    broker = Broker(lookup=lambda name: "value", audit_path=kept)
+    broker.issue("s1", "c1", "canary", ["A"], ttl=60)
+    broker.revoke_session("s1")
+    broker.close()
+    # Another session whose name starts with "s1-" is not s1's.
+    (logs / "s1-x-0123456789ab.broker.jsonl").write_text("not s1's\n")
+
+    assert invoke(cli, "audit", "verify", "s1", home=home, runtime=FakeRuntime()) == 0
+    assert capsys.readouterr().out.startswith("OK: 3 lines, chain intact, closed")
+
+    lines = kept.read_bytes().splitlines(keepends=True)
+    kept.write_bytes(lines[0] + lines[1].replace(b'"allow"', b'"deny"') + lines[2])
+    assert invoke(cli, "audit", "verify", "s1", "--json", home=home, runtime=FakeRuntime()) == 1
+    verdict = json.loads(capsys.readouterr().out)
+    assert (verdict["ok"], verdict["broken"], verdict["line"]) == (False, "edited", 2)
+
+    assert invoke(cli, "audit", "verify", "s2", home=home, runtime=FakeRuntime()) == 125
+    assert_one_error(capsys.readouterr().err, "no broker audit for a session named s2")

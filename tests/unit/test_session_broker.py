@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from containai.broker import session as session_broker
+from containai.broker.audit import verify
 from containai.broker.broker import Broker
 from containai.broker.server import SESSION_STUB_OPS, BrokerServer
 from containai.broker.session import BrokerPaths
@@ -166,7 +167,10 @@ def test_the_daemon_issues_from_the_host_store_and_revokes_everything_when_stopp
 
         assert not Path(f"/proc/{pid}").exists() or _zombie(pid)
         audit = [json.loads(line) for line in where.audit.read_text().splitlines()]
-        assert audit[-1]["event"] == "revoke" and audit[-1]["capabilities"]
+        assert audit[-2]["event"] == "revoke" and audit[-2]["capabilities"]
+        # A clean stop ends the audit with its close line, and the keyed chain verifies.
+        assert audit[-1]["event"] == "close"
+        assert verify(where.audit, finished=True).ok
         assert "value-from-the-launchers-environment" not in where.audit.read_text()
     finally:
         session_broker.stop(where.state_dir)

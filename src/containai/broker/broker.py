@@ -1,7 +1,8 @@
 """The broker core: issue capabilities with sealed bundles, redeem each once, revoke, audit it all.
 
 State lives only in memory: the token key, the audit key, and for each live capability the key of
-its bundle. Nothing secret is written anywhere; the only file is the audit, which holds fingerprints.
+its bundle. Nothing secret is written anywhere; the only files are the audit, which holds
+fingerprints, and beside it the chain key that MACs its lines (see ``audit``), which opens nothing.
 A capability is live from issue until it is redeemed, revoked (its session ended or its container
 died), superseded by a refresh, or the broker stops; ``redeem`` takes it out of the live table under a
 lock before anything else, which is what makes it single-use even under concurrent redemptions.
@@ -16,11 +17,13 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple
 
 from containai.broker import sealing, tokens
-from containai.broker.audit import AuditLog
+from containai.broker.audit import SUPPRESSED, AuditLog
+from containai.broker.refusals import RefusalLimiter, Suppressed
 from containai.broker.tokens import Capability
 from containai.errors import (
     AuditUnavailable,
@@ -86,6 +89,7 @@ class Broker:
         clock: Callable[[], float] = time.time,
         randbytes: Callable[[int], bytes] = os.urandom,
         max_ttl: int = DEFAULT_MAX_TTL,
+        refusals: RefusalLimiter | None = None,
     ) -> None:
         if max_ttl <= 0:
             raise ValueError("max_ttl must be positive")
@@ -96,6 +100,7 @@ class Broker:
         # Two keys, both memory-only: tokens and fingerprints must not be forgeable from each other.
         self._token_key = randbytes(tokens.KEY_BYTES)
         self.audit = AuditLog(audit_path, key=randbytes(32), clock=clock)
+        self._refusals = refusals or RefusalLimiter(clock=clock)
         self._lock = threading.Lock()
         self._live: dict[str, _Live] = {}
         self._grants: dict[tuple[str, str, str], _Grant] = {}
@@ -306,10 +311,36 @@ class Broker:
             return exc
         return refusal
 
+    def close(self) -> None:
+        """The audit's last lines when the broker stops cleanly: what was held back, then ``close``."""
+        for held in self._refusals.drain():
+            self._audit_suppressed(held)
+        self.audit.close()
+
     def _audit_refusal(self, event: str, refusal: BrokerError, **fields: object) -> None:
         reason = refusal.reason if isinstance(refusal, CapabilityRefused) else type(refusal).__name__
+        # A flood of refusals is counted, not written line by line: it must not fill the disk.
+        admitted, held = self._refusals.admit((event, reason))
         try:
-            self.audit.record(event, outcome="deny", reason=reason, detail=refusal.message, **fields)
+            if held is not None:
+                self._audit_suppressed(held)
+            if admitted:
+                self.audit.record(event, outcome="deny", reason=reason, detail=refusal.message, **fields)
         except AuditUnavailable as audit_failure:
             # Still a refusal; the operator needs to hear about the audit first.
             raise audit_failure from refusal
+
+    def _audit_suppressed(self, held: Suppressed) -> None:
+        self.audit.record(
+            SUPPRESSED,
+            outcome="deny",
+            refused=held.kind[0],
+            reason=held.kind[1],
+            suppressed=held.count,
+            first=_iso(held.first),
+            last=_iso(held.last),
+        )
+
+
+def _iso(when: float) -> str:
+    return datetime.fromtimestamp(when, UTC).isoformat(timespec="milliseconds")

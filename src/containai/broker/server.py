@@ -369,5 +369,6 @@ def _serve(argv: Sequence[str] | None) -> int:
             thread.join()
         for server in servers:
             server.server_close()
+        broker.close()
     log.info("stopped; every capability of this run is now dead")
     return 0

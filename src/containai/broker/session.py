@@ -342,7 +342,8 @@ def _serve(argv: Sequence[str] | None) -> int:
     threads = [
         threading.Thread(target=s.serve_forever, name=f"broker:{s.path}", daemon=True) for s in servers
     ]
-    threads.append(threading.Thread(target=_watch, args=(broker, args.container, runtime, done), daemon=True))
+    watcher = threading.Thread(target=_watch, args=(broker, args.container, runtime, done), daemon=True)
+    threads.append(watcher)
     for thread in threads:
         thread.start()
     log.info("session %s: serving %s", args.session, ", ".join(str(s.path) for s in servers))
@@ -355,6 +356,11 @@ def _serve(argv: Sequence[str] | None) -> int:
     for server in servers:
         server.shutdown()
         server.server_close()
+    watcher.join(timeout=10)  # a revocation it is writing goes before the close line
+    try:
+        broker.close()  # last, once nothing more can be refused: the audit's close line
+    except ContainAIError as exc:
+        log.error("%s", exc.message)
     if feed is not None:
         feed[1].close()
     return 0

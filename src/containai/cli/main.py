@@ -18,7 +18,7 @@ from containai import __version__, trust
 from containai.cli.app import AppContext, run_cli
 from containai.cli.options import SCOPE_HELP, label_option
 from containai.cli.sessions import SESSION_COMMANDS, reporter
-from containai.errors import EXIT_NOT_READY, UsageError
+from containai.errors import EXIT_AUDIT_BROKEN, EXIT_NOT_READY, EXIT_OK, UsageError
 from containai.images.catalog import CHANNELS, PARTS
 
 if TYPE_CHECKING:
@@ -222,6 +222,32 @@ def logs(app: AppContext, name: str, egress: bool, refused: bool, as_json: bool)
             f"{host}:{record.port}  up {record.bytes_up} down {record.bytes_down}  ({record.rule})",
             highlight=False,
         )
+
+
+@cli.group()
+def audit() -> None:
+    """The secret broker's audit: check that nothing was edited, removed or cut from it."""
+
+
+@audit.command("verify")
+@click.argument("name")
+@click.option("--json", "as_json", is_flag=True, help="Print the verdict as JSON.")
+@pass_app
+def audit_verify(app: AppContext, name: str, as_json: bool) -> int:
+    """Verify session NAME's broker audit (running or finished): each line's MAC under the session's
+    chain key, the order of its lines, its checkpoint and its close line. Exits 1 if it is broken."""
+    import json
+
+    from containai.broker.audit import verify
+    from containai.session import commands
+
+    found = commands.broker_audit(app.runtime(), name, state_root=app.paths.sessions_dir)
+    verdict = verify(found.path, finished=found.finished)
+    if as_json:
+        click.echo(json.dumps({**verdict.as_json(), "path": str(found.path)}))
+    else:
+        app.out.print(f"{verdict.render()} ({found.path})", highlight=False, markup=False)
+    return EXIT_OK if verdict.ok else EXIT_AUDIT_BROKEN
 
 
 @cli.group()

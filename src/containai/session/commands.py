@@ -424,3 +424,45 @@ def read_kept_audit(path: Path, *, max_bytes: int) -> sidecar.AuditCopy:
         tail = handle.read()
     cut = tail.find(b"\n") + 1  # the first line is the end of one left out
     return sidecar.AuditCopy(tail[cut:].decode("utf-8", "replace"), size - max_bytes + cut, max_bytes)
+
+
+@dataclass(frozen=True)
+class BrokerAudit:
+    """Where a session's broker audit is, and whether its broker has stopped (so it must be closed)."""
+
+    path: Path
+    finished: bool
+
+
+def broker_audit(runtime: ContainerRuntime, name: str, *, state_root: Path) -> BrokerAudit:
+    """The broker audit of session ``name``: its container's while that exists, else the newest kept."""
+    logs = state_root.parent / "session-logs"
+    container = runtime.container(name)
+    session = container.labels.get(naming.SESSION, "") if container is not None else ""
+    if container is not None and container.labels.get(naming.ROLE) == "agent" and session:
+        path = manager.broker_audit_file(state_root, name, session)
+        if not path.exists():
+            raise UsageError(
+                f"session {name} has no broker audit",
+                hint="a session has a secret broker only when it gives MCP servers host secrets",
+            )
+        # The broker stops with its container: a stopped one's log must end with the close line.
+        return BrokerAudit(path, finished=not container.running)
+    suffix = ".broker.jsonl"
+    kept = [
+        path
+        for path in logs.glob(f"{name}-*{suffix}")
+        # Only this name's sessions: "{name}-{id}", not another session whose name starts with it.
+        if _is_session_id(path.name.removeprefix(f"{name}-").removesuffix(suffix))
+    ]
+    if not kept:
+        raise UsageError(
+            f"no broker audit for a session named {name}",
+            hint="see `list-agents` for running sessions; finished ones keep theirs in "
+            f"{logs} ({name}-SESSIONID{suffix})",
+        )
+    return BrokerAudit(max(kept, key=lambda path: path.stat().st_mtime), finished=True)
+
+
+def _is_session_id(text: str) -> bool:
+    return len(text) == 12 and all(c in "0123456789abcdef" for c in text)
