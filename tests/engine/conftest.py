@@ -54,7 +54,8 @@ PODMAN_SOCK = Path("/run/podman/podman.sock")
 SOCKETS: dict[EngineKind, Path] = {"docker": DOCKER_SOCK, "podman": PODMAN_SOCK}
 HOST_CA = Path("/etc/ssl/certs/ca-certificates.crt")
 REPO = Path(__file__).resolve().parents[2]
-CHANNEL = "dev"
+# Another channel keeps a worktree whose images differ (CONTAINAI_TEST_CHANNEL=prod) off the shared dev tags.
+CHANNEL = os.environ.get("CONTAINAI_TEST_CHANNEL", "dev")
 BIN = Path(sys.executable).parent
 
 
