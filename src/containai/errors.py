@@ -55,7 +55,10 @@ EXIT_INTERRUPTED = 130
 EXIT_CODES: tuple[tuple[str, str], ...] = (
     (str(EXIT_OK), "The agent (or command) succeeded, and its work, if any, was brought home."),
     ("N", "A session's agent exited with N: its own exit code passes through unchanged."),
-    (str(EXIT_NOT_READY), "`containai doctor`: something blocks launching; `mcp approve`: you declined."),
+    (
+        str(EXIT_NOT_READY),
+        "`containai doctor`: something blocks launching; `selftest`: a case broke; `mcp approve`: you declined.",
+    ),
     (
         str(EXIT_WORK_KEPT),
         "The agent finished but its work was NOT brought home: the session is kept, and "
