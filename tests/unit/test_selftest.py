@@ -4,7 +4,10 @@ session always removed (the session core on fake ports)."""
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +16,7 @@ from rich.console import Console
 
 from containai.agents.definition import get_agent
 from containai.cli.render import render_selftest
-from containai.errors import EngineAPIError
+from containai.errors import EngineAPIError, SessionError
 from containai.selftest.cases import CASES, Report, parse_probe_output
 from containai.selftest.runner import probe_script, run_selftest
 from containai.session import naming
@@ -205,3 +208,16 @@ def test_what_the_engine_left_is_collected_and_nothing_of_another_session(ports:
     run_selftest(SessionManager(ports), request(network_proxy="squid"), host_name="h")
     assert refused, "a volume was refused once"
     assert everything(ports) == ["someone-elses"]
+
+
+def test_sigterm_ends_the_run_with_the_session_removed(ports: FakePorts) -> None:
+    def terminated(*_args: object, **_kwargs: object) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler raises before this ends
+        return 0
+
+    ports.runtime.exec = terminated  # type: ignore[method-assign]
+    with pytest.raises(SessionError, match="stopped before it finished"):
+        run_selftest(SessionManager(ports), request(), host_name="h")
+    assert everything(ports) == []
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL

@@ -66,24 +66,27 @@ def run_selftest(
 ) -> Report:
     """Start the session, run the probes in it as the agent, remove it all; the report."""
     started = clock()
-    plan = manager.plan(request, repo=None, mcp_servers=mcp_servers)
+    # SIGTERM and SIGHUP, like Ctrl-C, end the run through the clean-up below (plan and provision
+    # undo themselves), never by killing the process with the session still there.
     try:
-        manager.provision(plan)  # rolls the session back itself when it fails
-        output: list[bytes] = []
         with finish_on_signals():
-            code = manager.ports.runtime.exec(
-                plan.name,
-                probe_exec(plan, host_name=host_name or socket.gethostname()),
-                on_output=lambda stream, data: output.append(data) if stream == "stdout" else None,
-            )
-        text = b"".join(output).decode("utf-8", "replace")
-        log.info("probe exited %s:\n%s", code, text)
+            plan = manager.plan(request, repo=None, mcp_servers=mcp_servers)
+            try:
+                manager.provision(plan)  # rolls the session back itself when it fails
+                output: list[bytes] = []
+                code = manager.ports.runtime.exec(
+                    plan.name,
+                    probe_exec(plan, host_name=host_name or socket.gethostname()),
+                    on_output=lambda stream, data: output.append(data) if stream == "stdout" else None,
+                )
+            finally:
+                remove(manager, plan)
     except Hangup:
         raise SessionError(
             "the selftest was stopped before it finished", hint="run `containai selftest` again"
         ) from None
-    finally:
-        remove(manager, plan)
+    text = b"".join(output).decode("utf-8", "replace")
+    log.info("probe exited %s:\n%s", code, text)
     return Report(parse_probe_output(text, cases), seconds=clock() - started)
 
 
