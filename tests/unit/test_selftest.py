@@ -221,3 +221,16 @@ def test_sigterm_ends_the_run_with_the_session_removed(ports: FakePorts) -> None
         run_selftest(SessionManager(ports), request(), host_name="h")
     assert everything(ports) == []
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_what_cannot_be_removed_is_named_with_how_to_remove_it(ports: FakePorts) -> None:
+    ports.runtime.script_exec("bash -s", stdout=ALL_HELD.encode())
+
+    def refuse(name: str) -> None:
+        raise EngineAPIError("volume is in use")
+
+    ports.runtime.remove_volume = refuse  # type: ignore[method-assign]
+    report = run_selftest(SessionManager(ports), request(network_proxy="squid"), host_name="h")
+    assert report.ok
+    (warning,) = [w for w in ports.reporter.warnings if "selftest's session left" in w]
+    assert "`containai gc` removes them" in warning

@@ -23,7 +23,7 @@ from containai.selftest.cases import CASES, Case, Report, parse_probe_output
 from containai.session import naming
 from containai.session.commands import Hangup, finish_on_signals
 from containai.session.manager import SessionManager, SessionRequest, agent_exec
-from containai.session.parts import FinishOptions
+from containai.session.parts import FinishOptions, SessionRecord
 from containai.session.plan import SessionPlan
 
 log = logging.getLogger("containai.selftest")
@@ -91,12 +91,21 @@ def run_selftest(
 
 
 def remove(manager: SessionManager, plan: SessionPlan) -> None:
-    """Everything of the session goes: finish (nothing to bring home), teardown, then a gc of it alone."""
-    runtime = manager.ports.runtime
+    """Everything of the session goes: finish (nothing to bring home), a teardown for anything finish
+    left, then a gc of this session alone; what still remains is named, with how to remove it."""
+    runtime, reporter = manager.ports.runtime, manager.ports.reporter
     try:
         if runtime.container(plan.name) is not None:
-            result = manager.finish(plan.name, FinishOptions(push=False, keep_branch=False))
-            if result.kept:  # nothing holds work in a session without a repository; make sure
-                manager.teardown(manager.record(plan.name), FinishOptions(push=False))
+            manager.finish(plan.name, FinishOptions(push=False, keep_branch=False))
     finally:
+        record = SessionRecord(plan.name, plan.labels, plan.state_dir, runtime.container(plan.name))
+        try:
+            manager.teardown(record, FinishOptions(push=False))
+        except Exception as exc:  # gc below tries again; what it cannot remove is named
+            log.warning("teardown of %s: %s", plan.name, exc, exc_info=True)
         manager.gc(scope={naming.SESSION: plan.session_id})
+        selector = {naming.SESSION: plan.session_id}
+        left = [c.name for c in runtime.containers(selector)] + [v.name for v in runtime.volumes(selector)]
+        left += [n.name for n in runtime.networks(selector)]
+        if left:
+            reporter.warn(f"the selftest's session left {', '.join(left)}: `containai gc` removes them")
