@@ -67,7 +67,23 @@ def test_selftest_reports_a_protection_that_is_off_with_what_to_change(
     assert leftovers(engine.client) == []
 
 
-def test_selftest_that_cannot_run_says_why_and_exits_125(env: dict[str, str]) -> None:
-    result = containai(env, "selftest", "no-such-agent", "--channel", CHANNEL)
-    assert result.returncode == 125
+@pytest.mark.parametrize("why", ["unknown-agent", "image-missing", "no-engine"])
+def test_selftest_that_cannot_run_says_why_and_exits_125(env: dict[str, str], why: str) -> None:
+    agent = "shell"
+    if why == "unknown-agent":
+        agent = "no-such-agent"
+    elif why == "image-missing":
+        agents = Path(env["CONTAINAI_HOME"]) / "config" / "agents"
+        agents.mkdir(parents=True)
+        (agents / "ghost.toml").write_text(
+            'name = "ghost"\ndescription = "an image never built"\nimage = "containai-test-ghost:none"\n'
+            'command = ["bash"]\nprompt_command = ["bash", "-c", "{prompt}"]\nenv = []\nendpoints = []\n'
+        )
+        agent = "ghost"
+    else:
+        env = {**env, "CONTAINAI_RUNTIME": "unix:///nonexistent/engine.sock"}
+    result = containai(env, "selftest", agent, "--channel", CHANNEL)
+    assert result.returncode == 125, result.stdout + result.stderr
     assert "error:" in result.stderr and "hint:" in result.stderr
+    if why == "image-missing":
+        assert "containai-test-ghost:none" in result.stderr
