@@ -58,8 +58,8 @@ EXIT_CODES: tuple[tuple[str, str], ...] = (
     ("N", "A session's agent exited with N: its own exit code passes through unchanged."),
     (
         str(EXIT_NOT_READY),
-        "`containai doctor`: something blocks launching; `mcp approve`: you declined; "
-        "`audit verify`: the broker's audit was edited, cut or reordered.",
+        "`containai doctor`: something blocks launching; `selftest`: a case broke; `mcp approve`: you "
+        "declined; `audit verify`: the broker's audit was edited, cut or reordered.",
     ),
     (
         str(EXIT_WORK_KEPT),

@@ -15,6 +15,9 @@ finish (``KILL_STEPS``), as a crash or the OOM killer would: the fault tests the
 brings the work home and leaves nothing behind. Like the lab, it exists only here, by wrapping the
 session's parts and ports in this process; ContainAI itself has no such hook.
 
+``--writable-root`` gives the session's agent a writable root filesystem: the one protection the
+selftest test switches off, to show that `containai selftest` reports it broken.
+
 ``install_lab_programs`` writes a folder of wrappers (``containai``, ``run-claude-dev``, ...) that run
 this module, so a test puts that folder first on PATH and calls the programs by name.
 """
@@ -153,10 +156,25 @@ def install_kill_at(step: str) -> None:
     Ports.local = classmethod(local)  # type: ignore[method-assign, assignment]
 
 
-def install_lab_programs(folder: Path, hooks: Hooks, *, kill_at: str | None = None) -> Path:
+def install_writable_root() -> None:
+    """The agent's container spec as planned, but with a writable root filesystem."""
+    from containai.session import manager
+
+    real = manager.hardened_spec
+
+    def weakened(**kwargs: Any) -> Any:
+        return replace(real(**kwargs), read_only=False)
+
+    manager.hardened_spec = weakened  # type: ignore[assignment]
+
+
+def install_lab_programs(
+    folder: Path, hooks: Hooks, *, kill_at: str | None = None, writable_root: bool = False
+) -> Path:
     """Wrappers for `containai` and every launcher name that run them with ``hooks``; the folder."""
     folder.mkdir(parents=True, exist_ok=True)
     lab_args = ["--kill-at", kill_at] if kill_at else []
+    lab_args += ["--writable-root"] if writable_root else []
     if (lab := hooks.lab) is not None:
         lab_args += ["--network", lab.network]
         lab_args += [arg for dns in lab.dns for arg in ("--dns", dns)]
@@ -183,7 +201,10 @@ def main(argv: Sequence[str]) -> int:
     parser.add_argument("--claude-token-url")
     parser.add_argument("--login-check-seconds", type=float)
     parser.add_argument("--kill-at", choices=KILL_STEPS)
+    parser.add_argument("--writable-root", action="store_true")
     options = parser.parse_args(argv[:cut])
+    if options.writable_root:
+        install_writable_root()
     if options.kill_at:
         install_kill_at(options.kill_at)
     program, args = argv[cut + 1], list(argv[cut + 2 :])

@@ -16,7 +16,7 @@ import click
 
 from containai import __version__, trust
 from containai.cli.app import AppContext, run_cli
-from containai.cli.options import SCOPE_HELP, label_option
+from containai.cli.options import SCOPE_HELP, SessionOptions, label_option
 from containai.cli.sessions import SESSION_COMMANDS, reporter
 from containai.errors import EXIT_AUDIT_BROKEN, EXIT_NOT_READY, EXIT_OK, UsageError
 from containai.images.catalog import CHANNELS, PARTS
@@ -82,6 +82,39 @@ def doctor(app: AppContext, as_json: bool, show_settings: bool, channel: str | N
             app.out.print("settings:", highlight=False)
             render_settings(settings, app.out)
         app.out.print(f"log: {app.paths.log_file}", highlight=False)
+    return 0 if report.ok else EXIT_NOT_READY
+
+
+@cli.command()
+@click.argument("agent", default="shell")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@CHANNEL_OPTION
+@label_option("Add label KEY=VALUE to everything the session creates (also: CONTAINAI_LABELS).")
+@pass_app
+def selftest(app: AppContext, agent: str, as_json: bool, channel: str | None, labels: tuple[str, ...]) -> int:
+    """Attack a real session from inside, as a hostile agent would, and say what held.
+
+    The session is started as `run` starts one, with your engine, settings, allowlist and MCP
+    servers, on AGENT's image (default: shell), with no repository. Nothing is sent off this
+    machine, and the session is removed at the end. Exits 1 when a case broke.
+    """
+    from containai.cli.render import print_json, render_selftest
+    from containai.cli.sessions import build_request
+    from containai.selftest.runner import SELFTEST_LABEL, run_selftest
+    from containai.session import manager
+    from containai.session.commands import usable_mcp_servers
+
+    options = SessionOptions(push=False, name="selftest", channel=channel, labels=labels)
+    request = build_request(app, agent, None, "ephemeral", options, repository=False)
+    request = replace(request, scope={**request.scope, SELFTEST_LABEL[0]: SELFTEST_LABEL[1]})
+    steps = manager.local(app.runtime(), app.paths.sessions_dir, reporter(app))
+    report = run_selftest(
+        steps, request, mcp_servers=usable_mcp_servers(app.paths, None, request, steps.ports.reporter)
+    )
+    if as_json:
+        print_json(report.to_json())
+    else:
+        render_selftest(report, app.out)
     return 0 if report.ok else EXIT_NOT_READY
 
 

@@ -27,6 +27,7 @@ from containai.runtime.base import BuildEvent, ImageInfo
 from containai.text import terminal_safe
 
 if TYPE_CHECKING:
+    from containai.selftest.cases import Report as SelftestReport
     from containai.session.commands import PromptResult
     from containai.session.manager import SessionRow
 
@@ -46,6 +47,32 @@ def render_doctor(report: Report, console: Console) -> None:
         if check.hint and check.status != "ok":
             console.print(Text(f"    fix: {check.hint}", style=colour))
     verdict = "ready to launch" if report.ok else "not ready: fix the ✗ lines above"
+    console.print(Text(verdict, style="bold green" if report.ok else "bold red"))
+
+
+def render_selftest(report: SelftestReport, console: Console) -> None:
+    """One row a case: held or broke, what was seen, and for a broken one what to change."""
+    table = Table(show_header=True, header_style="bold", show_lines=False)
+    table.add_column("case")
+    table.add_column("attack")
+    table.add_column("", no_wrap=True)
+    table.add_column("seen / what to change")
+    for result in report.results:
+        mark, colour = _MARKS["ok" if result.held else "fail"]
+        seen = Text(result.detail)  # the container's words: text, never markup
+        if not result.held:
+            seen.append(f"\nfix: {result.case.fix}", style=colour)
+        table.add_row(
+            result.case.id,
+            result.case.title,
+            Text(f"{mark} {'held' if result.held else 'broke'}", style=f"bold {colour}"),
+            seen,
+        )
+    console.print(table)
+    held = len(report.results) - len(report.broke)
+    verdict = f"{held} of {len(report.results)} held in {report.seconds:.0f} s"
+    if report.broke:
+        verdict += f"; {len(report.broke)} broke: change what the fix lines say, then run it again"
     console.print(Text(verdict, style="bold green" if report.ok else "bold red"))
 
 

@@ -61,9 +61,18 @@ def session_settings(app: AppContext, root: Path | None, options: SessionOptions
 
 
 def build_request(
-    app: AppContext, agent_name: str, repo: Path | None, mode: str, options: SessionOptions
+    app: AppContext,
+    agent_name: str,
+    repo: Path | None,
+    mode: str,
+    options: SessionOptions,
+    *,
+    repository: bool = True,
 ) -> SessionRequest:
-    """The request for a session, with every input checked before the engine is touched."""
+    """The request for a session, with every input checked before the engine is touched.
+
+    ``repository=False``: a session on no repository, whatever the working directory is (selftest).
+    """
     from containai.agents.definition import get_agent
     from containai.session.commands import find_repo
     from containai.session.disk import DiskLimit
@@ -71,7 +80,11 @@ def build_request(
     from containai.session.plan import Resources
 
     agent = get_agent(agent_name, app.paths.agents_dir)
-    found = find_repo(repo, Path.cwd(), paths=app.paths, environ=app.environ, branch=options.branch)
+    found = (
+        find_repo(repo, Path.cwd(), paths=app.paths, environ=app.environ, branch=options.branch)
+        if repository
+        else None
+    )
     settings = session_settings(app, found.root if found else None, options)
     credential = model_credential(app, settings, agent, options.network_proxy)
     return SessionRequest(

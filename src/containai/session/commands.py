@@ -43,7 +43,7 @@ class Hangup(BaseException):
 
 
 @contextmanager
-def _finish_on_signals() -> Iterator[None]:
+def finish_on_signals() -> Iterator[None]:
     def raise_hangup(signum: int, _frame: FrameType | None) -> None:
         raise Hangup(signum)
 
@@ -193,7 +193,7 @@ def run_ephemeral(
     plan = start_session(runtime, request, paths=paths, reporter=reporter)
     code = EXIT_CONTAINAI
     try:
-        with _finish_on_signals():
+        with finish_on_signals():
             if prompt is not None:
                 code = manager.run_streamed(runtime, plan, plan.agent.prompt_argv(prompt), write)
             elif interactive:

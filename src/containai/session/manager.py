@@ -496,7 +496,7 @@ class SessionManager:
         # container existed is still known (its repository, its reserved branch) from a volume.
         sessions: dict[str, Mapping[str, str]] = {}
         agents: dict[str, ContainerInfo] = {}
-        selector = {**(scope or {}), naming.SESSION: ""}
+        selector = {naming.SESSION: "", **(scope or {})}  # a scope may name one session
         found: list[ContainerInfo | VolumeInfo | NetworkInfo] = [
             *runtime.containers(selector),
             *runtime.volumes(selector),
