@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import subprocess
 import tarfile
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from containai.config import Hooks
@@ -311,11 +314,13 @@ def test_the_gateway_forwards_only_the_agents_model_calls(
     repo = make_repo(tmp_path)
     curl = 'curl -s --max-time 20 -H "x-api-key: $ANTHROPIC_API_KEY"'
     status = f'{curl} -o /dev/null -w "%{{http_code}}"'
+    end = "/v1/containai-test-end"  # refused too: its log line says the probe is done
     probe = (
         f'echo "R reply $({curl} -d {{}} "$ANTHROPIC_BASE_URL/v1/messages?beta=true")"; '
         f'echo "R files $({status} "$ANTHROPIC_BASE_URL/v1/files")"; '
         f'echo "R batch $({status} -X DELETE "$ANTHROPIC_BASE_URL/v1/batches/x")"; '
         f'echo "R tokens $({status} -d {{}} "$ANTHROPIC_BASE_URL/v1/messages/count_tokens")"; '
+        f'echo "R end $({status} "$ANTHROPIC_BASE_URL{end}")"; '
         # Held open until the test has read the gateway's log, which goes with its container.
         "for _ in $(seq 600); do [ -e /tmp/containai-test-done ] && break; sleep 0.2; done"
     )
@@ -329,25 +334,24 @@ def test_the_gateway_forwards_only_the_agents_model_calls(
         stderr=subprocess.PIPE,
         text=True,
     )
-    log = ""
+    log, name = "", ""
     try:
         filters = {"label": [f"ai.containai.repo={repo}"]}
-        for _ in range(1200):
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None and end not in log:
             gateways = [
                 c for c in engine.client.containers.list(filters=filters) if c.name.endswith("-gateway")
             ]
-            log = gateways[0].logs().decode(errors="replace") if gateways else ""
-            if "DELETE /v1/batches/x" in log or process.poll() is not None:
-                break
-            subprocess.run(["sleep", "0.1"], check=True)
-        if gateways:
-            agent = engine.client.containers.get(gateways[0].name.removesuffix("-gateway"))
-            agent.exec_run(["touch", "/tmp/containai-test-done"], user="1000")
-        stdout, stderr = process.communicate(timeout=300)
+            if gateways:
+                name = gateways[0].name
+                log = gateways[0].logs().decode(errors="replace")
+            time.sleep(0.2)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
+        if name:  # the probe ends; the session tears itself down
+            with contextlib.suppress(docker.errors.APIError):
+                agent = engine.client.containers.get(name.removesuffix("-gateway"))
+                agent.exec_run(["touch", "/tmp/containai-test-done"], user="1000")
+        stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
     found = results(stdout)
     assert '"text": "mock-ok"' in found.get("reply", ""), stderr[-2000:]
@@ -363,5 +367,6 @@ def test_the_gateway_forwards_only_the_agents_model_calls(
     assert refusals == [
         "containai-gateway: refused GET /v1/files: not in the agent's gateway allow list",
         "containai-gateway: refused DELETE /v1/batches/x: not in the agent's gateway allow list",
+        f"containai-gateway: refused GET {end}: not in the agent's gateway allow list",
     ], log
     assert "placeholder" not in log and canary not in log
