@@ -291,6 +291,7 @@ upstream = "https://api.anthropic.com"
 header = "x-api-key"
 base_url_env = "ANTHROPIC_BASE_URL"
 key_env = "ANTHROPIC_API_KEY"
+allow = ["POST /v1/messages"]
 """
 
 

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import json
 import subprocess
 import tarfile
+import time
 import urllib.parse
 import uuid
 from pathlib import Path
 from typing import Any
 
+import docker.errors
 import pytest
 
 from containai.config import Hooks
@@ -295,3 +298,75 @@ def test_claude_uses_the_hosts_own_login_refreshed_on_the_host_during_the_sessio
     issued = {f"Bearer {prefix}access-{n}" for n in range(1, len(endpoint.requests) + 1)}
     assert bearers and set(bearers) <= issued, bearers
     assert bearers[-1] != bearers[0], "the gateway never got a renewed token"
+
+
+def test_the_gateway_forwards_only_the_agents_model_calls(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+    engine: Engine,
+) -> None:
+    """From inside a session: the allowed model call reaches the upstream with the real key; the key's
+    other uses (the user's files and batches) get a 403, are logged, and never reach the upstream."""
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
+    store_secret(env, "ANTHROPIC_API_KEY", canary)
+    repo = make_repo(tmp_path)
+    curl = 'curl -s --max-time 20 -H "x-api-key: $ANTHROPIC_API_KEY"'
+    status = f'{curl} -o /dev/null -w "%{{http_code}}"'
+    end = "/v1/containai-test-end"  # refused too: its log line says the probe is done
+    probe = (
+        f'echo "R reply $({curl} -d {{}} "$ANTHROPIC_BASE_URL/v1/messages?beta=true")"; '
+        f'echo "R files $({status} "$ANTHROPIC_BASE_URL/v1/files")"; '
+        f'echo "R batch $({status} -X DELETE "$ANTHROPIC_BASE_URL/v1/batches/x")"; '
+        f'echo "R tokens $({status} -d {{}} "$ANTHROPIC_BASE_URL/v1/messages/count_tokens")"; '
+        f'echo "R end $({status} "$ANTHROPIC_BASE_URL{end}")"; '
+        # Held open until the test has read the gateway's log, which goes with its container.
+        "for _ in $(seq 600); do [ -e /tmp/containai-test-done ] && break; sleep 0.2; done"
+    )
+    process = subprocess.Popen(
+        [
+            *(program(env, "containai"), "run", "claude", str(repo), "--channel", CHANNEL, "--no-push"),
+            *("--allow-domain", "api.mock.test", "--json", "--", "bash", "-c", probe),
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    log, name = "", ""
+    try:
+        filters = {"label": [f"ai.containai.repo={repo}"]}
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and process.poll() is None and end not in log:
+            gateways = [
+                c for c in engine.client.containers.list(filters=filters) if c.name.endswith("-gateway")
+            ]
+            if gateways:
+                name = gateways[0].name
+                log = gateways[0].logs().decode(errors="replace")
+            time.sleep(0.2)
+    finally:
+        if name:  # the probe ends; the session tears itself down
+            with contextlib.suppress(docker.errors.APIError):
+                agent = engine.client.containers.get(name.removesuffix("-gateway"))
+                agent.exec_run(["touch", "/tmp/containai-test-done"], user="1000")
+        stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    found = results(stdout)
+    assert '"text": "mock-ok"' in found.get("reply", ""), stderr[-2000:]
+    assert found.get("files") == "403" and found.get("batch") == "403"
+    assert found.get("tokens") == "200"  # Claude Code's own count_tokens call is allowed; the mock answers it
+    # The upstream saw the model calls, with the real key, and nothing of the refused ones.
+    arrived = [(r["method"], r["path"], r["x_api_key"]) for r in fake_internet.model_requests()]
+    assert arrived == [
+        ("POST", "/v1/messages?beta=true", canary),
+        ("POST", "/v1/messages/count_tokens", canary),
+    ], arrived
+    refusals = [line for line in log.splitlines() if "refused" in line]
+    assert refusals == [
+        "containai-gateway: refused GET /v1/files: not in the agent's gateway allow list",
+        "containai-gateway: refused DELETE /v1/batches/x: not in the agent's gateway allow list",
+        f"containai-gateway: refused GET {end}: not in the agent's gateway allow list",
+    ], log
+    assert "placeholder" not in log and canary not in log

@@ -334,6 +334,7 @@ def test_gateway_config_path_stays_in_home(tmp_path: Path, path: str) -> None:
     (tmp_path / "a.toml").write_text(
         'name = "a"\nimage = "x"\ncommand = ["x"]\nprompt_command = ["{prompt}"]\n[gateway]\n'
         'secret = "K"\nupstream = "https://u.example"\nheader = "x"\nbase_url_env = "B"\nkey_env = "K"\n'
+        'allow = ["POST /v1/x"]\n'
         f'config_path = "{path}"\nconfig = "x"\n'
     )
     with pytest.raises(ConfigError, match="relative to HOME"):
@@ -375,6 +376,7 @@ def test_bad_subscription_tables_are_refused(tmp_path: Path, table: str) -> None
     (tmp_path / "a.toml").write_text(
         'name = "a"\nimage = "x"\ncommand = ["x"]\nprompt_command = ["{prompt}"]\n[gateway]\n'
         'secret = "K"\nupstream = "https://u.example"\nheader = "x"\nbase_url_env = "B"\nkey_env = "K"\n'
+        'allow = ["POST /v1/x"]\n'
         f"[gateway.subscription]\n{table}\n"
     )
     with pytest.raises(ConfigError, match="subscription"):

@@ -17,6 +17,7 @@ from typing import Any
 
 from containai.errors import ConfigError, UsageError
 from containai.images.catalog import PARTS, image_tag
+from containai.inside.protocol import parse_gateway_rule
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]{0,30}$")
 _ENV_NAME = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -33,6 +34,9 @@ class GatewayDef:
     base_url_env: str  # the variable that points the agent's CLI at the gateway
     key_env: str  # the variable that gets a placeholder, so the CLI does not ask for a login
     scheme: str = "plain"  # "plain" (the key as is) or "bearer"
+    # The ``METHOD /path`` requests the gateway forwards (containai.inside.protocol's grammar); it
+    # refuses everything else, so the key cannot reach the upstream's files, batches or admin API.
+    allow: tuple[str, ...] = ()
     # For CLIs that take their endpoint from a file rather than a variable (Codex): written under
     # HOME at session start, with {base_url} replaced by the gateway's address.
     config_path: str | None = None
@@ -157,7 +161,9 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
             f"{source}: [gateway] needs {', '.join(keys)} (strings)", hint="see docs/agents.md for an example"
         )
     scheme = data.get("scheme", "plain")
-    unknown = sorted(set(data) - {*keys, "scheme", "config_path", "config", "set_env", "subscription"})
+    unknown = sorted(
+        set(data) - {*keys, "scheme", "config_path", "config", "set_env", "subscription", "allow"}
+    )
     config_path, config = data.get("config_path"), data.get("config")
     if (config_path is None) != (config is None) or not all(
         v is None or isinstance(v, str) for v in (config_path, config)
@@ -183,6 +189,7 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
             f"{source}: [gateway] upstream must be an http(s) URL", hint="e.g. https://api.example.com"
         )
     primary = GatewayDef(
+        allow=_allow(data.get("allow"), source),
         secret=data["secret"],
         upstream=data["upstream"],
         header=data["header"],
@@ -194,6 +201,19 @@ def _gateway(data: object, source: str) -> GatewayDef | None:
         set_env=_set_env(data.get("set_env", {}), f"{source} [gateway]"),
     )
     return _subscription(primary, data.get("subscription"), source)
+
+
+def _allow(data: object, source: str) -> tuple[str, ...]:
+    """The gateway's allow list: required, never empty, each rule of the one grammar."""
+    hint = 'e.g. allow = ["POST /v1/messages"]: a method, a space, a path (`*` for one segment)'
+    if not isinstance(data, list) or not data or not all(isinstance(rule, str) for rule in data):
+        raise ConfigError(f"{source}: [gateway] allow must list the requests it forwards", hint=hint)
+    for rule in data:
+        try:
+            parse_gateway_rule(rule)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: [gateway] allow: {exc}", hint=hint) from None
+    return tuple(data)
 
 
 def _subscription(primary: GatewayDef, data: object, source: str) -> GatewayDef:

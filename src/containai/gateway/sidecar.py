@@ -53,6 +53,7 @@ def plan_gateway(
         gateway.header,
         "--scheme",
         gateway.scheme,
+        *(word for rule in gateway.allow for word in ("--allow", rule)),
         *(("--follow",) if follow else ()),
     )
     spec = ContainerSpec(

@@ -7,6 +7,8 @@ it: where they repeat a value, ``tests/unit/test_inside_protocol.py`` checks tha
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from typing import Final
 
 # -- users ----------------------------------------------------------------------------------------
@@ -112,3 +114,52 @@ REFUSALS: Final = frozenset(
 )
 RENEWABLE: Final = frozenset({EXPIRED, NOT_LIVE})
 """Refusals that a fresh capability cures: the stub asks for one; any other reaches the agent as it is."""
+
+# -- the gateway's allow rules ---------------------------------------------------------------------
+# Each agent definition lists the ``METHOD /path`` pairs its gateway forwards (``[gateway] allow``);
+# the host checks them when it reads the definition, the gateway when it starts, with this one grammar.
+# A path is whole segments of RFC 3986 path characters without ``%`` and ``;`` (so no encoding or
+# parameters that an upstream might read differently), no empty or dot segments; in a rule, ``*``
+# stands for any characters within one segment. A request's path must be of the same grammar (without
+# ``*``) and match a rule whole; its query string must hold only URL query characters.
+
+GATEWAY_METHOD_PATTERN: Final = r"[A-Z]{1,20}"
+_PATH_CHARS: Final = r"A-Za-z0-9._~!$&'()+,=:@\-"
+GATEWAY_QUERY_PATTERN: Final = r"(?:[A-Za-z0-9._~!$&'()*+,;=:@/?-]|%[0-9A-Fa-f]{2})*"
+"""A query string (after the ``?``) the gateway passes on (use fullmatch)."""
+
+
+def _path_error(path: str, chars: str) -> str | None:
+    if not path.startswith("/"):
+        return "the path must start with /"
+    for segment in path[1:].split("/"):
+        if segment in ("", ".", ".."):
+            return "the path has an empty or dot segment"
+        if not re.fullmatch(f"[{chars}]+", segment):
+            return (
+                f"the path segment {segment!r} has a character other than letters, digits and -._~!$&'()+,=:@"
+            )
+    return None
+
+
+def parse_gateway_rule(text: str) -> tuple[str, str]:
+    """``"POST /v1/messages"`` as (method, path); ValueError says what is wrong with it."""
+    method, space, path = text.partition(" ")
+    if not space or not re.fullmatch(GATEWAY_METHOD_PATTERN, method):
+        raise ValueError(f"{text!r} is not METHOD /path")
+    error = _path_error(path, _PATH_CHARS + "*")
+    if error:
+        raise ValueError(f"{text!r}: {error}")
+    return method, path
+
+
+def gateway_rule_regex(path: str) -> re.Pattern[str]:
+    """A rule's path as a pattern for fullmatch: ``*`` never crosses a ``/``."""
+    return re.compile(re.escape(path).replace(r"\*", "[^/]*"))
+
+
+def gateway_allows(rules: Iterable[tuple[str, str]], method: str, path: str) -> bool:
+    """Whether a request's method and path (without its query) match one of the rules whole."""
+    if _path_error(path, _PATH_CHARS) is not None:
+        return False
+    return any(method == allowed and gateway_rule_regex(rule).fullmatch(path) for allowed, rule in rules)
