@@ -62,6 +62,13 @@ POLICIES = {
         config_allow=(".github.com",),
     ),
     "connect-ports": _policy(cli_allow=("allowed.test",), connect_ports=(443, 8443, 9418)),
+    "gateway": _policy(
+        agent_endpoints={"claude": ("api.anthropic.com",)},
+        cli_allow=(".anthropic.com",),
+        config_deny=("evil.example.com",),
+        gateway=("api.anthropic.com",),
+    ),
+    "gateway-alone": _policy(gateway=("api.mock.test",)),
     "tricky-session": _policy(
         session='s"}\\ %{rule}note ${service_name} #x \n\t\x01 ü \u2028', cli_allow=("allowed.test",)
     ),

@@ -609,3 +609,11 @@ def test_the_audit_names_the_client() -> None:
         assert record is not None and record.client == "-"
     record = parse_audit_line(_line())  # written before the field existed
     assert record is not None and record.client == "-"
+
+
+def test_summarize_denials_says_the_model_api_is_the_gateways() -> None:
+    summary = summarize_denials([_record("api.mock.test", rule="deny-gateway-only"), _record("x.test")])
+    assert summary == (
+        "blocked 2 requests to 2 domains: api.mock.test, x.test; allow with --allow-domain x.test; "
+        "api.mock.test only through the model gateway (its base URL in the agent)"
+    )

@@ -342,4 +342,7 @@ def summarize_denials(records: Iterable[AuditRecord]) -> str | None:
     fixable = sorted({record.host for record in denied if record.rule == "deny-not-allowed"} - {"-"})
     flags = " ".join(f"--allow-domain {name}" for name in fixable)
     advice = f"; allow with {flags}" if flags else ""
+    gateway_only = sorted({record.host for record in denied if record.rule == "deny-gateway-only"})
+    if gateway_only:
+        advice += f"; {', '.join(gateway_only)} only through the model gateway (its base URL in the agent)"
     return f"blocked {total} {requests} to {len(names)} {domains}: {', '.join(names)}{advice}"
