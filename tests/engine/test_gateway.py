@@ -200,6 +200,20 @@ def test_the_model_api_is_the_gateways_alone_and_the_audit_names_who_asked(
         ("gateway", "POST", "allow", "allow-gateway"),
     ], audit
     assert {r["client"] for r in audit} <= {"agent", "gateway"}
+    table = subprocess.run(
+        [program(env, "containai"), "logs", summary["session"], "--egress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    rows = [line.split() for line in table.splitlines() if "api.mock.test" in line]
+    assert [(row[3], row[-1]) for row in rows] == [
+        ("agent", "(deny-gateway-only)"),
+        ("agent", "(deny-gateway-only)"),
+        ("gateway", "(allow-gateway)"),
+    ], table
 
 
 def prompt_with_stored_key(
