@@ -186,7 +186,11 @@ def test_the_model_api_is_the_gateways_alone_and_the_audit_names_who_asked(
     arrived = fake_internet.model_requests()
     assert [(r["path"], r["x_api_key"]) for r in arrived] == [("/v1/messages", canary)]
     assert own not in json.dumps(arrived)
-    assert "api.mock.test to the model gateway only" in result.stderr
+    # The user allowed api.mock.test, but the agent's list no longer has it (the wider name stays).
+    assert (
+        "which allows: .mock.test, api.anthropic.com, statsig.anthropic.com "
+        "(and api.mock.test to the model gateway only)" in result.stderr
+    )
     assert "api.mock.test only through the model gateway" in result.stderr
     # (c) the audit says who made each request
     summary = json.loads(result.stdout[result.stdout.index("\n{\n") :])
