@@ -145,6 +145,84 @@ def test_the_real_key_reaches_the_upstream_and_nothing_the_agent_can_read(
             assert form not in text
 
 
+def test_the_model_api_is_the_gateways_alone_and_the_audit_names_who_asked(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    fake_internet: Any,
+) -> None:
+    """Issue 11 item 4: an agent with a key of its own (prompt-injected) cannot reach the model API
+    through the proxy, even though the user allowed that host and its domain; the gateway can; the
+    audit tells the two apart."""
+    canary = f"sk-ant-canary-{uuid.uuid4().hex}"
+    own = f"sk-ant-the-agents-own-{uuid.uuid4().hex}"
+    env = {**lab_env, "CONTAINAI_GATEWAY_UPSTREAM": "http://api.mock.test"}
+    store_secret(env, "ANTHROPIC_API_KEY", canary)
+    proxy = "http://127.0.0.1:3128"
+    probe = (
+        f'echo "R direct $(curl -s -o /dev/null -w %{{http_code}} --max-time 10 -x {proxy} '
+        f'-H "x-api-key: {own}" -d {{}} http://api.mock.test/v1/messages)"; '
+        f'echo "R connect $(curl -s -o /dev/null -w %{{http_connect}} --max-time 10 -x {proxy} '
+        f'https://api.mock.test/v1/messages)"; '
+        'echo "R gwsock $(test -e /run/containai-egress-gateway && echo present || echo absent)"; '
+        'echo "R reply $(curl -s --max-time 20 -H "x-api-key: $ANTHROPIC_API_KEY" -d {} '
+        '"$ANTHROPIC_BASE_URL/v1/messages")"'
+    )
+    repo = str(make_repo(tmp_path))
+    allow = ["--allow-domain", "api.mock.test", "--allow-domain", ".mock.test"]
+    args = ["run", "claude", repo, "--channel", CHANNEL, "--no-push", *allow, "--json"]
+    result = subprocess.run(
+        [program(env, "containai"), *args, "--", "bash", "-c", probe],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    found = results(result.stdout)
+    # (a) the agent's own request to the model API is refused, as a plain request and as a tunnel
+    assert found.get("direct") == "403", result.stderr[-2000:]
+    assert found.get("connect") == "403"
+    assert found.get("gwsock") == "absent"  # the gateway's way to squid is not in the agent's container
+    # (b) its model call through the gateway gets there, with the host's key
+    assert '"text": "mock-ok"' in found.get("reply", ""), result.stderr[-2000:]
+    arrived = fake_internet.model_requests()
+    assert [(r["path"], r["x_api_key"]) for r in arrived] == [("/v1/messages", canary)]
+    assert own not in json.dumps(arrived)
+    # The user allowed api.mock.test, but the agent's list no longer has it (the wider name stays).
+    assert (
+        "which allows: .mock.test, api.anthropic.com, statsig.anthropic.com "
+        "(and api.mock.test to the model gateway only)" in result.stderr
+    )
+    assert "api.mock.test only through the model gateway" in result.stderr
+    # (c) the audit says who made each request
+    summary = json.loads(result.stdout[result.stdout.index("\n{\n") :])
+    audit = [json.loads(line) for line in egress_audit(env, summary["session"]).splitlines() if line]
+    mock = [
+        (r["client"], r["method"], r["decision"], r["rule"]) for r in audit if r["host"] == "api.mock.test"
+    ]
+    assert mock == [
+        ("agent", "POST", "deny", "deny-gateway-only"),
+        ("agent", "CONNECT", "deny", "deny-gateway-only"),
+        ("gateway", "POST", "allow", "allow-gateway"),
+    ], audit
+    assert {r["client"] for r in audit} <= {"agent", "gateway"}
+    table = subprocess.run(
+        [program(env, "containai"), "logs", summary["session"], "--egress"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    rows = [line.split() for line in table.splitlines() if "api.mock.test" in line]
+    assert [(row[3], row[-1]) for row in rows] == [
+        ("agent", "(deny-gateway-only)"),
+        ("agent", "(deny-gateway-only)"),
+        ("gateway", "(allow-gateway)"),
+    ], table
+
+
 def prompt_with_stored_key(
     env: dict[str, str], tmp_path: Path, launcher: str, secret: str, canary: str, upstream: str, prompt: str
 ) -> subprocess.CompletedProcess[str]:

@@ -62,6 +62,13 @@ POLICIES = {
         config_allow=(".github.com",),
     ),
     "connect-ports": _policy(cli_allow=("allowed.test",), connect_ports=(443, 8443, 9418)),
+    "gateway": _policy(
+        agent_endpoints={"claude": ("api.anthropic.com",)},
+        cli_allow=(".anthropic.com",),
+        config_deny=("evil.example.com",),
+        gateway=("api.anthropic.com",),
+    ),
+    "gateway-alone": _policy(gateway=("api.mock.test",)),
     "tricky-session": _policy(
         session='s"}\\ %{rule}note ${service_name} #x \n\t\x01 ü \u2028', cli_allow=("allowed.test",)
     ),
@@ -285,3 +292,85 @@ def test_proxy_allows_the_list_denies_the_rest_and_audits_each_request_once(
     assert evil.logs().count(b"GET /") == 0
     # the readiness probe and the two allowed requests
     assert allowed.logs().count(b"GET /") == 1 + sum(rule == "allow" for _, _, rule, _ in REQUESTS)
+
+
+# (the port the request comes in on, method, target, the proxy's answer, the rule, the client)
+GATEWAY_REQUESTS: tuple[tuple[int, str, str, str, str, str], ...] = (
+    # The agent: the model API is refused, even as the user's wider .model.test allows its domain.
+    (3128, "GET", "http://api.model.test/", "403", "deny-gateway-only", "agent"),
+    (3128, "CONNECT", "api.model.test:443", "403", "deny-gateway-only", "agent"),
+    (3128, "GET", "http://API.Model.TEST./", "403", "deny-gateway-only", "agent"),
+    (3128, "GET", "http://allowed.test/", "200", "allow", "agent"),
+    (3128, "GET", "http://other.model.test/", "200", "allow", "agent"),
+    # The gateway: its upstream only.
+    (3129, "GET", "http://api.model.test/", "200", "allow-gateway", "gateway"),
+    (3129, "GET", "http://allowed.test/", "403", "deny-gateway-elsewhere", "gateway"),
+    (3129, "CONNECT", "evil.test:443", "403", "deny-gateway-elsewhere", "gateway"),
+)
+
+
+def test_only_the_gateways_port_reaches_the_model_api_and_the_audit_names_the_client(
+    docker_client: Any, network: Any, tmp_path: Path
+) -> None:
+    upstream_sysctls = {"net.ipv4.ip_unprivileged_port_start": "0"}
+    serve = ["python3", "-m", "http.server", "80"]
+    model = _start(docker_client, network, BASE_IMAGE, serve, "api.model.test", sysctls=upstream_sysctls)
+    _start(docker_client, network, BASE_IMAGE, serve, "allowed.test", sysctls=upstream_sysctls)
+    other = _start(docker_client, network, BASE_IMAGE, serve, "other.model.test", sysctls=upstream_sysctls)
+    subnet = docker_client.networks.get(network.id).attrs["IPAM"]["Config"][0]["Subnet"]
+    policy = _policy(cli_allow=("allowed.test", ".model.test", "api.model.test"), gateway=("api.model.test",))
+    assert "api.model.test" not in policy.allow
+    conf = render_squid_conf(
+        policy,
+        listen="3128",
+        gateway_listen="3129",
+        dns_nameservers=("127.0.0.11",),
+        private_ranges=_ranges_without(subnet),
+    )
+    conf_path = tmp_path / "squid.conf"
+    conf_path.write_text(conf, encoding="utf-8")
+    conf_path.chmod(0o644)
+    proxy = _start(
+        docker_client,
+        network,
+        PROXY_IMAGE,
+        ["squid", "-N", "-f", "/etc/containai/squid.conf"],
+        "proxy",
+        entrypoint=[],
+        volumes={str(conf_path): {"bind": "/etc/containai/squid.conf", "mode": "ro"}},
+        tmpfs={LOG_DIR: f"uid={PROXY_UID},gid={PROXY_UID},mode=0700"},
+    )
+    _wait_for(lambda: proxy.logs().count(b"Accepting HTTP Socket connections") >= 2, "squid's two ports")
+    for upstream in (model, other):
+        upstream.reload()
+        ip = upstream.attrs["NetworkSettings"]["Networks"][network.name]["IPAddress"]
+        probe = ["curl", "-s", "-o", "/dev/null", "--max-time", "2", f"http://{ip}/"]
+        _wait_for(
+            lambda p=probe: run(docker_client, BASE_IMAGE, p, network=network.name)[0] == 0, "an upstream"
+        )
+
+    end = "HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    script = "".join(
+        f"exec 3<>/dev/tcp/proxy/{port}; printf %s {shlex.quote(f'{method} {target} {end}')} >&3; "
+        "head -1 <&3 | cut -d' ' -f2; exec 3<&-; "
+        for port, method, target, _, _, _ in GATEWAY_REQUESTS
+    )
+    _, output = run(docker_client, BASE_IMAGE, ["bash", "-c", script], network=network.name)
+    assert output.split() == [status for _, _, _, status, _, _ in GATEWAY_REQUESTS], output
+
+    def records() -> list[AuditRecord]:
+        code, out = proxy.exec_run(["cat", f"{LOG_DIR}/egress.jsonl"])
+        assert code == 0, out
+        lines = out.decode("utf-8").splitlines()
+        print("\n".join(lines))  # shown by pytest when an assertion below fails
+        return [record for record in map(parse_audit_line, lines) if record is not None]
+
+    audit: list[AuditRecord] = _wait_for(
+        lambda: len(found := records()) >= len(GATEWAY_REQUESTS) and found, "the audit records"
+    )
+    assert [(r.rule, r.client, r.host) for r in audit] == [
+        (rule, client, target.split("/")[2].lower().rstrip(".") if "/" in target else target.split(":")[0])
+        for _, _, target, _, rule, client in GATEWAY_REQUESTS
+    ]
+    # The model API saw the gateway's request only (and the readiness probe).
+    assert model.logs().count(b"GET /") == 2

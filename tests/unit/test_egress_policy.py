@@ -19,6 +19,7 @@ from containai.egress.squid import (
     RULES,
     AuditRecord,
     parse_audit_line,
+    render_audit_logformat,
     render_squid_conf,
     summarize_denials,
 )
@@ -265,7 +266,7 @@ def test_http_access_rules_come_in_the_safe_order() -> None:
     conf = render_squid_conf(_policy())
     rules = _access_lines(conf)
     assert rules == [
-        "http_access deny manager mark_deny_manager",
+        "http_access deny note_client manager mark_deny_manager",
         "http_access deny internal_url mark_deny_internal",
         "http_access deny !connect_method !web_scheme mark_deny_scheme",
         "http_access deny connect_method !connect_ports mark_deny_connect_port",
@@ -282,7 +283,7 @@ def test_http_access_rules_come_in_the_safe_order() -> None:
     assert first_dst > rules.index("http_access deny !allowed_domains mark_deny_not_allowed")
     assert first_dst > rules.index("http_access deny denied_domains mark_deny_denylist")
     assert [line.split()[-1].removeprefix("mark_").replace("_", "-") for line in rules] == [
-        rule for rule, _ in RULES
+        rule for rule, _ in RULES if "gateway" not in rule
     ]
     # Every ACL definition comes before the rules that use it.
     last_acl = max(i for i, line in enumerate(conf.splitlines()) if line.startswith("acl "))
@@ -354,7 +355,7 @@ def test_hardening_directives() -> None:
         _policy(), listen="3128", dns_nameservers=["127.0.0.11"], shutdown_seconds=0, pid_file="/run/p.pid"
     )
     for line in (
-        "http_port 3128",
+        "http_port 3128 name=agent",
         "via off",
         "forwarded_for delete",
         "request_header_access X-Forwarded-For deny all",
@@ -374,7 +375,7 @@ def test_hardening_directives() -> None:
         assert f"\n{line}\n" in conf, line
     assert "dns_v4_first" not in conf  # removed in squid 5: it would be a config error
     assert "dns_nameservers" not in render_squid_conf(_policy())
-    assert "http_port 127.0.0.1:3128\n" in render_squid_conf(_policy())
+    assert "http_port 127.0.0.1:3128 name=agent\n" in render_squid_conf(_policy())
 
 
 @pytest.mark.parametrize(
@@ -495,3 +496,124 @@ def test_summarize_denials_only_suggests_what_would_help() -> None:
         [_record("10.0.0.1", rule="deny-ip-literal"), _record("bad.example.com", rule="deny-denylist")]
     )
     assert summary == "blocked 2 requests to 2 domains: 10.0.0.1, bad.example.com"
+
+
+# -- the model API is the gateway's alone (issue 11 item 4) -----------------------------------------
+
+
+def test_the_gateways_upstream_leaves_the_agents_list_whoever_put_it_there() -> None:
+    policy = _resolve(
+        agent_endpoints={"claude": ["api.anthropic.com", "statsig.anthropic.com"]},
+        config_allow=["API.anthropic.com.", ".anthropic.com"],
+        cli_allow=["api.anthropic.com"],
+        repo_requested=["api.anthropic.com"],
+        repo_approved=["api.anthropic.com"],
+        gateway=["api.anthropic.com"],
+    )
+    assert "api.anthropic.com" not in policy.allow
+    assert policy.gateway == ("api.anthropic.com",)
+    # The wider name stays (the renderer refuses the upstream under it), and so do the others.
+    assert policy.allow == (".anthropic.com", "statsig.anthropic.com")
+    assert policy.sources["api.anthropic.com"] == (
+        "the model gateway only (taken off the agent's list: agent claude, config, --allow-domain, "
+        "repo (approved))"
+    )
+    assert _resolve(gateway=["api.mock.test"]).sources["api.mock.test"] == "the model gateway only"
+    # Without a gateway nothing changes.
+    assert _resolve(cli_allow=["api.anthropic.com"]).allow == ("api.anthropic.com",)
+
+
+def test_a_deny_still_covers_the_gateways_upstream() -> None:
+    policy = _resolve(config_deny=[".mock.test"], gateway=["api.mock.test"])
+    assert policy.gateway == ("api.mock.test",) and policy.deny == (".mock.test",)
+    assert policy.sources["api.mock.test"] == "the model gateway only"
+    denied = _resolve(config_deny=["api.mock.test"], gateway=["api.mock.test"])
+    assert denied.sources["api.mock.test"] == "config (deny); the model gateway only"
+
+
+def test_the_gateways_upstream_must_be_one_host() -> None:
+    with pytest.raises(ConfigError, match="is a domain, not one host"):
+        _resolve(gateway=[".anthropic.com"])
+    with pytest.raises(ConfigError, match="not a domain name"):
+        _resolve(gateway=["10.0.0.1"])
+    with pytest.raises(ConfigError, match="on no allow list"):
+        EgressPolicy(session="s", allow=("api.mock.test",), gateway=("api.mock.test",))
+
+
+def _gateway_conf(**kwargs: Any) -> str:
+    policy = _resolve(gateway=["api.mock.test"], **kwargs)
+    return render_squid_conf(policy, gateway_listen="127.0.0.1:3129")
+
+
+def test_the_gateway_has_its_own_port_and_only_it_reaches_the_upstream() -> None:
+    conf = _gateway_conf(cli_allow=["allowed.test", ".mock.test"], config_deny=["bad.mock.test"])
+    lines = conf.splitlines()
+    assert "http_port 127.0.0.1:3128 name=agent" in lines
+    assert "http_port 127.0.0.1:3129 name=gateway" in lines
+    assert "acl from_gateway myportname gateway" in lines
+    assert "acl gateway_upstream dstdomain -n api.mock.test" in lines
+    assert _access_lines(conf) == [
+        "http_access deny note_client manager mark_deny_manager",
+        "http_access deny internal_url mark_deny_internal",
+        "http_access deny !connect_method !web_scheme mark_deny_scheme",
+        "http_access deny connect_method !connect_ports mark_deny_connect_port",
+        "http_access deny !safe_ports mark_deny_port",
+        "http_access deny ip_literal mark_deny_ip_literal",
+        # Before the allow list: .mock.test, allowed to the agent, must not let it reach api.mock.test.
+        "http_access deny !from_gateway gateway_upstream mark_deny_gateway_only",
+        "http_access deny from_gateway !gateway_upstream mark_deny_gateway_elsewhere",
+        "http_access deny !from_gateway !allowed_domains mark_deny_not_allowed",
+        "http_access deny denied_domains mark_deny_denylist",
+        "http_access deny private_dst mark_deny_private",
+        "http_access allow from_gateway mark_allow_gateway",
+        "http_access allow allowed_domains mark_allow",
+        "http_access deny all mark_deny_default",
+    ]
+    assert [line.split()[-1].removeprefix("mark_").replace("_", "-") for line in _access_lines(conf)] == [
+        rule for rule, _ in RULES
+    ]
+
+
+def test_with_nothing_allowed_only_the_gateway_gets_past_the_names() -> None:
+    conf = _gateway_conf()
+    rules = _access_lines(conf)
+    assert "http_access deny !from_gateway mark_deny_not_allowed" in rules
+    assert rules.index("http_access deny !from_gateway mark_deny_not_allowed") < rules.index(
+        "http_access allow from_gateway mark_allow_gateway"
+    )
+    assert "acl allowed_domains" not in conf
+    assert not any(line.startswith("http_access allow allowed_domains") for line in rules)
+    # The gateway's upstream resolving to a private address is still refused (DNS rebinding).
+    assert rules.index("http_access deny private_dst mark_deny_private") < rules.index(
+        "http_access allow from_gateway mark_allow_gateway"
+    )
+
+
+def test_without_a_gateway_there_is_one_port_and_every_request_is_the_agents() -> None:
+    conf = render_squid_conf(_policy())
+    assert "name=gateway" not in conf and "from_gateway" not in conf
+    assert "acl note_client any-of client_agent" in conf.splitlines()
+
+
+def test_the_audit_names_the_client() -> None:
+    assert '"client":"%"{client}note"' in render_audit_logformat("s1")
+    conf = _gateway_conf()
+    assert "acl client_gateway annotate_transaction client=gateway" in conf
+    assert "acl from_gateway_noted all-of from_gateway client_gateway" in conf
+    assert "acl note_client any-of from_gateway_noted client_agent" in conf
+    for client in ("agent", "gateway"):
+        record = parse_audit_line(_line(client=client))
+        assert record is not None and record.client == client
+    for other in ("-", "root", 3):
+        record = parse_audit_line(_line(client=other))
+        assert record is not None and record.client == "-"
+    record = parse_audit_line(_line())  # written before the field existed
+    assert record is not None and record.client == "-"
+
+
+def test_summarize_denials_says_the_model_api_is_the_gateways() -> None:
+    summary = summarize_denials([_record("api.mock.test", rule="deny-gateway-only"), _record("x.test")])
+    assert summary == (
+        "blocked 2 requests to 2 domains: api.mock.test, x.test; allow with --allow-domain x.test; "
+        "api.mock.test only through the model gateway (its base URL in the agent)"
+    )

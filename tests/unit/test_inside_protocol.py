@@ -122,14 +122,19 @@ def test_the_gateway_runs_in_its_own_image_as_its_own_user() -> None:
         "--listen",
         protocol.GATEWAY_SOCKET,
         "--proxy",
-        protocol.PROXY_SOCKET,
+        protocol.GATEWAY_PROXY_SOCKET,  # its own socket to squid, not the agent's
     )
+    assert [m.target for m in spec.mounts if m.source == "egress"] == [protocol.EGRESS_GATEWAY_DIR]
     assert "USER gateway" in context("gateway", "Dockerfile")
     assert f"chown gateway:gateway {protocol.GATEWAY_DIR}" in context("gateway", "Dockerfile")
 
 
 def test_the_proxy_script_serves_the_protocol_socket() -> None:
-    assert f"UNIX-LISTEN:{protocol.PROXY_SOCKET}," in context("proxy", "containai-proxy-start")
+    script = context("proxy", "containai-proxy-start")
+    assert f"UNIX-LISTEN:{protocol.PROXY_SOCKET}," in script
+    assert f"UNIX-LISTEN:{protocol.GATEWAY_PROXY_SOCKET},fork,mode=0666 TCP:127.0.0.1:3129" in script
+    assert egress_sidecar.GATEWAY_RELAY_PORT == 3129
+    assert protocol.EGRESS_GATEWAY_DIR in context("proxy", "Dockerfile")
 
 
 def test_the_entrypoint_reads_the_allow_list_the_base_image_installs() -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from containai.agents.definition import get_agent
-from containai.errors import EngineAPIError, GateRefused, ImageMissing, SessionError, UsageError
+from containai.errors import ConfigError, EngineAPIError, GateRefused, ImageMissing, SessionError, UsageError
 from containai.mcp.config import McpServer
 from containai.secrets.value import Secret
 from containai.session import naming
@@ -107,6 +107,53 @@ def test_the_gateway_plans_only_with_a_credential_and_the_proxy(ports: FakePorts
     assert plan.container.environment["OPENAI_API_KEY"] == "containai-placeholder-not-a-real-key"
     assert "sk-test" not in repr(plan)
     assert ".codex/config.toml" in plan.setup_script or "codex" in plan.setup_script
+
+
+def test_the_model_api_is_the_gateways_alone(ports: FakePorts) -> None:
+    """The upstream leaves the agent's list; the gateway, not the agent, gets the proxy's second socket."""
+    key = Secret("sk-test")
+    allow = ("api.openai.com", ".mock.test")
+    plan = planned(
+        ports,
+        request("codex", network_proxy="squid", credential=key, allow_domains=allow),
+        environ={"XDG_RUNTIME_DIR": "/run/user/1000"},
+    )
+    egress = plan.planned("egress")
+    gateway = plan.planned("gateway")
+    assert egress is not None and gateway is not None
+    policy = egress.detail.policy
+    assert policy.gateway == ("api.openai.com",)
+    assert "api.openai.com" not in policy.allow and ".mock.test" in policy.allow
+    assert "taken off the agent's list" in policy.sources["api.openai.com"]
+    own = egress.detail.gateway_volume
+    assert own is not None and own != egress.detail.socket_volume
+    assert "http_port 127.0.0.1:3129 name=gateway" in egress.detail.squid_conf
+    assert any(m.source == own for m in egress.detail.proxy.mounts)
+    spec = gateway.detail.spec
+    assert [m.source for m in spec.mounts if m.source == own] == [own]
+    assert egress.detail.socket_volume not in [m.source for m in spec.mounts]
+    assert spec.command[spec.command.index("--proxy") + 1] == "/run/containai-egress-gateway/proxy.sock"
+    assert own not in [m.source for m in plan.container.mounts]  # never the agent's
+    # Another upstream (CONTAINAI_GATEWAY_UPSTREAM) is the one taken off.
+    other = planned(
+        ports,
+        request("codex", network_proxy="squid", credential=key, gateway_upstream="http://api.mock.test/v1"),
+    ).planned("egress")
+    assert other is not None and other.detail.policy.gateway == ("api.mock.test",)
+    assert "api.openai.com" in other.detail.policy.allow
+    # Without a gateway, the agent keeps its endpoint, and the proxy has one port and two volumes.
+    alone = planned(ports, request("codex", network_proxy="squid")).planned("egress")
+    assert alone is not None and alone.detail.gateway_volume is None and not alone.detail.policy.gateway
+    assert "api.openai.com" in alone.detail.policy.allow
+    assert "name=gateway" not in alone.detail.squid_conf
+
+
+def test_a_gateway_upstream_that_is_no_url_is_refused(ports: FakePorts) -> None:
+    key = Secret("sk-test")
+    with pytest.raises(ConfigError, match="not an http"):
+        planned(
+            ports, request("codex", network_proxy="squid", credential=key, gateway_upstream="api.mock.test")
+        )
 
 
 def test_mcp_servers_bring_the_stub_and_the_broker(ports: FakePorts) -> None:

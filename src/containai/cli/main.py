@@ -251,7 +251,7 @@ def logs(app: AppContext, name: str, egress: bool, refused: bool, as_json: bool)
         # The time, method and host are what the agent sent: shown printable, and never as markup.
         time, method, host = (escape(printable(text)) for text in (record.time, record.method, record.host))
         app.out.print(
-            f"{time}  [{colour}]{record.decision:5}[/]  {record.status:>3}  {method:7} "
+            f"{time}  [{colour}]{record.decision:5}[/]  {record.status:>3}  {record.client:7}  {method:7} "
             f"{host}:{record.port}  up {record.bytes_up} down {record.bytes_down}  ({record.rule})",
             highlight=False,
         )

@@ -24,6 +24,7 @@ from containai.egress.sidecar import (
     start_relay,
 )
 from containai.egress.squid import summarize_denials
+from containai.gateway.part import session_upstream, upstream_host
 from containai.session import naming
 from containai.session.mcp import mcp_hosts
 from containai.session.parts import (
@@ -75,6 +76,8 @@ class EgressPart(BasePart[EgressPlan]):
             cli_allow=request.allow_domains,
             repo_requested=requested,
             repo_approved=ok,
+            # The model API is the gateway's alone: the agent could reach it with a key of its own.
+            gateway=[upstream_host(url)] if (url := session_upstream(request)) else [],
         )
         egress = plan_egress(
             session_name=ctx.name,
@@ -101,8 +104,12 @@ class EgressPart(BasePart[EgressPlan]):
 
     def start(self, ports: Ports, session: SessionPlan, planned: PartPlan[EgressPlan]) -> None:
         start_relay(ports.runtime, session.name, session.user)
-        allowed = ", ".join(planned.detail.policy.allow) or "nothing"
-        ports.reporter.note(f"egress only through {planned.detail.proxy.name}, which allows: {allowed}")
+        policy = planned.detail.policy
+        allowed = ", ".join(policy.allow) or "nothing"
+        gateway = f" (and {', '.join(policy.gateway)} to the model gateway only)" if policy.gateway else ""
+        ports.reporter.note(
+            f"egress only through {planned.detail.proxy.name}, which allows: {allowed}{gateway}"
+        )
 
     def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
         proxy = ports.runtime.container(f"{ctx.record.name}-proxy")

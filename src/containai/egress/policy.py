@@ -124,11 +124,17 @@ def covers(pattern: str, name: str) -> bool:
 
 @dataclass(frozen=True)
 class EgressPolicy:
-    """The names a session may reach, with where each came from, and the proxy's limits."""
+    """The names a session may reach, with where each came from, and the proxy's limits.
+
+    ``gateway``: the hosts only the session's model gateway may reach (its upstream). They are on
+    no allow list: the agent is refused them even under a wider allowed name, so it cannot carry
+    data to the model API with a key of its own (see ``squid.py``).
+    """
 
     session: str
     allow: tuple[str, ...]
     deny: tuple[str, ...] = ()
+    gateway: tuple[str, ...] = ()
     connect_ports: tuple[int, ...] = (443,)
     max_request_bytes: int = 100 * MiB
     max_response_bytes: int = 1 * GiB
@@ -142,6 +148,12 @@ class EgressPolicy:
             if parse_domain(name, "egress policy") != name:
                 raise ConfigError(
                     f"egress policy: {name!r} is not normalised", hint="build it with resolve_policy()"
+                )
+        for name in self.gateway:
+            if name.startswith(".") or name in self.allow:
+                raise ConfigError(
+                    f"egress policy: the gateway's upstream {name!r} must be one host on no allow list",
+                    hint="build it with resolve_policy()",
                 )
         for port in self.connect_ports:
             if isinstance(port, bool) or not isinstance(port, int) or not 0 < port < 65536:
@@ -182,6 +194,7 @@ def resolve_policy(
     repo_requested: Sequence[str],
     repo_approved: Sequence[str],
     connect_ports: Sequence[int] = (443,),
+    gateway: Sequence[str] = (),
 ) -> EgressPolicy:
     """Merge every source of allowed names into one policy; a deny always wins over an allow.
 
@@ -189,6 +202,9 @@ def resolve_policy(
     repository asks for is kept only if the user approved it (``repo_approved``, collected by the
     caller's prompt). ``sources`` in the result says where each name came from, for ``--explain``
     style output and for the denial summary.
+
+    ``gateway`` lists the upstream hosts of the session's model gateway: each is taken off the
+    agent's allow list whoever put it there, and ``sources`` says so.
     """
     allowed: dict[str, list[str]] = {}
     for agent, endpoints in sorted(agent_endpoints.items()):
@@ -208,10 +224,25 @@ def resolve_policy(
     # (allow .example.com, deny evil.example.com) stays in both lists and squid applies it first.
     kept = {name: where for name, where in allowed.items() if not any(covers(deny, name) for deny in denied)}
     sources = {name: ", ".join(where) for name, where in {**kept, **denied}.items()}
+    upstreams = sorted({parse_domain(text, "the gateway's upstream") for text in gateway})
+    for host in upstreams:
+        if host.startswith("."):
+            raise ConfigError(
+                f"the gateway's upstream {host!r} is a domain, not one host",
+                hint="give the upstream as a URL such as https://api.anthropic.com",
+            )
+        # Only the gateway may reach it: an agent with a key of its own must not (issue 11).
+        removed = kept.pop(host, None)
+        only = "the model gateway only" + (
+            f" (taken off the agent's list: {', '.join(removed)})" if removed else ""
+        )
+        # A deny still wins, over the gateway too.
+        sources[host] = f"{sources[host]}; {only}" if host in denied else only
     return EgressPolicy(
         session=session,
         allow=tuple(sorted(kept)),
         deny=tuple(sorted(denied)),
+        gateway=tuple(upstreams),
         connect_ports=tuple(sorted(set(connect_ports))),
         sources=MappingProxyType(dict(sorted(sources.items()))),
     )

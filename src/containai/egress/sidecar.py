@@ -7,6 +7,10 @@
 The agent has no network interface but loopback, so direct connections, UDP, ICMP, DNS and IPv6 have
 nowhere to go, whatever it does with its environment. squid alone decides, and logs every request.
 If squid dies, its container stops and takes the socket's far end with it: the agent has no network.
+
+In a session with a model gateway, the gateway reaches squid the same way, through a socket of its own
+on a volume the agent never mounts, to a squid port of its own (``GATEWAY_RELAY_PORT``): squid tells the
+two apart by that port, lets only the gateway reach the model API, and logs which one asked.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from containai.runtime.base import ContainerRuntime, ContainerSpec, ExecSpec, Fi
 SOCKET_DIR = protocol.EGRESS_DIR
 SOCKET = protocol.PROXY_SOCKET
 RELAY_PORT = 3128
+GATEWAY_SOCKET_DIR = protocol.EGRESS_GATEWAY_DIR
+GATEWAY_SOCKET = protocol.GATEWAY_PROXY_SOCKET
+GATEWAY_RELAY_PORT = 3129  # squid's port for the gateway; containai-proxy-start bridges the socket to it
 RELAY_USER = protocol.user(
     protocol.RELAY_UID
 )  # not the agent's uid: the agent can neither kill nor trace the relay
@@ -94,6 +101,7 @@ class EgressPlan:
     log_volume: str
     squid_conf: str
     conf_file: Path  # on the host, bind-mounted read-only into the proxy
+    gateway_volume: str | None = None  # the gateway's own socket to squid, when the session has one
 
 
 def plan_egress(
@@ -112,6 +120,7 @@ def plan_egress(
     private = carve(DEFAULT_PRIVATE_RANGES, lab.allow_ranges) if lab else DEFAULT_PRIVATE_RANGES
     conf = render_squid_conf(
         policy,
+        gateway_listen=f"127.0.0.1:{GATEWAY_RELAY_PORT}",
         access_log=AUDIT_LOG,
         dns_nameservers=lab.dns if lab else (),
         private_ranges=private,
@@ -119,6 +128,7 @@ def plan_egress(
     )
     socket_volume = f"{session_name}-egress-sock-{session_id}"
     log_volume = f"{session_name}-egress-log-{session_id}"
+    gateway_volume = f"{session_name}-egress-gateway-sock-{session_id}" if policy.gateway else None
     conf_file = state_dir / "squid.conf"
     proxy = ContainerSpec(
         image=image_tag("proxy", channel),
@@ -133,6 +143,7 @@ def plan_egress(
             Mount(SQUID_CONF, str(conf_file), "bind", read_only=True),
             Mount(SOCKET_DIR, socket_volume, "volume"),
             Mount("/var/log/containai", log_volume, "volume"),
+            *([Mount(GATEWAY_SOCKET_DIR, gateway_volume, "volume")] if gateway_volume else []),
         ),
         tmpfs={
             "/var/run/squid": "rw,noexec,nosuid,nodev,size=8m,uid=13,gid=13,mode=0755",
@@ -148,7 +159,9 @@ def plan_egress(
         nano_cpus=10**9,
         ulimits=(("nofile", 4096, 8192), ("core", 0, 0), ("nproc", 4096, 4096)),
     )
-    return EgressPlan(policy, proxy, network, lab is None, socket_volume, log_volume, conf, conf_file)
+    return EgressPlan(
+        policy, proxy, network, lab is None, socket_volume, log_volume, conf, conf_file, gateway_volume
+    )
 
 
 def carve(private: Sequence[str], allowed: Sequence[str]) -> tuple[str, ...]:
@@ -201,9 +214,11 @@ def start_proxy(runtime: ContainerRuntime, plan: EgressPlan, labels: Mapping[str
         runtime.create_network(plan.network, labels=labels)
     runtime.create_volume(plan.socket_volume, labels=labels)
     runtime.create_volume(plan.log_volume, labels=labels)
+    if plan.gateway_volume:
+        runtime.create_volume(plan.gateway_volume, labels=labels)
     runtime.create_container(plan.proxy)
     runtime.start(plan.proxy.name)
-    wait_for_proxy(runtime, plan.proxy.name)
+    wait_for_proxy(runtime, plan.proxy.name, gateway=plan.gateway_volume is not None)
 
 
 def restart_proxy(runtime: ContainerRuntime, name: str) -> None:
@@ -215,14 +230,19 @@ def restart_proxy(runtime: ContainerRuntime, name: str) -> None:
     wait_for_proxy(runtime, name)
 
 
-def wait_for_proxy(runtime: ContainerRuntime, name: str) -> None:
+def wait_for_proxy(runtime: ContainerRuntime, name: str, *, gateway: bool = False) -> None:
+    """Ready when the agent's socket (and, with ``gateway``, the gateway's) exists."""
+    sockets = (SOCKET, GATEWAY_SOCKET) if gateway else (SOCKET,)
+
     def ready() -> bool:
         info = runtime.container(name)
         if info is None or not info.running:
             raise SessionError(
                 "the egress proxy exited at start", hint=f"its log: `docker logs {name}`; then `containai gc`"
             )
-        return runtime.exec(name, ExecSpec(("test", "-S", SOCKET), user=PROXY_USER)) == 0
+        return all(
+            runtime.exec(name, ExecSpec(("test", "-S", path), user=PROXY_USER)) == 0 for path in sockets
+        )
 
     wait_ready(ready, 30, "the egress proxy")
 

@@ -8,16 +8,21 @@ The order of ``http_access`` rules is the security argument (threat catalogue, s
 1. squid's own surfaces (cache manager, ``/squid-internal-*``) and schemes other than HTTP(S);
 2. ports: CONNECT only to ``connect_ports``, plain requests only to 80, 443 and those ports;
 3. IP-literal hosts in any encoding, so that an address never stands in for a name;
-4. names not on the allow list, then names on the deny list: ``dstdomain -n`` compares names
+4. with a model gateway in the session: its upstream for any client but the gateway, then anything
+   else for the gateway. The gateway's requests arrive on their own port (``name=gateway``), reached
+   only through a socket on a volume the gateway alone mounts; the agent has a key-less gateway but
+   could hold a key of its own, and must not carry data to the model API with it (issue 11);
+5. names not on the allow list, then names on the deny list: ``dstdomain -n`` compares names
    only, with no reverse lookup (an attacker's PTR record cannot match) and no forward lookup
    (a refused name never reaches DNS);
-5. only then ``dst``, which resolves the name: an allowed name that resolves to a private,
+6. only then ``dst``, which resolves the name: an allowed name that resolves to a private,
    loopback, link-local or metadata address is refused (DNS rebinding);
-6. allow the allow list; deny everything else.
+7. allow the gateway (to its upstream, all that is left for it), then the allow list; deny the rest.
 
 Every rule ends with an ``annotate_transaction`` ACL. That ACL always matches and is reached only
 when every ACL before it on the line matched, i.e. exactly when that rule decides; its
-``decision`` and ``rule`` notes are then logged with ``%{rule}note``.
+``decision`` and ``rule`` notes are then logged with ``%{rule}note``. The first rule's first ACL
+notes which port the request came in on, as ``client`` (``agent`` or ``gateway``).
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ DEFAULT_PRIVATE_RANGES: tuple[str, ...] = (
 
 HTTP_PORTS = (80, 443)
 AUDIT_FORMAT = "containai_json"
+CLIENTS = ("agent", "gateway")  # who sent a request, by the port it came in on
 
 # (rule name, decision) in the order the rules appear; tests check the rendered order against it.
 RULES: tuple[tuple[str, str], ...] = (
@@ -72,9 +78,12 @@ RULES: tuple[tuple[str, str], ...] = (
     ("deny-connect-port", "deny"),
     ("deny-port", "deny"),
     ("deny-ip-literal", "deny"),
+    ("deny-gateway-only", "deny"),
+    ("deny-gateway-elsewhere", "deny"),
     ("deny-not-allowed", "deny"),
     ("deny-denylist", "deny"),
     ("deny-private", "deny"),
+    ("allow-gateway", "allow"),
     ("allow", "allow"),
     ("deny-default", "deny"),
 )
@@ -132,6 +141,7 @@ def render_audit_logformat(session: str) -> str:
         '"bytes_down":"%<st"',
         '"decision":"%"{decision}note"',
         '"rule":"%"{rule}note"',
+        '"client":"%"{client}note"',
     )
     return "{" + ",".join(fields) + "}"
 
@@ -140,6 +150,7 @@ def render_squid_conf(
     policy: EgressPolicy,
     *,
     listen: str = "127.0.0.1:3128",
+    gateway_listen: str = "127.0.0.1:3129",
     access_log: str = "/var/log/containai/egress.jsonl",
     dns_nameservers: Sequence[str] = (),
     shutdown_seconds: int = 3,
@@ -151,8 +162,10 @@ def render_squid_conf(
 
     ``access_log_rotate``: how many rotated audits squid keeps when told to rotate (SIGUSR1): the
     proxy's rotation loop (``egress.sidecar``) keeps the audit's volume under its cap that way.
+    ``gateway_listen``: the gateway's own port, there only when the policy has a gateway.
     """
     _check(listen, _LISTEN, "listen address")
+    _check(gateway_listen, _LISTEN, "listen address")
     _check(access_log, _PATH, "log path")
     _check(pid_file, _PATH, "pid file path")
     servers = [str(ipaddress.ip_address(server)) for server in dns_nameservers]
@@ -165,10 +178,12 @@ def render_squid_conf(
     safe_ports = sorted(set(HTTP_PORTS) | set(connect_ports))
     allow = _collapse(policy.allow)
     deny = _collapse(policy.deny)
+    gateway = sorted(set(policy.gateway))
 
     out: list[str] = [
         "# Rendered by ContainAI from the session's egress policy; do not edit.",
-        f"http_port {listen}",
+        f"http_port {listen} name=agent",
+        *([f"http_port {gateway_listen} name=gateway"] if gateway else []),
         "visible_hostname containai-proxy",
         f"pid_filename {pid_file}",
         "coredump_dir /tmp",
@@ -197,6 +212,17 @@ def render_squid_conf(
     out += [
         f"acl {_mark(rule)} annotate_transaction decision={decision} rule={rule}" for rule, decision in RULES
     ]
+    out += [f"acl client_{client} annotate_transaction client={client}" for client in CLIENTS]
+    if gateway:
+        # Always matches, noting the client: any-of stops at its first match.
+        out += [
+            "acl from_gateway myportname gateway",
+            "acl from_gateway_noted all-of from_gateway client_gateway",
+            "acl note_client any-of from_gateway_noted client_agent",
+        ]
+        out += [f"acl gateway_upstream dstdomain -n {name}" for name in gateway]
+    else:
+        out.append("acl note_client any-of client_agent")
     out += [
         "",
         "acl internal_url urlpath_regex ^/squid-internal-",
@@ -208,27 +234,37 @@ def render_squid_conf(
     ]
     if allow:
         out += [f"acl allowed_domains dstdomain -n {name}" for name in allow]
+    if allow or gateway:
         out += [f"acl denied_domains dstdomain -n {name}" for name in deny]
         out += [f"acl private_dst dst {cidr}" for cidr in ranges]
 
     rules: list[tuple[str, str]] = [
-        ("deny manager", "deny-manager"),
+        ("deny note_client manager", "deny-manager"),
         ("deny internal_url", "deny-internal"),
         ("deny !connect_method !web_scheme", "deny-scheme"),
         ("deny connect_method !connect_ports", "deny-connect-port"),
         ("deny !safe_ports", "deny-port"),
         ("deny ip_literal", "deny-ip-literal"),
     ]
+    if gateway:
+        # Before the allow list, so that no wider allowed name (.anthropic.com) lets the agent in.
+        rules.append(("deny !from_gateway gateway_upstream", "deny-gateway-only"))
+        rules.append(("deny from_gateway !gateway_upstream", "deny-gateway-elsewhere"))
+    agent_only = "!from_gateway " if gateway else ""
     if allow:
-        rules.append(("deny !allowed_domains", "deny-not-allowed"))
+        rules.append((f"deny {agent_only}!allowed_domains", "deny-not-allowed"))
+    else:
+        # squid refuses an ACL with no values; with nothing allowed, only the gateway gets further.
+        rules.append((f"deny {agent_only or 'all'}".rstrip(), "deny-not-allowed"))
+    if allow or gateway:
         if deny:
             rules.append(("deny denied_domains", "deny-denylist"))
         if ranges:
             rules.append(("deny private_dst", "deny-private"))
+    if gateway:
+        rules.append(("allow from_gateway", "allow-gateway"))
+    if allow:
         rules.append(("allow allowed_domains", "allow"))
-    else:
-        # squid refuses an ACL with no values, and with nothing allowed nothing else matters.
-        rules.append(("deny all", "deny-not-allowed"))
     rules.append(("deny all", "deny-default"))
     out += ["", *(f"http_access {action} {_mark(rule)}" for action, rule in rules)]
     return "\n".join(out) + "\n"
@@ -248,6 +284,7 @@ class AuditRecord:
     bytes_down: int
     decision: str  # "allow" or "deny"
     rule: str  # a name from RULES, or "none" when squid refused the request before any rule
+    client: str = "-"  # "agent" or "gateway" (by the port it came in on); "-" when squid did not say
 
 
 def _number(value: object) -> int | None:
@@ -286,6 +323,7 @@ def parse_audit_line(line: str) -> AuditRecord | None:
         bytes_down=_number(data.get("bytes_down")) or 0,
         decision=decision,
         rule=rule if rule in known else "none",
+        client=next((client for client in CLIENTS if data.get("client") == client), "-"),
     )
 
 
@@ -304,4 +342,7 @@ def summarize_denials(records: Iterable[AuditRecord]) -> str | None:
     fixable = sorted({record.host for record in denied if record.rule == "deny-not-allowed"} - {"-"})
     flags = " ".join(f"--allow-domain {name}" for name in fixable)
     advice = f"; allow with {flags}" if flags else ""
+    gateway_only = sorted({record.host for record in denied if record.rule == "deny-gateway-only"})
+    if gateway_only:
+        advice += f"; {', '.join(gateway_only)} only through the model gateway (its base URL in the agent)"
     return f"blocked {total} {requests} to {len(names)} {domains}: {', '.join(names)}{advice}"

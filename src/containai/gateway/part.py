@@ -11,10 +11,12 @@ at launch. Without one, it stays down: the agent has no model access, and is tol
 from __future__ import annotations
 
 import json
+import urllib.parse
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from containai.egress.sidecar import EgressPlan
+from containai.errors import ConfigError
 from containai.gateway.login import ClaudeLogin
 from containai.gateway.sidecar import (
     agent_environment,
@@ -33,6 +35,7 @@ from containai.session.parts import BasePart, PartPlan, PlanContext, ResumeConte
 
 if TYPE_CHECKING:
     from containai.agents.definition import GatewayDef
+    from containai.session.manager import SessionRequest
     from containai.session.plan import SessionPlan
     from containai.session.ports import Ports
 
@@ -46,6 +49,33 @@ class GatewayPlan:
     volume: str
     credential: Secret | None  # handed to the gateway on its stdin at start
     login: ClaudeLogin | None  # or the host login, fed to it by the session's broker
+
+
+def session_upstream(request: SessionRequest) -> str | None:
+    """The URL the session's gateway forwards to, or None when the session has no gateway.
+
+    The egress part asks too: the upstream's host is the gateway's alone, off the agent's allow list.
+    """
+    definition = request.agent.gateway
+    if request.network_proxy != "squid" or definition is None:
+        return None
+    if request.credential is None and request.login is None:
+        return None
+    return request.gateway_upstream or definition.upstream
+
+
+def upstream_host(url: str) -> str:
+    """The host name of a gateway's upstream URL."""
+    try:
+        host = urllib.parse.urlsplit(url).hostname
+    except ValueError:
+        host = None
+    if not host or not url.startswith(("https://", "http://")):
+        raise ConfigError(
+            f"the gateway's upstream {url!r} is not an http(s) URL with a host",
+            hint="set CONTAINAI_GATEWAY_UPSTREAM to a URL such as https://api.anthropic.com, or unset it",
+        )
+    return host
 
 
 def config_files(definition: GatewayDef) -> dict[str, str]:
@@ -62,17 +92,22 @@ class GatewayPart(BasePart[GatewayPlan]):
         request = ctx.request
         egress = ctx.earlier.get("egress")
         definition = request.agent.gateway
-        if egress is None or definition is None or (request.credential is None and request.login is None):
+        upstream = session_upstream(request)
+        if egress is None or definition is None or upstream is None:
             return None
         assert isinstance(egress.detail, EgressPlan)  # noqa: S101  # the egress part's own plan type
+        if egress.detail.gateway_volume is None:
+            raise ConfigError(
+                "the egress proxy was planned without the gateway's port", hint="this is a bug in ContainAI"
+            )
         spec, volume = plan_gateway(
             session_name=ctx.name,
             session_id=ctx.session_id,
             labels=ctx.labels.for_role("gateway"),
             channel=request.channel,
             gateway=definition,
-            egress_volume=egress.detail.socket_volume,
-            upstream=request.gateway_upstream,
+            egress_volume=egress.detail.gateway_volume,
+            upstream=upstream,
             follow=request.login is not None,
         )
         return PartPlan(

@@ -3,7 +3,9 @@
     agent (placeholder key) ─> 127.0.0.1:8787 ─> relay ─unix socket─> gateway (real key) ─> proxy ─> upstream
 
 The gateway runs in its own container, as its own uid, with no network; it reaches the upstream only
-through the session's egress proxy, so the egress policy and audit still apply. The key is handed
+through the session's egress proxy, so the egress policy and audit still apply. It has a socket to
+the proxy of its own (not the agent's): squid lets only requests that come that way reach the
+upstream, so an agent holding a key of its own cannot talk to the model API directly. The key is handed
 to it on stdin when it starts: it is in no environment variable, argument, label or file, so
 ``docker inspect`` of any session container shows nothing of it.
 """
@@ -14,7 +16,9 @@ import urllib.parse
 from collections.abc import Mapping
 
 from containai.agents.definition import GatewayDef
-from containai.egress.sidecar import RELAY_USER, SOCKET, SOCKET_DIR, listening, wait_ready
+from containai.egress.sidecar import GATEWAY_SOCKET as PROXY_SOCKET
+from containai.egress.sidecar import GATEWAY_SOCKET_DIR as PROXY_SOCKET_DIR
+from containai.egress.sidecar import RELAY_USER, listening, wait_ready
 from containai.errors import SessionError
 from containai.images.catalog import image_tag
 from containai.inside import protocol
@@ -39,14 +43,16 @@ def plan_gateway(
     upstream: str | None = None,
     follow: bool = False,
 ) -> tuple[ContainerSpec, str]:
-    """The gateway container, and the volume its socket lives on (shared read-only with the agent)."""
+    """The gateway container, and the volume its socket lives on (shared read-only with the agent).
+
+    ``egress_volume``: the proxy's volume with the gateway's own socket to squid."""
     volume = f"{session_name}-gateway-sock-{session_id}"
     command = (
         protocol.GATEWAY_PROGRAM,
         "--listen",
         GATEWAY_SOCKET,
         "--proxy",
-        SOCKET,
+        PROXY_SOCKET,
         "--upstream",
         upstream or gateway.upstream,
         "--header",
@@ -66,7 +72,7 @@ def plan_gateway(
         hostname="gateway",
         mounts=(
             Mount(SOCKET_FOLDER, volume, "volume"),
-            Mount(SOCKET_DIR, egress_volume, "volume", read_only=True),
+            Mount(PROXY_SOCKET_DIR, egress_volume, "volume", read_only=True),
         ),
         tmpfs={"/tmp": "rw,noexec,nosuid,nodev,size=16m"},  # noqa: S108  # the container's own tmpfs
         read_only=True,
