@@ -28,6 +28,7 @@ from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnav
 from containai.runtime import engine as engine_module
 from containai.runtime.base import BuildEvent, BuildSpec, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import PODMAN_EXEC_GATE, EngineRuntime, parse_engine_info, translate
+from containai.runtime.seccomp import containai_profile
 from containai.runtime.select import EngineChoice
 
 from .engine_api import DIALECTS, ExecResult, FakeEngineAPI, Hijack, Reply, frame, load_dialect, tar_of
@@ -361,7 +362,12 @@ def test_create_container_sends_the_hardening(api: FakeEngineAPI, runtime: Engin
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["CapAdd"] == ["CHOWN"]
-    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["SecurityOpt"][0] == "no-new-privileges:true"
+    seccomp = host["SecurityOpt"][1].removeprefix("seccomp=")
+    assert seccomp.startswith("/") == (runtime.kind == "podman")  # Podman reads it from a file
+    text = Path(seccomp).read_text() if seccomp.startswith("/") else seccomp
+    assert json.loads(text) == containai_profile().document
+    assert len(host["SecurityOpt"]) == 2
     assert host.get("Privileged", False) is False  # the SDK leaves out a false Privileged
     assert host["NetworkMode"] == "containai-s1-net"
     assert host["PidsLimit"] == 256
