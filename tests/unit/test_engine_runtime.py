@@ -833,3 +833,14 @@ def test_a_fed_start_keeps_stdin_open(api: FakeEngineAPI, runtime: EngineRuntime
     assert api.hijacks_done.acquire(timeout=5)
     assert api.last("POST", "/containers/gateway/attach").stdin == b"token-1\ntoken-2\n"
     assert api.last("POST", "/containers/gateway/start")
+
+
+def test_a_podman_that_cannot_read_the_filter_says_why(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+    if api.dialect != "podman":
+        pytest.skip("Docker is handed the filter inline")
+    refusal = "container create: opening seccomp profile failed: open /x.json: no such file or directory"
+    api.answer("POST", "/containers/create", Reply(500, {"message": refusal}))
+    with pytest.raises(EngineAPIError, match="seccomp profile") as caught:
+        runtime.create_container(spec())
+    assert caught.value.hint is not None
+    assert str(runtime.seccomp_folder) in caught.value.hint

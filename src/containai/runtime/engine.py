@@ -427,7 +427,13 @@ class _EngineContainers:
                     self.remove_volume(name)
             if isinstance(exc, EngineError):
                 raise
-            raise translate(exc, self.choice, f"create container {spec.name}") from exc
+            error = translate(exc, self.choice, f"create container {spec.name}")
+            if self.kind == "podman" and "seccomp profile" in error.message:
+                error.hint = (
+                    f"Podman reads ContainAI's syscall filter from {self.seccomp_folder}; "
+                    "use a Podman service on this machine, which sees that folder"
+                )
+            raise error from exc
 
     def start(self, ref: str) -> None:
         try:
