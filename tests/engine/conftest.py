@@ -26,6 +26,7 @@ from typing import Any
 import docker
 import pytest
 
+from containai.config import Paths
 from containai.runtime.engine import EngineRuntime
 from containai.runtime.select import EngineChoice, EngineKind
 
@@ -122,6 +123,12 @@ def podman_client() -> Iterator[Any]:
     )
 
 
+def run_state_dir(environment: Mapping[str, str]) -> Path:
+    """The test run's ContainAI state folder (where Podman's copy of the syscall filter goes), never
+    the developer's own."""
+    return Paths.from_env(environment).state_dir
+
+
 @pytest.fixture(scope="session")
 def cli_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """Environment for running the installed console scripts against the Docker engine."""
@@ -211,7 +218,9 @@ class Engine:
 
     def runtime(self) -> EngineRuntime:
         """ContainAI's own runtime on this engine (close it after use)."""
-        return EngineRuntime(EngineChoice(f"unix://{self.sock}", self.kind, "test fixture"))
+        return EngineRuntime(
+            EngineChoice(f"unix://{self.sock}", self.kind, "test fixture"), state_dir=run_state_dir(self.env)
+        )
 
 
 @pytest.fixture(params=["docker", "podman"])
@@ -232,15 +241,19 @@ def runtime(engine: Engine) -> Iterator[EngineRuntime]:
 
 
 @pytest.fixture()
-def docker_runtime(docker_client: Any) -> Iterator[EngineRuntime]:
-    runtime = EngineRuntime(EngineChoice(f"unix://{DOCKER_SOCK}", "docker", "test fixture"))
+def docker_runtime(docker_client: Any, cli_env: dict[str, str]) -> Iterator[EngineRuntime]:
+    runtime = EngineRuntime(
+        EngineChoice(f"unix://{DOCKER_SOCK}", "docker", "test fixture"), state_dir=run_state_dir(cli_env)
+    )
     yield runtime
     runtime.close()
 
 
 @pytest.fixture()
-def podman_runtime(podman_client: Any) -> Iterator[EngineRuntime]:
-    runtime = EngineRuntime(EngineChoice(f"unix://{PODMAN_SOCK}", "podman", "test fixture"))
+def podman_runtime(podman_client: Any, cli_env: dict[str, str]) -> Iterator[EngineRuntime]:
+    runtime = EngineRuntime(
+        EngineChoice(f"unix://{PODMAN_SOCK}", "podman", "test fixture"), state_dir=run_state_dir(cli_env)
+    )
     yield runtime
     runtime.close()
 

@@ -30,7 +30,7 @@ from containai.runtime.fake import FakeRuntime
 from containai.runtime.select import EngineChoice, EngineKind
 from containai.text import OutputTail
 
-from .conftest import CHANNEL, LABELS, SOCKETS
+from .conftest import CHANNEL, LABELS, SOCKETS, run_state_dir
 from .fakenet import wait_until
 
 pytestmark = pytest.mark.engine
@@ -48,7 +48,10 @@ def rt(request: pytest.FixtureRequest) -> Iterator[ContainerRuntime]:
         return
     request.getfixturevalue(f"{request.param}_client")
     request.getfixturevalue(f"{request.param}_images")
-    runtime = EngineRuntime(EngineChoice(f"unix://{SOCKETS[request.param]}", request.param, "contract"))
+    runtime = EngineRuntime(
+        EngineChoice(f"unix://{SOCKETS[request.param]}", request.param, "contract"),
+        state_dir=run_state_dir(request.getfixturevalue("cli_env")),
+    )
     yield runtime
     for container in runtime.containers(LABELS):
         runtime.remove_container(container.id)
@@ -292,7 +295,10 @@ def test_tmpfs_keep_their_owner_flags_and_size_on_each_engine(
     """The dialects: the same tmpfs owners, modes, noexec/nosuid/nodev and sizes on both engines,
     and nothing writable that the spec did not ask for."""
     request.getfixturevalue(f"{kind}_images")
-    runtime = EngineRuntime(EngineChoice(f"unix://{SOCKETS[kind]}", kind, "contract"))
+    runtime = EngineRuntime(
+        EngineChoice(f"unix://{SOCKETS[kind]}", kind, "contract"),
+        state_dir=run_state_dir(request.getfixturevalue("cli_env")),
+    )
     name = fresh("tmpfs")
     try:
         runtime.create_container(spec(name))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from containai.runtime.base import ContainerSpec
 from containai.runtime.engine import (
     TMPFS_OF,
@@ -11,6 +13,7 @@ from containai.runtime.engine import (
     parse_container_info,
 )
 
+FOLDER = Path("/state/seccomp")  # where Podman is pointed to the syscall filter
 SPEC = ContainerSpec(
     image="containai-shell:dev",
     name="shell-x",
@@ -41,7 +44,7 @@ def test_docker_gets_the_tmpfs_options_as_written() -> None:
 
 
 def test_podman_mounts_the_users_own_tmpfs_with_U_and_nothing_copied_up() -> None:
-    tmpfs = create_request(SPEC, "podman").kwargs["tmpfs"]
+    tmpfs = create_request(SPEC, "podman", seccomp_folder=FOLDER).kwargs["tmpfs"]
     assert tmpfs["/home/agent"] == "rw,noexec,nosuid,nodev,size=512m,mode=0700,U,notmpcopyup"
     assert tmpfs["/tmp"] == "rw,noexec,nosuid,nodev,size=1g,notmpcopyup"
     assert tmpfs["/run/containai"] == "rw,noexec,nosuid,nodev,size=1m,mode=0755,notmpcopyup"
@@ -50,16 +53,16 @@ def test_podman_mounts_the_users_own_tmpfs_with_U_and_nothing_copied_up() -> Non
 
 def test_podman_closes_the_writable_folders_it_would_add_to_a_read_only_container() -> None:
     spec = ContainerSpec(image="i", name="n", command=(), labels={}, tmpfs={"/tmp": "rw,size=1m"})
-    tmpfs = create_request(spec, "podman").kwargs["tmpfs"]
+    tmpfs = create_request(spec, "podman", seccomp_folder=FOLDER).kwargs["tmpfs"]
     assert tmpfs["/tmp"] == "rw,size=1m,notmpcopyup"  # the spec's own wins
     assert tmpfs["/var/tmp"].startswith("ro,noexec,nosuid,nodev,")
     assert tmpfs["/run"].startswith("rw,noexec,nosuid,nodev,") and "mode=0755" in tmpfs["/run"]
     writable = ContainerSpec(image="i", name="n", command=(), labels={}, read_only=False)
-    assert create_request(writable, "podman").kwargs["tmpfs"] == {}
+    assert create_request(writable, "podman", seccomp_folder=FOLDER).kwargs["tmpfs"] == {}
 
 
 def test_podman_gets_a_tmpfs_owned_by_another_uid_as_a_tmpfs_volume() -> None:
-    request = create_request(SPEC, "podman")
+    request = create_request(SPEC, "podman", seccomp_folder=FOLDER)
     assert "/run/containai/mcp" not in request.kwargs["tmpfs"]
     (volume,) = request.volumes
     assert volume.name == "shell-x-tmpfs-run-containai-mcp"
@@ -85,17 +88,17 @@ def test_podman_without_a_numeric_user_gets_volumes_for_every_owned_tmpfs() -> N
         user="agent",
         tmpfs={"/home/agent": "size=1m,uid=1000,gid=1000"},
     )
-    request = create_request(spec, "podman")
+    request = create_request(spec, "podman", seccomp_folder=FOLDER)
     assert [v.target for v in request.volumes] == ["/home/agent"]
     assert request.kwargs["volumes"] == {"n-tmpfs-home-agent": {"bind": "/home/agent", "mode": "rw"}}
     assert request.volumes[0].driver_opts["o"] == "nr_blocks=256,uid=1000,gid=1000"
 
 
 def test_podman_gets_explicit_nofile_and_nproc_limits() -> None:
-    limits = _ulimits(create_request(SPEC, "podman").kwargs["ulimits"])
+    limits = _ulimits(create_request(SPEC, "podman", seccomp_folder=FOLDER).kwargs["ulimits"])
     assert limits == {"nofile": (4096, 8192), "core": (0, 0), "nproc": (4096, 4096)}
     spec = ContainerSpec(image="i", name="n", command=(), labels={}, ulimits=(("nproc", 64, 64),))
-    assert _ulimits(create_request(spec, "podman").kwargs["ulimits"]) == {
+    assert _ulimits(create_request(spec, "podman", seccomp_folder=FOLDER).kwargs["ulimits"]) == {
         "nproc": (64, 64),
         "nofile": (4096, 8192),
     }
@@ -139,7 +142,7 @@ def test_label_scopes_hold_every_label_as_docker_does() -> None:
 
 
 def test_podman_containers_get_no_ipv6_as_dockers_do() -> None:
-    assert create_request(SPEC, "podman").kwargs["sysctls"] == {
+    assert create_request(SPEC, "podman", seccomp_folder=FOLDER).kwargs["sysctls"] == {
         "net.ipv6.conf.all.disable_ipv6": "1",
         "net.ipv6.conf.default.disable_ipv6": "1",
     }
@@ -148,7 +151,7 @@ def test_podman_containers_get_no_ipv6_as_dockers_do() -> None:
 
 def test_podman_runs_the_command_itself_when_the_entrypoint_is_cleared() -> None:
     spec = ContainerSpec(image="i", name="n", command=("gateway", "--listen", "x"), labels={}, entrypoint=())
-    podman = create_request(spec, "podman").kwargs
+    podman = create_request(spec, "podman", seccomp_folder=FOLDER).kwargs
     assert (podman["entrypoint"], podman["command"]) == (["gateway"], ["--listen", "x"])
     docker_kwargs = create_request(spec, "docker").kwargs
     assert (docker_kwargs["entrypoint"], docker_kwargs["command"]) == ([], ["gateway", "--listen", "x"])

@@ -28,6 +28,7 @@ from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnav
 from containai.runtime import engine as engine_module
 from containai.runtime.base import BuildEvent, BuildSpec, ContainerSpec, ExecSpec, Mount
 from containai.runtime.engine import PODMAN_EXEC_GATE, EngineRuntime, parse_engine_info, translate
+from containai.runtime.seccomp import containai_profile
 from containai.runtime.select import EngineChoice
 
 from .engine_api import DIALECTS, ExecResult, FakeEngineAPI, Hijack, Reply, frame, load_dialect, tar_of
@@ -361,7 +362,12 @@ def test_create_container_sends_the_hardening(api: FakeEngineAPI, runtime: Engin
     assert host["ReadonlyRootfs"] is True
     assert host["CapDrop"] == ["ALL"]
     assert host["CapAdd"] == ["CHOWN"]
-    assert host["SecurityOpt"] == ["no-new-privileges:true"]
+    assert host["SecurityOpt"][0] == "no-new-privileges:true"
+    seccomp = host["SecurityOpt"][1].removeprefix("seccomp=")
+    assert seccomp.startswith("/") == (runtime.kind == "podman")  # Podman reads it from a file
+    text = Path(seccomp).read_text() if seccomp.startswith("/") else seccomp
+    assert json.loads(text) == containai_profile().document
+    assert len(host["SecurityOpt"]) == 2
     assert host.get("Privileged", False) is False  # the SDK leaves out a false Privileged
     assert host["NetworkMode"] == "containai-s1-net"
     assert host["PidsLimit"] == 256
@@ -827,3 +833,14 @@ def test_a_fed_start_keeps_stdin_open(api: FakeEngineAPI, runtime: EngineRuntime
     assert api.hijacks_done.acquire(timeout=5)
     assert api.last("POST", "/containers/gateway/attach").stdin == b"token-1\ntoken-2\n"
     assert api.last("POST", "/containers/gateway/start")
+
+
+def test_a_podman_that_cannot_read_the_filter_says_why(api: FakeEngineAPI, runtime: EngineRuntime) -> None:
+    if api.dialect != "podman":
+        pytest.skip("Docker is handed the filter inline")
+    refusal = "container create: opening seccomp profile failed: open /x.json: no such file or directory"
+    api.answer("POST", "/containers/create", Reply(500, {"message": refusal}))
+    with pytest.raises(EngineAPIError, match="seccomp profile") as caught:
+        runtime.create_container(spec())
+    assert caught.value.hint is not None
+    assert str(runtime.seccomp_folder) in caught.value.hint

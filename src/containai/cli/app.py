@@ -81,7 +81,7 @@ class AppContext:
 
             choice = resolve_engine(self.flags.runtime, self.environ)
             log.debug("engine: %s", choice.describe())
-            self._runtime = EngineRuntime(choice)
+            self._runtime = EngineRuntime(choice, state_dir=self.paths.state_dir)
         return self._runtime
 
     def close(self) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from containai.config import DEFAULT_MAX_CPUS, DEFAULT_MEMORY_BYTES, DEFAULT_PIDS
+from containai.runtime.seccomp import SeccompProfile, containai_profile
 from containai.runtime.select import EngineChoice, EngineKind
 
 
@@ -199,6 +200,9 @@ class ContainerSpec:
     cap_drop: tuple[str, ...] = ("ALL",)
     cap_add: tuple[str, ...] = ()
     security_opt: tuple[str, ...] = ("no-new-privileges:true",)
+    # ContainAI's syscall filter, on every container it creates. None (the engine's default filter)
+    # only in tests that show what the filter refuses; no setting of a user's reaches it.
+    seccomp: SeccompProfile | None = field(default_factory=containai_profile)
     network_mode: str = "none"
     # What a spec that sets no limits of its own gets: the same defaults as a session (containai.config).
     pids_limit: int = DEFAULT_PIDS

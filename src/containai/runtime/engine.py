@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import socket
 import tarfile
@@ -19,6 +20,7 @@ import docker.errors
 import docker.types
 import requests.exceptions
 
+from containai.config import Paths
 from containai.errors import BuildError, EngineAPIError, EngineError, EngineUnavailable, ExecTimedOut
 from containai.runtime.base import (
     BuildEvent,
@@ -34,6 +36,7 @@ from containai.runtime.base import (
     StdinFeed,
     VolumeInfo,
 )
+from containai.runtime.seccomp import SECCOMP_FOLDER, security_option, write_profile
 from containai.runtime.select import EngineChoice, EngineKind
 
 # Builds and imports stream for minutes; everything else should answer quickly.
@@ -315,11 +318,20 @@ def _podman_ulimits(spec: ContainerSpec) -> tuple[tuple[str, int, int], ...]:
     return (*spec.ulimits, *(limit for limit in PODMAN_ULIMITS if limit[0] not in named))
 
 
-def create_request(spec: ContainerSpec, kind: EngineKind = "docker") -> CreateRequest:
-    """What to ask the engine (Docker's or Podman's dialect) for a spec (pure; shown in tests)."""
+def create_request(
+    spec: ContainerSpec, kind: EngineKind = "docker", *, seccomp_folder: Path | None = None
+) -> CreateRequest:
+    """What to ask the engine (Docker's or Podman's dialect) for a spec (pure; shown in tests).
+
+    Podman's compatible API reads a seccomp profile from a file: ``seccomp_folder`` holds it.
+    """
     kwargs = create_kwargs(spec)
     if kind != "podman":
+        if spec.seccomp is not None:
+            kwargs["security_opt"].append(security_option(spec.seccomp, inline=True))
         return CreateRequest(kwargs)
+    if spec.seccomp is not None:
+        kwargs["security_opt"].append(security_option(spec.seccomp, inline=False, folder=seccomp_folder))
     tmpfs, volumes = _podman_tmpfs(spec)
     kwargs["tmpfs"] = tmpfs
     kwargs["ulimits"] = [docker.types.Ulimit(name=n, soft=s, hard=h) for n, s, h in _podman_ulimits(spec)]
@@ -393,10 +405,16 @@ class _EngineContainers:
     def kind(self) -> EngineKind:
         raise NotImplementedError
 
+    @property
+    def seccomp_folder(self) -> Path:
+        raise NotImplementedError
+
     def create_container(self, spec: ContainerSpec) -> ContainerInfo:
-        request = create_request(spec, self.kind)
+        request = create_request(spec, self.kind, seccomp_folder=self.seccomp_folder)
         made: list[str] = []
         try:
+            if spec.seccomp is not None and self.kind == "podman":
+                write_profile(spec.seccomp, self.seccomp_folder)
             for volume in request.volumes:
                 self.create_volume(
                     volume.name, labels={**spec.labels, TMPFS_OF: spec.name}, driver_opts=volume.driver_opts
@@ -409,7 +427,13 @@ class _EngineContainers:
                     self.remove_volume(name)
             if isinstance(exc, EngineError):
                 raise
-            raise translate(exc, self.choice, f"create container {spec.name}") from exc
+            error = translate(exc, self.choice, f"create container {spec.name}")
+            if self.kind == "podman" and "seccomp profile" in error.message:
+                error.hint = (
+                    f"Podman reads ContainAI's syscall filter from {self.seccomp_folder}; "
+                    "use a Podman service on this machine, which sees that folder"
+                )
+            raise error from exc
 
     def start(self, ref: str) -> None:
         try:
@@ -665,12 +689,23 @@ class _SocketFeed:
 
 
 class EngineRuntime(_EngineContainers):
-    """A ``ContainerRuntime`` over the Engine API. Connects lazily, on first use."""
+    """A ``ContainerRuntime`` over the Engine API. Connects lazily, on first use.
 
-    def __init__(self, choice: EngineChoice) -> None:
+    ``state_dir``: ContainAI's state folder (default: as ``Paths.from_env`` finds it), where the
+    syscall filter's file is kept for Podman, which reads it by path.
+    """
+
+    def __init__(self, choice: EngineChoice, *, state_dir: Path | None = None) -> None:
         self.choice = choice
         self._client: Any = None
         self._kind: EngineKind | None = None
+        self._state_dir = state_dir
+
+    @property
+    def seccomp_folder(self) -> Path:
+        if self._state_dir is None:
+            self._state_dir = Paths.from_env(os.environ).state_dir
+        return self._state_dir / SECCOMP_FOLDER
 
     @property
     def kind(self) -> EngineKind:

@@ -34,6 +34,7 @@ from containai.gateway.login import ClaudeLogin
 from containai.inside import protocol
 from containai.mcp.config import McpServer
 from containai.runtime.base import ContainerInfo, ContainerRuntime, ExecSpec, Mount, NetworkInfo, VolumeInfo
+from containai.runtime.seccomp import require_seccomp
 from containai.secrets.value import Secret
 from containai.session import naming
 from containai.session.disk import DiskLimit
@@ -158,6 +159,7 @@ class SessionManager:
         ports = self.ports
         runtime = ports.runtime
         info = runtime.info()
+        require_seccomp(info.kind, info.version, info.security_options)
         image = request.agent.image_ref(request.channel)
         if runtime.image(image) is None:
             part = request.agent.image
