@@ -565,11 +565,12 @@ AGAINST_B = textwrap.dedent(
     """
 )
 
-# As the agent: keep a connection to B open (its server running), ask A for its own secret's hash,
-# then have A run AGAINST_B; then B again, on a fresh connection.
-TWO_SERVERS = textwrap.dedent(
+# As the agent. MCP_CLIENT, then HOLD_B in the background: B's server runs (B's report is written
+# to /tmp/b-said) until /tmp/b-release appears. Then A_RUNS: A's own secret's hash, A running
+# AGAINST_B, and B again on a fresh connection.
+MCP_CLIENT = textwrap.dedent(
     """
-    import json, subprocess, sys
+    import json, os, subprocess, sys, time
     def connect(name):
         stub = subprocess.Popen(["mcp-stub", "connect", name], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         call(stub, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
@@ -581,18 +582,35 @@ TWO_SERVERS = textwrap.dedent(
         return json.loads(stub.stdout.readline())["result"]
     def tool(stub, name, **arguments):
         return call(stub, "tools/call", {"name": name, "arguments": arguments})["content"][0]["text"]
+    def close(stub):
+        stub.stdin.close(); stub.wait()
+    """
+)
+HOLD_B = MCP_CLIENT + textwrap.dedent(
+    """
     b = connect("b")
-    b_said = tool(b, "report")
+    open("/tmp/b-said.new", "w").write(tool(b, "report"))
+    os.rename("/tmp/b-said.new", "/tmp/b-said")
+    for _ in range(600):
+        if os.path.exists("/tmp/b-release"):
+            break
+        time.sleep(0.2)
+    close(b)
+    """
+)
+A_RUNS = MCP_CLIENT + textwrap.dedent(
+    """
+    b_said = open("/tmp/b-said").read()
     print("R b", b_said)
     a = connect("a")
     print("R a", tool(a, "report"))
     command = " ".join(["python3", "-I", "-c", sys.argv[1], b_said.rpartition("uid=")[2], *sys.argv[2:]])
     print("R against-b", tool(a, "run", cmd=command).strip())
-    for stub in (a, b):
-        stub.stdin.close(); stub.wait()
+    close(a)
+    open("/tmp/b-release", "w").close()
     again = connect("b")
     print("R b-again", tool(again, "report"))
-    again.stdin.close(); again.wait()
+    close(again)
     """
 )
 
@@ -617,13 +635,18 @@ def test_an_mcp_server_that_runs_what_it_is_told_reaches_no_other_servers_secret
     name = launched.stdout.strip()
     try:
         agent = engine.client.containers.get(name)
+        user = agent.attrs["Config"]["User"]
         session = agent.labels[SESSION_LABEL]
-        # A capability of B's, as the launcher would issue it: as if A had got hold of B's token.
-        sockets = (
-            Path(lab_env["CONTAINAI_HOME"]) / "state" / "sessions" / session / "broker.sockets"
-        ).read_text()
+        agent.exec_run(["python3", "-c", HOLD_B], user=user, detach=True)
+        for _ in range(300):
+            if agent.exec_run(["test", "-s", "/tmp/b-said"], user=user).exit_code == 0:
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        # Now, while B's server runs: a live capability of B's, as the launcher issues them, as if A
+        # had got hold of it (B's own stub has the other live one, in its capability file).
+        state = Path(lab_env["CONTAINAI_HOME"]) / "state" / "sessions" / session
         b_cap = admin(
-            Path(sockets.strip()) / "admin" / "admin.sock",
+            Path((state / "broker.sockets").read_text().strip()) / "admin" / "admin.sock",
             {
                 "op": "issue",
                 "session": session,
@@ -634,9 +657,7 @@ def test_an_mcp_server_that_runs_what_it_is_told_reaches_no_other_servers_secret
             },
         )
         args = [shlex.quote(AGAINST_B), b_cap["token"], b_cap["bundle"], session, name]
-        run = agent.exec_run(
-            ["python3", "-c", TWO_SERVERS, *args], user=agent.attrs["Config"]["User"], workdir="/workspace"
-        )
+        run = agent.exec_run(["python3", "-c", A_RUNS, *args], user=user, workdir="/workspace")
         output = run.output.decode("utf-8", "replace")
         assert run.exit_code == 0, output
         found = results(output)
@@ -645,20 +666,20 @@ def test_an_mcp_server_that_runs_what_it_is_told_reaches_no_other_servers_secret
         # Each server has its own secret, under its own uid.
         assert found["a"] == f"sha256={digest['a']} uid={a_uid}"
         assert found["b"] == f"sha256={digest['b']} uid={b_uid}"
-        assert a_uid != b_uid and {a_uid, b_uid} == {65500, 65501}
+        assert {a_uid, b_uid} <= {65500, 65501}
         tried = json.loads(found["against-b"])
         # B's stub and server were running, and A could read neither's environment.
         assert tried.pop("b-processes") >= 2, tried
         environs = {k: tried.pop(k) for k in list(tried) if k.startswith("environ-")}
-        assert environs and set(environs.values()) <= {"EACCES", "EPERM"}, environs
+        assert environs and set(environs.values()) <= {"EACCES", "EPERM"}, tried | environs
         # Nor list or read B's folder, capability, configuration or home.
-        assert set(tried.pop(k) for k in list(tried) if k.startswith("/") or k.startswith("ls ")) == {
-            "EACCES"
-        }
-        # The broker refuses A's uid B's capability and a fresh one of B's.
+        files = {k: tried.pop(k) for k in list(tried) if k.startswith(("/", "ls "))}
+        assert len(files) == 5 and set(files.values()) == {"EACCES"}, files
+        # The broker refuses A's uid a live capability of B's, and a fresh one.
         assert tried == {"redeem-b": "wrong-consumer", "refresh-b": "wrong-consumer"}, tried
-        # B still works (its stored capability was superseded by the one issued above: it renews it).
+        # B still works, and A's attempt did not use B's capabilities up.
         assert found["b-again"] == f"sha256={digest['b']} uid={b_uid}"
+        assert a_uid != b_uid
         assert canaries["b"] not in output and canaries["a"] not in output
 
         logs = Path(lab_env["CONTAINAI_HOME"]) / "state" / "session-logs"
