@@ -33,6 +33,7 @@ signal); 125 is `docker run`'s convention for "the runner failed", 75 is sysexit
         │   ├── TokenExpired    past its expiry on the broker's clock
         │   ├── WrongSession    presented for a session it was not issued to
         │   ├── WrongContainer  presented for a container it was not issued to
+        │   ├── WrongConsumer   presented by another MCP server's uid than its own
         │   └── TokenNotLive    already redeemed, revoked, superseded, or from an earlier broker run
         ├── BundleRefused       a sealed bundle does not open with its capability (tampered or swapped)
         ├── PeerRefused         a socket peer whose uid may not use the broker (or that operation)
@@ -212,6 +213,10 @@ class WrongSession(CapabilityRefused):
 
 class WrongContainer(CapabilityRefused):
     reason = "wrong-container"
+
+
+class WrongConsumer(CapabilityRefused):
+    reason = "wrong-consumer"
 
 
 class TokenNotLive(CapabilityRefused):

@@ -389,7 +389,7 @@ def test_a_killed_broker_fails_closed_then_connect_brings_it_back_with_fresh_cap
         run = agent.exec_run(["python3", "-c", TOOL_CALL_SHOWN], user=user)
         return str(run.output.decode("utf-8", "replace"))
 
-    assert tool().strip() == f"sha256={digest} uid=65531"
+    assert tool().strip() == f"sha256={digest} uid=65500"
     pid = int((state / "broker.pid").read_text())
     os.kill(pid, signal.SIGKILL)  # the broker this test's session started
     for _ in range(100):
@@ -405,7 +405,7 @@ def test_a_killed_broker_fails_closed_then_connect_brings_it_back_with_fresh_cap
     connect_and_run(lab_env, name, "true", "CONNECTED")
     assert int((state / "broker.pid").read_text()) != pid
     for _ in range(2):  # twice: the capability the stub stores for the next start works too
-        assert tool().strip() == f"sha256={digest} uid=65531"
+        assert tool().strip() == f"sha256={digest} uid=65500"
     removed = launcher(lab_env, "remove-agent", name, "--no-push", "--yes")
     assert removed.returncode == 0, removed.stderr
 

@@ -22,10 +22,12 @@ from typing import Any
 
 import pytest
 
+from containai.broker.session import admin
+
 from .conftest import CHANNEL, LABELS, RUN_ID, Engine
 from .test_egress import lab_env, results  # noqa: F401  # lab_env is a fixture used below
 from .test_gateway import egress_audit, forms, store_secret
-from .test_sessions import SESSION_LABEL, containai, git, make_repo, program
+from .test_sessions import SESSION_LABEL, containai, git, launcher, make_repo, program
 
 pytestmark = [pytest.mark.engine, pytest.mark.usefixtures("engine")]
 
@@ -77,7 +79,7 @@ PROBE_CLIENT = textwrap.dedent(
             status = open(f"/proc/{pid}/status").read()
         except OSError:
             continue
-        if "\\nUid:\\t65531" not in status:
+        if "\\nUid:\\t65500" not in status:
             continue
         for what in ("environ", "mem", "fd/0"):
             try:
@@ -100,7 +102,7 @@ PROBE_CLIENT = textwrap.dedent(
 PROBE = (
     f"python3 -c {shlex.quote(PROBE_CLIENT)}; "
     'echo "R claude $(timeout 60 claude mcp list 2>&1 | base64 -w0)"; '
-    'echo "R stubdir $(ls /run/containai/mcp 2>&1 | base64 -w0)"; '
+    'echo "R stubdir $(ls /run/containai/mcp/canary 2>&1 | base64 -w0)"; '
     "mkdir -p /tmp/seen && for p in /proc/[0-9]*; do cat $p/environ $p/cmdline 2>/dev/null; done > /tmp/seen/proc; "
     'echo "R dump $(tar -cz /tmp/seen /run /home /etc /workspace 2>/dev/null | base64 -w0)"'
 )
@@ -147,7 +149,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     for _ in range(300):
         found = engine.client.containers.list(filters=filters)
         agent = [c for c in found if c.labels.get("ai.containai.role") == "agent"]
-        if agent and agent[0].exec_run(["test", "-S", "/run/containai/mcp/front.sock"]).exit_code == 0:
+        if agent and agent[0].exec_run(["test", "-S", "/run/containai/mcp/canary/front.sock"]).exit_code == 0:
             inspected = [json.dumps(c.attrs) for c in found] + [
                 c.logs().decode(errors="replace") for c in found
             ]
@@ -157,9 +159,9 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     assert process.returncode == 0, stderr[-3000:]
     found_results = results(stdout)
 
-    # The server got the real value (its hash proves it) and ran under the stub's uid, not the agent's.
+    # The server got the real value (its hash proves it) and ran under its own uid, not the agent's.
     digest = hashlib.sha256(canary.encode()).hexdigest()
-    assert found_results.get("tool") == f"sha256={digest} uid=65531", stderr[-3000:]
+    assert found_results.get("tool") == f"sha256={digest} uid=65500", stderr[-3000:]
     # The real Claude Code CLI reads the rendered config and reaches the server through the stub.
     claude = base64.b64decode(found_results["claude"]).decode()
     assert "canary" in claude and "mcp-stub connect canary" in claude, claude
@@ -171,7 +173,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
             stderr[-3000:],
         )
     assert "Permission denied" in base64.b64decode(found_results["stubdir"]).decode()
-    # The stub and the server (uid 65531) keep their memory, environment and descriptors from the
+    # The stub and the server (uid 65500, the session's first server's) keep their memory, environment and descriptors from the
     # agent, which reads its own (the control: the probe would have seen them).
     tried = json.loads(found_results["procs"])
     assert tried.pop("self/environ") == "read"
@@ -201,7 +203,7 @@ def test_an_mcp_server_uses_a_host_secret_the_agent_never_sees(
     events = [(r["event"], r["outcome"]) for r in audit]
     assert ("issue", "allow") in events and ("redeem", "allow") in events
     refused = [r for r in audit if r["outcome"] == "deny" and r.get("reason") == "PeerRefused"]
-    assert len(refused) == 2 and all(r["peer"]["uid"] != 65531 for r in refused), audit_text
+    assert len(refused) == 2 and all(r["peer"]["uid"] != 65500 for r in refused), audit_text
     assert events[-2:] == [("revoke", "allow"), ("close", "info")]
     # Nor in the proxy's audit kept on the host, or the history of the images the session ran.
     egress = egress_audit(lab_env, summary["session"])
@@ -265,7 +267,7 @@ def test_a_persistent_sessions_capabilities_outlive_the_launcher_and_die_with_it
     # The launcher has exited; the session's broker still serves, twice (a refreshed capability).
     for _ in range(2):
         run = agent.exec_run(["python3", "-c", TOOL_CALL], user=user)
-        assert run.output.decode().strip() == f"sha256={digest} uid=65531", run.output.decode()
+        assert run.output.decode().strip() == f"sha256={digest} uid=65500", run.output.decode()
     assert Path(f"/proc/{pid}").exists()
 
     # The container dies outside ContainAI's control: the broker sees it, revokes, and exits.
@@ -318,7 +320,7 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
         )
 
     pending = tool_text()
-    assert "no-stub" in pending.stdout and "uid=65531" not in pending.stdout
+    assert "no-stub" in pending.stdout and "uid=65500" not in pending.stdout
     assert "not started until you approve" in pending.stderr, pending.stderr
 
     approve = subprocess.run(
@@ -332,7 +334,7 @@ def test_a_repository_server_runs_only_once_approved_and_again_only_after_a_chan
     assert approve.returncode == 0, approve.stderr
     assert "python3" in approve.stdout and "hash of the secret" in approve.stdout  # shown before pinning
     approved = tool_text()
-    assert "uid=65531" in approved.stdout, approved.stderr[-2000:]
+    assert "uid=65500" in approved.stdout, approved.stderr[-2000:]
 
     # A changed definition is pending again, whatever it changed.
     (repo / ".containai" / "config.toml").write_text(declared + 'env = { EXTRA = "1" }\n')
@@ -451,7 +453,7 @@ PLANT = textwrap.dedent(
     """\
     evil='const fs=require("fs"); const f="/tmp/leak-"+process.pid;
     fs.writeFileSync(f, "LEAK:"+(process.env.CANARY||"")); fs.chmodSync(f, 0o644);'
-    for d in /run/containai/mcp/home /run/containai/mcp /run/containai /run /; do
+    for d in /run/containai/mcp/canary/home /run/containai/mcp/canary /run/containai/mcp /run/containai /run /; do
       if printf '{"name":"planted"}' > "$d/package.json" 2>/dev/null; then
         printf 'node-options=--require=%s/evil.js\\n' "$d" > "$d/.npmrc"
         printf '%s\\n' "$evil" > "$d/evil.js"
@@ -499,12 +501,193 @@ def test_a_server_started_through_npx_reads_no_configuration_the_agent_planted(
     )
     assert result.returncode == 0, result.stderr[-3000:]
     found = results(result.stdout)
-    # The server ran, through npx, under the stub's uid, with the host's secret.
+    # The server ran, through npx, under its own uid, with the host's secret.
     digest = hashlib.sha256(canary.encode()).hexdigest()
-    assert found.get("tool") == f"sha256={digest} uid=65531", result.stdout + result.stderr[-3000:]
+    assert found.get("tool") == f"sha256={digest} uid=65500", result.stdout + result.stderr[-3000:]
     # No folder above the server's home is the agent's to write, so nothing was planted, and no code of
     # the agent's ran in the server: no leak file, and the canary nowhere in what the agent saw.
     assert [k for k in found if k.startswith("planted-")] == []
     assert base64.b64decode(found.get("leak", "")) == b""
     for form in forms(canary):
         assert form not in result.stdout and form not in result.stderr
+
+
+# A server that runs whatever its caller asks (a hostile one, or a buggy one a prompt injection can
+# drive): tool "run" runs a shell command with the server's uid and environment; "report" answers as
+# the canary server does.
+RUNNER_SERVER = CANARY_SERVER.replace(
+    '    elif message["method"] == "tools/call":\n',
+    '    elif message["method"] == "tools/call" and message["params"]["name"] == "run":\n'
+    "        import subprocess\n"
+    '        ran = subprocess.run(message["params"]["arguments"]["cmd"], shell=True, capture_output=True, text=True)\n'
+    '        result = {"content": [{"type": "text", "text": ran.stdout + ran.stderr}]}\n'
+    '    elif message["method"] == "tools/call":\n',
+)
+
+# Run in server A's process, with A's uid: what A would try against server B (B's uid in argv[1],
+# then a capability of B's, and the session and container it is bound to).
+AGAINST_B = textwrap.dedent(
+    """
+    import errno, json, os, socket, sys
+    b_uid, token, bundle, session, container = int(sys.argv[1]), *sys.argv[2:6]
+    tried = {}
+    def attempt(label, action):
+        try:
+            data = action()
+            tried[label] = "read" + ("-canary" if b"canary-b-" in data else "")
+        except OSError as exc:
+            tried[label] = errno.errorcode[exc.errno]
+    pids = []
+    for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
+        try:
+            if f"\\nUid:\\t{b_uid}\\t" in open(f"/proc/{pid}/status").read():
+                pids.append(pid)
+        except OSError:
+            pass
+    tried["b-processes"] = len(pids)
+    for pid in pids:
+        attempt(f"environ-{pid}", lambda: open(f"/proc/{pid}/environ", "rb").read())
+    for path in ("/run/containai/mcp/b", "/run/containai/mcp/b/caps"):
+        attempt(f"ls {path}", lambda: "\\n".join(os.listdir(path)).encode())
+    for path in ("/run/containai/mcp/b/caps/b.json", "/run/containai/mcp/b/servers.json",
+                 "/run/containai/mcp/b/home/.npmrc"):
+        attempt(path, lambda: open(path, "rb").read())
+    def broker(request):
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect("/run/containai/broker/broker.sock")
+            s.sendall(json.dumps(request).encode() + b"\\n")
+            return json.loads(s.makefile().readline())
+    ids = {"session": session, "container": container}
+    answer = broker({"op": "redeem", "token": token, "bundle": bundle, **ids})
+    tried["redeem-b"] = answer.get("error") or ("canary" if "canary-b-" in json.dumps(answer) else "ok")
+    tried["refresh-b"] = broker({"op": "refresh", "consumer": "b", **ids}).get("error") or "ok"
+    print(json.dumps(tried))
+    """
+)
+
+# As the agent. MCP_CLIENT, then HOLD_B in the background: B's server runs (B's report is written
+# to /tmp/b-said) until /tmp/b-release appears. Then A_RUNS: A's own secret's hash, A running
+# AGAINST_B, and B again on a fresh connection.
+MCP_CLIENT = textwrap.dedent(
+    """
+    import json, os, subprocess, sys, time
+    def connect(name):
+        stub = subprocess.Popen(["mcp-stub", "connect", name], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        call(stub, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                                  "clientInfo": {"name": "probe", "version": "1"}})
+        return stub
+    def call(stub, method, params):
+        stub.stdin.write((json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": params}) + "\\n").encode())
+        stub.stdin.flush()
+        return json.loads(stub.stdout.readline())["result"]
+    def tool(stub, name, **arguments):
+        return call(stub, "tools/call", {"name": name, "arguments": arguments})["content"][0]["text"]
+    def close(stub):
+        stub.stdin.close(); stub.wait()
+    """
+)
+HOLD_B = MCP_CLIENT + textwrap.dedent(
+    """
+    b = connect("b")
+    open("/tmp/b-said.new", "w").write(tool(b, "report"))
+    os.rename("/tmp/b-said.new", "/tmp/b-said")
+    for _ in range(600):
+        if os.path.exists("/tmp/b-release"):
+            break
+        time.sleep(0.2)
+    close(b)
+    """
+)
+A_RUNS = MCP_CLIENT + textwrap.dedent(
+    """
+    b_said = open("/tmp/b-said").read()
+    print("R b", b_said)
+    a = connect("a")
+    print("R a", tool(a, "report"))
+    command = " ".join(["python3", "-I", "-c", sys.argv[1], b_said.rpartition("uid=")[2], *sys.argv[2:]])
+    print("R against-b", tool(a, "run", cmd=command).strip())
+    close(a)
+    open("/tmp/b-release", "w").close()
+    again = connect("b")
+    print("R b-again", tool(again, "report"))
+    close(again)
+    """
+)
+
+
+def test_an_mcp_server_that_runs_what_it_is_told_reaches_no_other_servers_secret(
+    lab_env: dict[str, str],  # noqa: F811  # the fixture imported above
+    tmp_path: Path,
+    engine: Engine,
+) -> None:
+    canaries = {name: f"mcp-canary-{name}-{uuid.uuid4().hex}" for name in ("a", "b")}
+    config = ""
+    for name, canary in canaries.items():
+        store_secret(lab_env, f"MCP_CANARY_{name.upper()}", canary)
+        config += (
+            f'[mcp_servers.{name}]\ncommand = "python3"\nargs = ["-I", "-c", {json.dumps(RUNNER_SERVER)}]\n'
+            f'env = {{ CANARY = "${{MCP_CANARY_{name.upper()}}}" }}\n'
+        )
+    user_config(lab_env, config)
+    repo = make_repo(tmp_path)
+    launched = launcher(lab_env, "launch-agent", "shell", str(repo), "--channel", CHANNEL)
+    assert launched.returncode == 0, launched.stderr
+    name = launched.stdout.strip()
+    try:
+        agent = engine.client.containers.get(name)
+        user = agent.attrs["Config"]["User"]
+        session = agent.labels[SESSION_LABEL]
+        agent.exec_run(["python3", "-c", HOLD_B], user=user, detach=True)
+        for _ in range(300):
+            if agent.exec_run(["test", "-s", "/tmp/b-said"], user=user).exit_code == 0:
+                break
+            subprocess.run(["sleep", "0.1"], check=True)
+        # Now, while B's server runs: a live capability of B's, as the launcher issues them, as if A
+        # had got hold of it (B's own stub has the other live one, in its capability file).
+        state = Path(lab_env["CONTAINAI_HOME"]) / "state" / "sessions" / session
+        b_cap = admin(
+            Path((state / "broker.sockets").read_text().strip()) / "admin" / "admin.sock",
+            {
+                "op": "issue",
+                "session": session,
+                "container": name,
+                "consumer": "b",
+                "secrets": ["MCP_CANARY_B"],
+                "ttl": 60,
+            },
+        )
+        args = [shlex.quote(AGAINST_B), b_cap["token"], b_cap["bundle"], session, name]
+        run = agent.exec_run(["python3", "-c", A_RUNS, *args], user=user, workdir="/workspace")
+        output = run.output.decode("utf-8", "replace")
+        assert run.exit_code == 0, output
+        found = results(output)
+        digest = {n: hashlib.sha256(c.encode()).hexdigest() for n, c in canaries.items()}
+        a_uid, b_uid = (int(found[n].rpartition("uid=")[2]) for n in ("a", "b"))
+        # Each server has its own secret, under its own uid.
+        assert found["a"] == f"sha256={digest['a']} uid={a_uid}"
+        assert found["b"] == f"sha256={digest['b']} uid={b_uid}"
+        assert {a_uid, b_uid} <= {65500, 65501}
+        tried = json.loads(found["against-b"])
+        # B's stub and server were running, and A could read neither's environment.
+        assert tried.pop("b-processes") >= 2, tried
+        environs = {k: tried.pop(k) for k in list(tried) if k.startswith("environ-")}
+        assert environs and set(environs.values()) <= {"EACCES", "EPERM"}, tried | environs
+        # Nor list or read B's folder, capability, configuration or home.
+        files = {k: tried.pop(k) for k in list(tried) if k.startswith(("/", "ls "))}
+        assert len(files) == 5 and set(files.values()) == {"EACCES"}, files
+        # The broker refuses A's uid a live capability of B's, and a fresh one.
+        assert tried == {"redeem-b": "wrong-consumer", "refresh-b": "wrong-consumer"}, tried
+        # B still works, and A's attempt did not use B's capabilities up.
+        assert found["b-again"] == f"sha256={digest['b']} uid={b_uid}"
+        assert a_uid != b_uid
+        assert canaries["b"] not in output and canaries["a"] not in output
+
+        logs = Path(lab_env["CONTAINAI_HOME"]) / "state" / "session-logs"
+        (audit_file,) = logs.glob(f"*-{session}.broker.jsonl")
+        audit = [json.loads(line) for line in audit_file.read_text().splitlines()]
+        wrong = [r for r in audit if r.get("reason") == "wrong-consumer"]
+        assert sorted(r["event"] for r in wrong) == ["redeem", "refresh"], wrong
+        assert all(r["peer"]["uid"] == a_uid and r["presented_by"] == "a" for r in wrong), wrong
+    finally:
+        removed = launcher(lab_env, "remove-agent", name, "--no-push", "--yes")
+        assert removed.returncode == 0, removed.stderr

@@ -72,8 +72,8 @@ def test_name_grammars_agree() -> None:
 
 def test_the_host_addresses_the_programs_where_the_images_put_them() -> None:
     assert session_mcp.STUB == mcp_render.STUB == protocol.STUB_PROGRAM
-    assert f"{protocol.STUB_UID}:{protocol.STUB_UID}" == session_mcp.STUB_USER
-    assert f"uid={protocol.STUB_UID},gid={protocol.STUB_UID}" in session_mcp.STUB_TMPFS
+    assert session_mcp.server_state("github") == f"{protocol.STUB_STATE}/github"
+    assert "uid=65500,gid=65500,mode=0711" in session_mcp.SERVER_TMPFS.format(uid=protocol.mcp_server_uid(0))
     assert egress_sidecar.SOCKET == protocol.PROXY_SOCKET
     assert f"{protocol.RELAY_UID}:{protocol.RELAY_UID}" == egress_sidecar.RELAY_USER
     assert gateway_sidecar.GATEWAY_SOCKET == protocol.GATEWAY_SOCKET
@@ -88,8 +88,13 @@ def test_each_role_has_a_uid_of_its_own() -> None:
         protocol.GATEWAY_UID,
         protocol.RELAY_UID,
         protocol.LOGFWD_UID,
+        *(protocol.mcp_server_uid(i) for i in range(protocol.MCP_SERVER_UID_COUNT)),
     ]
     assert len(set(uids)) == len(uids) and 0 not in uids
+    assert protocol.is_mcp_server_uid(65500) and protocol.is_mcp_server_uid(65529)
+    assert not protocol.is_mcp_server_uid(65499) and not protocol.is_mcp_server_uid(protocol.LOGFWD_UID)
+    with pytest.raises(ValueError, match="at most 30"):
+        protocol.mcp_server_uid(protocol.MCP_SERVER_UID_COUNT)
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,7 @@ import pytest
 
 from containai.broker.broker import Broker, Issued
 from containai.broker.server import BrokerServer
-from containai.inside.protocol import STUB_UID
+from containai.inside.protocol import STUB_UID, mcp_server_uid
 
 from .image_layout import lay_out
 
@@ -115,8 +115,13 @@ class McpClient:
     """What the agent's CLI does: run ``mcp-stub connect NAME`` and speak JSON-RPC on its stdio."""
 
     def __init__(self, state: Path, name: str) -> None:
+        # As /run/containai/mcp in a session: NAME is server NAME's state directory (here a link to it).
+        servers = state.parent / f"{state.name}.servers"
+        servers.mkdir(exist_ok=True)
+        if not (servers / name).is_symlink():
+            (servers / name).symlink_to(state)
         self.process = subprocess.Popen(
-            [sys.executable, "-I", str(STUB), "connect", name, "--state", str(state)],
+            [sys.executable, "-I", str(STUB), "connect", name, "--state", str(servers)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -785,7 +790,7 @@ def test_connect_without_a_stub_says_so_in_one_line(env: Environment) -> None:
     assert result.returncode == 1
     assert result.stdout == ""
     assert result.stderr.count("\n") == 1
-    assert "the MCP stub is not running in this session" in result.stderr
+    assert "no MCP stub serves github in this session" in result.stderr
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the stub under its own uid")
@@ -827,3 +832,64 @@ def test_serve_makes_itself_non_dumpable(env: Environment) -> None:
     assert stub_owner == 0
     assert server_owner == STUB_UID  # the control: an ordinary process of that uid owns its files
     assert "hardened: not dumpable, no core dumps, umask 077" in stub.log
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to run the stubs under their own uids")
+def test_each_servers_state_is_its_own_uids_and_closed_to_the_other_servers(env: Environment) -> None:
+    a_uid, b_uid = mcp_server_uid(0), mcp_server_uid(1)
+    for interpreter in ("/usr/bin/python3", sys.executable):
+        probe = subprocess.run([interpreter, "-c", "pass"], user=a_uid, cwd="/", capture_output=True)
+        if probe.returncode == 0:
+            break
+    else:
+        pytest.skip(f"no Python interpreter that uid {a_uid} may run")
+    env.root.chmod(0o711)
+    stub_copy = lay_out(env.root / "image", "base")["mcp-stub"]
+    # As in a session: /run/containai/mcp is root's, and each server's folder a tmpfs of its uid, 0711.
+    servers = env.root / "mcp"
+    servers.mkdir(mode=0o755)
+    for name, uid in (("a", a_uid), ("b", b_uid)):
+        (servers / name).mkdir(mode=0o711)
+        os.chown(servers / name, uid, uid)
+        document = {
+            "config": env.config({name: {"command": "true", "env": {"TOKEN": "${GITHUB_TOKEN}"}}}),
+            "caps": caps_document({name: env.issue(name, ["GITHUB_TOKEN"])}),
+        }
+        subprocess.run(
+            [interpreter, "-I", str(stub_copy), "install", "--state", str(servers / name)],
+            input=json.dumps(document).encode(),
+            user=uid,
+            group=uid,
+            extra_groups=[],
+            cwd="/",
+            check=True,
+            capture_output=True,
+        )
+
+    b = servers / "b"
+    assert (b.stat().st_uid, stat.S_IMODE(b.stat().st_mode)) == (b_uid, 0o711)
+    assert ((b / "caps").stat().st_uid, stat.S_IMODE((b / "caps").stat().st_mode)) == (b_uid, 0o700)
+    for path in (b / "servers.json", b / "caps" / "b.json"):
+        assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (b_uid, 0o600)
+    # Server a's uid, trying what a server that runs what it is told would try on b's folder.
+    probe_b = (
+        "import os, sys\n"
+        "for try_ in (lambda: os.listdir(sys.argv[1]), lambda: open(sys.argv[1] + '/servers.json').read(),\n"
+        "             lambda: open(sys.argv[1] + '/caps/b.json').read(), lambda: os.listdir(sys.argv[1] + '/caps')):\n"
+        "    try:\n"
+        "        try_(); print('READ')\n"
+        "    except PermissionError:\n"
+        "        print('DENIED')\n"
+        "print('OWN', len(open(sys.argv[2] + '/caps/a.json').read()) > 0)\n"
+    )
+    tried = subprocess.run(
+        [interpreter, "-I", "-c", probe_b, str(b), str(servers / "a")],
+        user=a_uid,
+        group=a_uid,
+        extra_groups=[],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert tried.stdout.split("\n")[:5] == ["DENIED", "DENIED", "DENIED", "DENIED", "OWN True"]

@@ -195,3 +195,66 @@ def _zombie(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
     except OSError:
         return True
+
+
+@needs_root
+def test_each_uid_redeems_and_refreshes_its_own_servers_capabilities_only(
+    broker: Broker,  # noqa: F811
+    sockdir: Path,  # noqa: F811
+    serve: Callable[..., BrokerServer],  # noqa: F811
+    audit_path: Path,  # noqa: F811
+) -> None:
+    # Two MCP servers of one session, each under its own uid: A (hostile, or running what it is told)
+    # got hold of B's capability, or asks for a fresh one of B's.
+    a_uid, b_uid = 65500, 65501
+    path = sockdir / "broker" / "broker.sock"
+    serve(
+        path,
+        broker,
+        allowed_uids=[a_uid, b_uid],
+        ops=SESSION_STUB_OPS,
+        reachable=True,
+        bound=("s1", "c1"),
+        bindings={a_uid: "a", b_uid: "b"},
+    )
+    b_cap = broker.issue("s1", "c1", "b", ["GITHUB_TOKEN"], ttl=60)
+    refresh_b = {"op": "refresh", "session": "s1", "container": "c1", "consumer": "b"}
+
+    stolen = client_as(a_uid, path, redeem_request(b_cap), groups=[])
+    asked = client_as(a_uid, path, refresh_b, groups=[])
+
+    assert stolen["ok"] is False and stolen["error"] == "wrong-consumer"
+    assert asked["ok"] is False and asked["error"] == "wrong-consumer"
+    (redeem,) = events(audit_path, "redeem", "deny")
+    assert (redeem["consumer"], redeem["presented_by"], redeem["peer"]["uid"]) == ("b", "a", a_uid)  # type: ignore[index]
+    assert redeem["reason"] == "wrong-consumer"
+    (refresh,) = events(audit_path, "refresh", "deny")
+    assert (refresh["consumer"], refresh["presented_by"], refresh["peer"]["uid"]) == ("b", "a", a_uid)  # type: ignore[index]
+    assert events(audit_path, "redeem", "allow") == []
+    # A's attempt did not use B's capability up: B redeems it, and refreshes its own.
+    assert client_as(b_uid, path, redeem_request(b_cap), groups=[])["ok"] is True
+    assert client_as(b_uid, path, refresh_b, groups=[])["ok"] is True
+
+    # With the protection off (both uids allowed, no binding), A's uid redeems B's capability.
+    again = broker.issue("s1", "c1", "b", ["GITHUB_TOKEN"], ttl=60)
+    open_path = sockdir / "open" / "broker.sock"
+    serve(
+        open_path,
+        broker,
+        allowed_uids=[a_uid, b_uid],
+        ops=SESSION_STUB_OPS,
+        reachable=True,
+        bound=("s1", "c1"),
+    )
+    assert client_as(a_uid, open_path, redeem_request(again), groups=[])["ok"] is True
+
+
+def test_a_bound_socket_needs_a_server_for_every_uid_and_a_uid_serves_one_server(
+    broker: Broker,  # noqa: F811
+    sockdir: Path,  # noqa: F811
+) -> None:
+    with pytest.raises(BrokerError, match="needs its MCP server"):
+        BrokerServer(sockdir / "x.sock", broker, allowed_uids=[65500, 65501], bindings={65500: "a"})
+    assert session_broker.bindings([("a", 65500), ("b", 65501)]) == {65500: "a", 65501: "b"}
+    with pytest.raises(BrokerError, match="uid 65500 is given to two MCP servers, a and b"):
+        session_broker.bindings([("a", 65500), ("b", 65500)])

@@ -159,7 +159,10 @@ def test_a_gateway_upstream_that_is_no_url_is_refused(ports: FakePorts) -> None:
 def test_mcp_servers_bring_the_stub_and_the_broker(ports: FakePorts) -> None:
     plan = planned(ports, request("claude"), mcp_servers=[CANARY])
     assert roles(plan) == ["disk", "workspace", "mcp", "broker"]
-    assert "/run/containai/mcp" in plan.container.tmpfs
+    # The server's own tmpfs, of its own uid; the broker is told that uid is that server's.
+    assert "uid=65500,gid=65500" in plan.container.tmpfs[f"/run/containai/mcp/{CANARY.name}"]
+    broker = plan.planned("broker")
+    assert broker is not None and dict(broker.detail.servers) == {CANARY.name: 65500}
     assert any(m.target == "/run/containai/broker" for m in plan.container.mounts)
 
 

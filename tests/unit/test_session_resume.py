@@ -129,7 +129,9 @@ def test_a_killed_broker_comes_back_and_the_stub_gets_fresh_capabilities(ports: 
     assert SessionManager(ports).resume(plan.name) is False
     assert len(ports.broker.started) == 2 and ports.broker.stopped == []
     ran = argvs(ports, plan.name)
-    assert [a for a in ran if "mcp-stub" in a] == [f"{STUB} install --state /run/containai/mcp"]
+    assert [a for a in ran if "mcp-stub" in a] == [f"{STUB} install --state /run/containai/mcp/canary"]
+    # The broker comes back with the server bound to its uid, as the first one was.
+    assert [b["servers"] for b in ports.broker.started] == [{"canary": 65500}, {"canary": 65500}]
     document = ports.runtime.inputs[-1][1]
     assert b'"config"' not in document and b'"caps"' in document  # caps only: the stub still serves
     assert any("secret broker" in w and "fresh capabilities" in w for w in ports.reporter.warnings)

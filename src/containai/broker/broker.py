@@ -33,6 +33,7 @@ from containai.errors import (
     PeerRefused,
     SecretUnavailable,
     TokenNotLive,
+    WrongConsumer,
 )
 from containai.secrets.value import Secret
 
@@ -222,12 +223,21 @@ class Broker:
     # -- redeeming -------------------------------------------------------------------------------
 
     def redeem(
-        self, token: str | bytes, *, session: str, container: str, bundle: bytes, peer: Peer
+        self,
+        token: str | bytes,
+        *,
+        session: str,
+        container: str,
+        bundle: bytes,
+        peer: Peer,
+        consumer: str | None = None,
     ) -> dict[str, Secret]:
         """Open ``bundle`` for the holder of ``token``, once. Every outcome is audited.
 
         Refusals raise a CapabilityRefused (or BundleRefused); if the audit cannot be written the call
-        raises AuditUnavailable and returns nothing, even when the token was good. A capability is
+        raises AuditUnavailable and returns nothing, even when the token was good. With ``consumer``
+        (the server bound to the peer's uid), a capability of any other consumer is refused unspent: a
+        server that got hold of another's token can neither redeem it nor use it up. A capability is
         spent as soon as it is taken for redemption: a failure after that point (tampered bundle,
         audit) does not give it back, since retrying is what an attacker would want.
         """
@@ -249,6 +259,12 @@ class Broker:
             "capability": capability.id,
             "names": list(capability.names),
         }
+        if consumer is not None and capability.consumer != consumer:
+            wrong = WrongConsumer(
+                f"issued to MCP server {capability.consumer}, presented by {consumer}'s uid"
+            )
+            self._audit_refusal("redeem", wrong, **context, presented_by=consumer)
+            raise wrong
         with self._lock:
             live = self._live.pop(capability.id, None)
         if live is None:

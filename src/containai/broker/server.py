@@ -4,7 +4,9 @@ No TCP, ever: the agent shares a network with nothing of the broker's. Two socke
 
 - the **stub socket** (``--socket``) is the one bind-mounted into a session's container; it accepts
   only ``redeem``, and only from the uids given with ``--allow-uid`` (the MCP stub's, never the
-  agent's), checked with SO_PEERCRED on every connection before a byte is read;
+  agent's), checked with SO_PEERCRED on every connection before a byte is read; a session's socket
+  also binds each uid to one MCP server (``bindings``), whose capabilities alone that uid may redeem
+  or refresh;
 - the optional **admin socket** (``--admin-socket``) is never mounted anywhere; it accepts ``issue``,
   ``refresh`` and ``revoke`` from the broker's own uid. They are apart because the agent's uid inside a
   container can equal the host user's uid, so uid alone cannot tell the launcher from the agent.
@@ -41,7 +43,7 @@ import stat
 import struct
 import sys
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,7 @@ from containai.errors import (
     ContainAIError,
     PeerRefused,
     SecretUnavailable,
+    WrongConsumer,
     WrongSession,
 )
 from containai.inside import protocol
@@ -100,6 +103,7 @@ class BrokerServer(socketserver.ThreadingUnixStreamServer):
         group: int | None = None,
         reachable: bool = False,
         bound: tuple[str, str] | None = None,
+        bindings: Mapping[int, str] | None = None,
     ) -> None:
         self.path = path
         self.broker = broker
@@ -110,6 +114,10 @@ class BrokerServer(socketserver.ThreadingUnixStreamServer):
         # meets the SO_PEERCRED check and is audited, and only that session's capabilities are served.
         self.reachable = reachable
         self.bound = bound
+        # uid -> the one MCP server (consumer) whose capabilities that uid may redeem and refresh.
+        self.bindings = dict(bindings) if bindings is not None else None
+        if self.bindings is not None and not self.allowed_uids <= self.bindings.keys():
+            raise BrokerError("every allowed uid of a bound socket needs its MCP server")
         if not self.allowed_uids:
             raise BrokerError("a broker socket with no allowed uid would refuse everyone")
         super().__init__(str(path), _Handler)
@@ -199,7 +207,20 @@ class _Handler(socketserver.StreamRequestHandler):
                         WrongSession("this socket serves one session's container only"),
                         peer=peer.as_audit(),
                     )
-            return {"ok": True, **_dispatch(self.server.broker, op, request, peer)}
+            consumer = None
+            if self.server.bindings is not None and op in ("redeem", "refresh"):
+                consumer = self.server.bindings[peer.uid]
+                asked = request.get("consumer")
+                if op == "refresh" and asked != consumer:
+                    shown = asked[:60] if isinstance(asked, str) else type(asked).__name__
+                    raise self.server.broker.refuse(
+                        op,
+                        WrongConsumer(f"uid {peer.uid} is MCP server {consumer}'s, not {shown}'s"),
+                        peer=peer.as_audit(),
+                        consumer=shown,
+                        presented_by=consumer,
+                    )
+            return {"ok": True, **_dispatch(self.server.broker, op, request, peer, consumer)}
         except ContainAIError as exc:
             return _failure(exc)
         except Exception:
@@ -233,7 +254,9 @@ def _field(request: dict[str, Any], name: str, kind: type, *, required: bool = T
     return value
 
 
-def _dispatch(broker: Broker, op: str, request: dict[str, Any], peer: Peer) -> dict[str, Any]:
+def _dispatch(
+    broker: Broker, op: str, request: dict[str, Any], peer: Peer, consumer: str | None = None
+) -> dict[str, Any]:
     if op == "redeem":
         try:
             bundle = base64.b64decode(_field(request, "bundle", str), validate=True)
@@ -245,6 +268,7 @@ def _dispatch(broker: Broker, op: str, request: dict[str, Any], peer: Peer) -> d
             container=_field(request, "container", str),
             bundle=bundle,
             peer=peer,
+            consumer=consumer,
         )
         return {"secrets": {name: secret.reveal() for name, secret in secrets.items()}}
     if op in ("issue", "refresh"):

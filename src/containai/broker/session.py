@@ -4,7 +4,8 @@ The launcher starts it (``python -m containai.broker.session``) before the sessi
 process of its own so that persistent sessions keep it after the launcher returns. It serves:
 
 - the **stub socket**, in a directory bind-mounted into the container at ``/run/containai/broker``:
-  ``redeem`` and ``refresh``, for this session's container only, from the MCP stub's uid only. The
+  ``redeem`` and ``refresh``, for this session's container only, from the MCP servers' uids only,
+  each uid for its own server's capabilities only (``--server NAME=UID``, one per server). The
   socket is reachable by every uid in the container on purpose: the agent's attempts meet the
   SO_PEERCRED check and land in the audit, rather than failing silently on a file mode.
 - the **admin socket**, in a private host directory that is mounted nowhere: ``issue`` and ``revoke``
@@ -123,6 +124,7 @@ def start(
     engine_url: str,
     gateway: str | None = None,
     login: ClaudeLogin | None = None,
+    servers: Mapping[str, int] | None = None,
     timeout: float = 60.0,
 ) -> int:
     """Start the session's broker and wait until its admin socket answers; its pid.
@@ -152,6 +154,7 @@ def start(
         "--engine-url",
         engine_url,
         *(_login_args(gateway, login) if gateway and login else ()),
+        *(arg for name, uid in sorted((servers or {}).items()) for arg in ("--server", f"{name}={uid}")),
     ]
     with log_path.open("ab") as log_file:
         process = subprocess.Popen(  # our own module, by absolute interpreter path
@@ -291,13 +294,36 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--admin-socket", type=Path, required=True)
     parser.add_argument("--audit", type=Path, required=True)
     parser.add_argument("--engine-url", required=True)
-    parser.add_argument("--stub-uid", type=int, default=protocol.STUB_UID)
+    parser.add_argument(
+        "--server",
+        type=_server_binding,
+        action="append",
+        default=[],
+        metavar="NAME=UID",
+        help="an MCP server and the uid of its stub: that uid may redeem and refresh NAME's capabilities only",
+    )
     parser.add_argument("--max-ttl", type=int, default=300)
     parser.add_argument("--gateway", help="the gateway container to start, fed the login's access token")
     parser.add_argument("--claude-login", type=Path, help="the host's Claude Code login file")
     parser.add_argument("--token-url", default=CLAUDE_TOKEN_URL, help="where the login is refreshed")
     parser.add_argument("--login-check-seconds", type=float, default=CHECK_SECONDS)
     return parser.parse_args(argv)
+
+
+def _server_binding(text: str) -> tuple[str, int]:
+    name, _, uid = text.partition("=")
+    if not name or not uid.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=UID")
+    return name, int(uid)
+
+
+def bindings(servers: Sequence[tuple[str, int]]) -> dict[int, str]:
+    """uid -> MCP server, refusing a uid given to two servers (it could redeem both's capabilities)."""
+    bound: dict[int, str] = {}
+    for name, uid in servers:
+        if bound.setdefault(uid, name) != name:
+            raise BrokerError(f"uid {uid} is given to two MCP servers, {bound[uid]} and {name}")
+    return bound
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -316,14 +342,17 @@ def _serve(argv: Sequence[str] | None) -> int:
         audit_path=args.audit,
         max_ttl=args.max_ttl,
     )
+    bound = bindings(args.server)
     servers = [
         BrokerServer(
             args.socket_dir / protocol.BROKER_SOCKET_NAME,
             broker,
-            allowed_uids=[args.stub_uid],
+            # With no MCP server the socket still answers, and refuses (and audits) everyone.
+            allowed_uids=bound.keys() or [protocol.STUB_UID],
             ops=SESSION_STUB_OPS,
             reachable=True,
             bound=(args.session, args.container),
+            bindings=bound or None,
         ),
         BrokerServer(args.admin_socket, broker, allowed_uids=[os.getuid()], ops=ADMIN_OPS),
     ]

@@ -18,13 +18,29 @@ from typing import Final
 AGENT_UID: Final = 1000
 """The agent user of the base image."""
 STUB_UID: Final = 65531
-"""The MCP stub (user ``containai-mcp`` in the base image): holds redeemed secrets, runs MCP servers."""
+"""User ``containai-mcp`` of the base image; reserved, no longer the uid of any MCP server."""
+MCP_SERVER_UID_FIRST: Final = 65500
+MCP_SERVER_UID_COUNT: Final = 30
+"""Each MCP server of a session runs (its stub and the server) under a uid of its own, the server's
+index in the session plus ``MCP_SERVER_UID_FIRST``: 65500 to 65529, no user of those names exists.
+A server cannot read another's files, /proc entries or memory, nor redeem its capability."""
 GATEWAY_UID: Final = 65532
 """The model-credential gateway (user ``gateway`` in the gateway image): holds the real API key."""
 RELAY_UID: Final = 65533
 """The socat relays in the agent's container (egress proxy, gateway); no user of that name exists."""
 LOGFWD_UID: Final = 65530
 """The log forwarder (user ``logfwd`` in the logfwd image)."""
+
+
+def mcp_server_uid(index: int) -> int:
+    """The uid of a session's ``index``-th MCP server (from 0); ValueError past the reserved range."""
+    if not 0 <= index < MCP_SERVER_UID_COUNT:
+        raise ValueError(f"a session has at most {MCP_SERVER_UID_COUNT} MCP servers")
+    return MCP_SERVER_UID_FIRST + index
+
+
+def is_mcp_server_uid(uid: int) -> bool:
+    return MCP_SERVER_UID_FIRST <= uid < MCP_SERVER_UID_FIRST + MCP_SERVER_UID_COUNT
 
 
 def user(uid: int) -> str:
@@ -49,7 +65,8 @@ ENV_ALLOW_FILE: Final = "/etc/containai/env-allow"
 WORKSPACE: Final = "/workspace"
 
 STUB_STATE: Final = "/run/containai/mcp"
-"""The stub's state directory: a tmpfs of the stub's uid, mode 0711."""
+"""Where each MCP server's stub has its state directory, ``STUB_STATE/NAME``: a tmpfs of that
+server's uid, mode 0711 (the agent reaches its front socket by name, and lists nothing)."""
 FRONT_SOCKET_NAME: Final = "front.sock"
 STUB_LOG_NAME: Final = "stub.log"
 STUB_NOT_SERVING: Final = "not serving: "
@@ -93,6 +110,8 @@ FORGED: Final = "forged"
 EXPIRED: Final = "expired"
 WRONG_SESSION: Final = "wrong-session"
 WRONG_CONTAINER: Final = "wrong-container"
+WRONG_CONSUMER: Final = "wrong-consumer"
+"""A capability (or a refresh) of one MCP server asked for from another server's uid."""
 NOT_LIVE: Final = "not-live"
 PEER_REFUSED: Final = "peer-refused"
 AUDIT_UNAVAILABLE: Final = "audit-unavailable"
@@ -107,6 +126,7 @@ REFUSALS: Final = frozenset(
         EXPIRED,
         WRONG_SESSION,
         WRONG_CONTAINER,
+        WRONG_CONSUMER,
         NOT_LIVE,
         PEER_REFUSED,
         AUDIT_UNAVAILABLE,

@@ -1,15 +1,16 @@
 """ContainAI's MCP stub (``mcp-stub`` in the base image): the agent's MCP servers, started with secrets that the agent never holds.
 
-It runs inside a session's container under a uid of its own (65531), not the agent's: the agent can
-read neither its memory nor its files. The launcher installs the session's MCP configuration and one
-capability per server, then starts ``serve``; the agent's CLI runs ``connect NAME`` as the command of
-each MCP server. On each connection the stub redeems the server's capability at the host's secret
+One stub runs per MCP server, inside a session's container, under that server's own uid (65500 and
+up), neither the agent's nor another server's: the agent and the other servers can read neither its
+memory nor its files. The launcher installs each server's configuration and capability in that
+server's state directory, then starts ``serve`` there; the agent's CLI runs ``connect NAME`` as the
+command of each MCP server. On each connection the stub redeems the server's capability at the host's secret
 broker, fills the ``${SECRET_NAME}`` placeholders of that server's env or headers, and relays the MCP
 traffic: to a child process for a command server, or over streamable HTTP for a URL server.
 
-    mcp-stub install --state DIR      reads {"config": {...}, "caps": {NAME: {"token", "bundle"}}} on stdin
-    mcp-stub serve   --state DIR      the stub itself (as the stub's uid)
-    mcp-stub connect NAME [--state DIR]   the agent's end: stdio <-> the stub's front door
+    mcp-stub install --state DIR/NAME  reads {"config": {...}, "caps": {NAME: {"token", "bundle"}}} on stdin
+    mcp-stub serve   --state DIR/NAME  the stub itself (as server NAME's uid)
+    mcp-stub connect NAME [--state DIR]    the agent's end: stdio <-> DIR/NAME/front.sock
 
 ``servers.json`` (the ``config`` above)::
 
@@ -20,8 +21,8 @@ traffic: to a child process for a command server, or over streamable HTTP for a 
      "servers": {NAME: {"command": PROGRAM, "args": [ARG, ...], "env": {VAR: TEMPLATE}}
                  NAME: {"url": "https://...", "headers": {HEADER: TEMPLATE}}}}
 
-The state directory (a tmpfs owned by the stub's uid, mode 0711: the agent can reach ``front.sock`` by
-name but cannot list anything)::
+A server's state directory, ``DIR/NAME`` (``DIR`` is /run/containai/mcp; a tmpfs owned by the server's
+uid, mode 0711: the agent can reach ``front.sock`` by name but cannot list anything)::
 
     servers.json      the configuration above, 0600
     caps/NAME.json    the next capability of server NAME, 0600 (the directory 0700); taken when used
@@ -1021,14 +1022,19 @@ def _answers(path: Path) -> bool:
 
 def connect(name: str, state: Path) -> int:
     """The agent's end: say which server, then stdin -> stub -> stdout until the stub closes."""
-    path = state / protocol.FRONT_SOCKET_NAME
+    try:
+        check_server_name(name)
+    except StubError as exc:
+        print(f"mcp-stub: {exc}", file=sys.stderr)
+        return 1
+    path = state / name / protocol.FRONT_SOCKET_NAME
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
         sock.sendall(json.dumps({"server": name}).encode("utf-8") + b"\n")
     except OSError as exc:
         print(
-            f"mcp-stub: cannot reach {path} ({exc.strerror}): the MCP stub is not running in this session; "
+            f"mcp-stub: cannot reach {path} ({exc.strerror}): no MCP stub serves {name} in this session; "
             "MCP servers run only in sessions that ContainAI launched with them configured",
             file=sys.stderr,
         )
@@ -1090,8 +1096,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         sub = commands.add_parser(command, help=text, description=text)
         if command == "connect":
             sub.add_argument("name", help="the MCP server's name in this session")
+        where = (
+            f"the directory of the servers' ({DEFAULT_STATE})" if command == "connect" else "this server's"
+        )
+        default = DEFAULT_STATE if command == "connect" else None
         sub.add_argument(
-            "--state", type=Path, default=DEFAULT_STATE, help=f"state directory ({DEFAULT_STATE})"
+            "--state", type=Path, default=default, required=default is None, help=f"{where} state directory"
         )
     return parser.parse_args(argv)
 

@@ -1,13 +1,16 @@
-"""A session's MCP servers: the host broker, the stub under its own uid, and the agent's MCP config.
+"""A session's MCP servers: the host broker, one stub per server under that server's uid, and the
+agent's MCP config.
 
     agent CLI ──stdio──> mcp-stub connect NAME (agent uid)
-        ──/run/containai/mcp/front.sock──> mcp-stub serve (uid 65531, not dumpable)
-            ──/run/containai/broker/broker.sock──> session broker (host) : redeem / refresh
-            ──> the real server (uid 65531, secrets in its environment), or the URL server via the proxy
+        ──/run/containai/mcp/NAME/front.sock──> mcp-stub serve (NAME's uid, 65500 + i, not dumpable)
+            ──/run/containai/broker/broker.sock──> session broker (host) : redeem / refresh NAME's only
+            ──> the real server (NAME's uid, secrets in its environment), or the URL server via the proxy
 
 The agent's CLI is configured with one entry per server, each running ``mcp-stub connect NAME``; no
-entry carries a secret. The stub's state (its config, the capability bundles) is on a tmpfs of its own
-(``/run/containai/mcp``, mode 0711: the agent can reach the front socket, and list or read nothing).
+entry carries a secret. Each server's state (its config, its capability, its home) is on a tmpfs of
+its own uid (``/run/containai/mcp/NAME``, mode 0711: the agent and the other servers can reach its
+front socket, and list or read nothing), so a server that runs what it is asked to cannot read
+another's secrets, nor redeem another's capability at the broker, which binds each uid to its server.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -24,7 +27,7 @@ from containai.broker import session as session_broker
 from containai.broker.session import BrokerPaths
 from containai.errors import SessionError, UsageError
 from containai.inside import protocol
-from containai.inside.protocol import STUB_UID
+from containai.inside.protocol import MCP_SERVER_UID_COUNT, STUB_UID
 from containai.mcp.config import McpServer
 from containai.mcp.render import render_mcp_files
 from containai.runtime.base import ContainerRuntime, ExecSpec, Mount
@@ -45,29 +48,43 @@ if TYPE_CHECKING:
 
 STUB = protocol.STUB_PROGRAM
 STUB_STATE = protocol.STUB_STATE
-STUB_USER = protocol.user(STUB_UID)
-STUB_FRONT = f"{STUB_STATE}/{protocol.FRONT_SOCKET_NAME}"
-STUB_LOG = f"{STUB_STATE}/{protocol.STUB_LOG_NAME}"
-STUB_TMPFS = f"rw,noexec,nosuid,nodev,size=512m,uid={STUB_UID},gid={STUB_UID},mode=0711"
+SERVER_TMPFS = "rw,noexec,nosuid,nodev,size=512m,uid={uid},gid={uid},mode=0711"
 CAPABILITY_TTL = 300
 READY_TIMEOUT = 20.0
+
+
+def server_state(name: str) -> str:
+    """Server ``name``'s stub state directory in the container (a tmpfs of the server's uid)."""
+    return f"{STUB_STATE}/{name}"
 
 
 @dataclass(frozen=True)
 class McpPlan:
     servers: tuple[McpServer, ...]
     broker: BrokerPaths
+    uids: Mapping[str, int]  # each server's own uid, for its stub, its process and its files
+
+
+def allocate_uids(names: Sequence[str]) -> dict[str, int]:
+    """One uid per server, in the order given, from the range the images reserve for them."""
+    if len(names) > MCP_SERVER_UID_COUNT:
+        raise UsageError(
+            f"{len(names)} MCP servers are configured; a session runs at most {MCP_SERVER_UID_COUNT}, "
+            "each under a uid of its own",
+            hint="remove servers from ~/.config/containai/config.toml (`containai mcp ls` lists them)",
+        )
+    return {name: protocol.mcp_server_uid(index) for index, name in enumerate(names)}
 
 
 def plan_mcp(servers: Sequence[McpServer], *, broker: BrokerPaths, agent_uid: int) -> McpPlan | None:
     if not servers:
         return None
-    if agent_uid == STUB_UID:
+    if agent_uid == STUB_UID or protocol.is_mcp_server_uid(agent_uid):
         raise UsageError(
-            f"the repository's owner has uid {STUB_UID}, which ContainAI reserves for the MCP stub",
+            f"the repository's owner has uid {agent_uid}, which ContainAI reserves for MCP servers",
             hint="run the session on a clone owned by another user, or without MCP servers",
         )
-    return McpPlan(tuple(servers), broker)
+    return McpPlan(tuple(servers), broker, allocate_uids([server.name for server in servers]))
 
 
 def mcp_hosts(servers: Sequence[McpServer]) -> tuple[str, ...]:
@@ -81,7 +98,9 @@ def mounts(mcp: McpPlan) -> list[Mount]:
 
 
 def tmpfs(mcp: McpPlan | None) -> dict[str, str]:
-    return {STUB_STATE: STUB_TMPFS} if mcp is not None else {}
+    if mcp is None:
+        return {}
+    return {server_state(name): SERVER_TMPFS.format(uid=uid) for name, uid in mcp.uids.items()}
 
 
 def agent_files(mcp: McpPlan | None, mcp_config: str | None, existing: Mapping[str, str]) -> dict[str, str]:
@@ -110,6 +129,7 @@ def start_stub(
         admin_socket=str(mcp.broker.admin_socket),
         secrets={server.name: server.secret_names() for server in mcp.servers},
         servers={server.name: server.stub_spec() for server in mcp.servers},
+        uids=dict(mcp.uids),
         proxy={
             k: v for k, v in environment.items() if k.lower() in ("http_proxy", "https_proxy", "no_proxy")
         },
@@ -129,6 +149,7 @@ class StubState:
     secrets: Mapping[str, Sequence[str]]
     servers: Mapping[str, Mapping[str, Any]]
     proxy: Mapping[str, str]
+    uids: Mapping[str, int]
 
     def to_json(self) -> str:
         return json.dumps(
@@ -139,6 +160,7 @@ class StubState:
                 "secrets": {name: list(names) for name, names in self.secrets.items()},
                 "servers": self.servers,
                 "proxy": self.proxy,
+                "uids": dict(self.uids),
             },
             indent=2,
         )
@@ -153,6 +175,8 @@ class StubState:
             secrets={name: tuple(names) for name, names in data["secrets"].items()},
             servers=data["servers"],
             proxy=data["proxy"],
+            # A session started before servers had uids of their own: all on the stub's, as then.
+            uids=data.get("uids") or dict.fromkeys(data["servers"], STUB_UID),
         )
 
 
@@ -182,58 +206,76 @@ def issue_capabilities(
 def install_stub(
     runtime: ContainerRuntime, state: StubState, *, caps: Mapping[str, object], config: bool
 ) -> None:
-    """Hand the stub its capabilities (and, with ``config``, its configuration) on stdin."""
-    document: dict[str, object] = {"caps": caps}
-    if config:
-        document["config"] = {
-            "session": state.session,
-            "container": state.container,
-            "broker": protocol.BROKER_SOCKET,
-            # Never the workspace: the agent writes there, and a server that resolves code from its
-            # working directory (npx's node_modules/.bin, Python's sys.path) would run the agent's.
-            "cwd": f"{STUB_STATE}/home",
-            "servers": dict(state.servers),
-        }
-    installed = OutputTail()
-    code = runtime.exec(
-        state.container,
-        ExecSpec(
-            (STUB, "install", "--state", STUB_STATE), user=STUB_USER, stdin=json.dumps(document).encode()
-        ),
-        on_output=installed,
-    )
-    if code != 0:
-        raise SessionError(
-            f"setting up the MCP stub failed: {last_line(installed.data)}",
-            hint="is the image older than this ContainAI? rebuild it with `containai images build`",
+    """Hand each server's stub its own capability (and, with ``config``, its own configuration) on
+    stdin, as that server's uid: no stub ever sees another server's capability or definition."""
+    for name, uid in state.uids.items():
+        document: dict[str, object] = {"caps": {name: caps[name]} if name in caps else {}}
+        if config:
+            document["config"] = {
+                "session": state.session,
+                "container": state.container,
+                "broker": protocol.BROKER_SOCKET,
+                # Never the workspace: the agent writes there, and a server that resolves code from its
+                # working directory (npx's node_modules/.bin, Python's sys.path) would run the agent's.
+                "cwd": f"{server_state(name)}/home",
+                "servers": {name: state.servers[name]},
+            }
+        elif name not in caps:
+            continue
+        installed = OutputTail()
+        code = runtime.exec(
+            state.container,
+            ExecSpec(
+                (STUB, "install", "--state", server_state(name)),
+                user=protocol.user(uid),
+                stdin=json.dumps(document).encode(),
+            ),
+            on_output=installed,
         )
+        if code != 0:
+            raise SessionError(
+                f"setting up the MCP stub of {name} failed: {last_line(installed.data)}",
+                hint="is the image older than this ContainAI? rebuild it with `containai images build`",
+            )
 
 
 def serve_stub(runtime: ContainerRuntime, state: StubState, *, agent_user: str) -> None:
+    """Start one stub per server, each under its server's uid, and wait until every front door opens."""
     container = state.container
-    runtime.exec(
-        container,
-        ExecSpec(
-            (STUB, "serve", "--state", STUB_STATE), user=STUB_USER, environment=dict(state.proxy), detach=True
-        ),
-    )
+    for name, uid in state.uids.items():
+        runtime.exec(
+            container,
+            ExecSpec(
+                (STUB, "serve", "--state", server_state(name)),
+                user=protocol.user(uid),
+                environment=dict(state.proxy),
+                detach=True,
+            ),
+        )
+    waiting = list(state.uids)
     deadline = time.monotonic() + READY_TIMEOUT
-    while time.monotonic() < deadline:
+    while waiting and time.monotonic() < deadline:
         # Asked as the agent: the front door must be reachable by the uid that will use it.
-        if runtime.exec(container, ExecSpec(("test", "-S", STUB_FRONT), user=agent_user)) == 0:
-            return
-        time.sleep(0.1)
-    # The stub's log is its own (0600): read its last line as the stub, for the reason it gave.
+        front = f"{server_state(waiting[0])}/{protocol.FRONT_SOCKET_NAME}"
+        if runtime.exec(container, ExecSpec(("test", "-S", front), user=agent_user)) == 0:
+            waiting.pop(0)
+        else:
+            time.sleep(0.1)
+    if not waiting:
+        return
+    # The stub's log is its own (0600): read its last line as the server's uid, for the reason it gave.
+    name = waiting[0]
+    log = f"{server_state(name)}/{protocol.STUB_LOG_NAME}"
     said = OutputTail()
     runtime.exec(
         container,
-        ExecSpec(("tail", "-n", "1", STUB_LOG), user=STUB_USER),
+        ExecSpec(("tail", "-n", "1", log), user=protocol.user(state.uids[name])),
         on_output=said,
     )
     reason = last_line(said.data).partition(protocol.STUB_NOT_SERVING)[2]
     raise SessionError(
-        f"the MCP stub did not start{f': {reason}' if reason else ''}",
-        hint=f"its log is {STUB_LOG} in the container",
+        f"the MCP stub of {name} did not start{f': {reason}' if reason else ''}",
+        hint=f"its log is {log} in the container",
     )
 
 
@@ -298,6 +340,7 @@ class BrokerPlan:
     paths: BrokerPaths
     gateway: str | None  # the gateway container the broker starts and feeds a host login's tokens
     login: ClaudeLogin | None
+    servers: Mapping[str, int] = field(default_factory=dict)  # MCP server -> its uid, bound at the broker
 
 
 def render_broker_file(plan: BrokerPlan) -> str:
@@ -307,6 +350,7 @@ def render_broker_file(plan: BrokerPlan) -> str:
             "audit": str(plan.paths.audit),
             "sockets": str(plan.paths.sockets),
             "gateway": plan.gateway,
+            "servers": dict(plan.servers),
             "login": None
             if login is None
             else {
@@ -332,6 +376,7 @@ def parse_broker_file(text: str, state_dir: Path) -> BrokerPlan:
         else ClaudeLogin(
             Path(login["path"]), token_url=login["token_url"], check_seconds=login["check_seconds"]
         ),
+        data.get("servers") or {},
     )
 
 
@@ -348,7 +393,9 @@ class BrokerPart(BasePart[BrokerPlan]):
         name = (
             getattr(gateway.detail.spec, "name", None) if gateway is not None and login is not None else None
         )
-        return PartPlan(self.role, BrokerPlan(ctx.broker, name, login))
+        mcp = ctx.earlier.get("mcp")
+        servers = dict(mcp.detail.uids) if mcp is not None and isinstance(mcp.detail, McpPlan) else {}
+        return PartPlan(self.role, BrokerPlan(ctx.broker, name, login, servers))
 
     def provision(self, ports: Ports, session: SessionPlan, planned: PartPlan[BrokerPlan]) -> None:
         plan = planned.detail
@@ -361,6 +408,7 @@ class BrokerPart(BasePart[BrokerPlan]):
             engine_url=ports.runtime.choice.base_url,
             gateway=plan.gateway,
             login=plan.login,
+            servers=plan.servers,
         )
 
     def restore(self, ports: Ports, ctx: ResumeContext) -> bool:
@@ -391,6 +439,7 @@ class BrokerPart(BasePart[BrokerPlan]):
             engine_url=ports.runtime.choice.base_url,
             gateway=plan.gateway,
             login=plan.login,
+            servers=plan.servers,
         )
         return True
 

@@ -93,6 +93,7 @@ class BrokerLauncher(Protocol):
         engine_url: str,
         gateway: str | None,
         login: ClaudeLogin | None,
+        servers: Mapping[str, int] | None = None,
     ) -> None: ...
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]: ...
@@ -284,6 +285,7 @@ class ProcessBroker:
         engine_url: str,
         gateway: str | None,
         login: ClaudeLogin | None,
+        servers: Mapping[str, int] | None = None,
     ) -> None:
         from containai.broker import session as session_broker
 
@@ -295,6 +297,7 @@ class ProcessBroker:
                 engine_url=engine_url,
                 gateway=gateway,
                 login=login,
+                servers=servers,
             )
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:

@@ -138,10 +138,19 @@ class FakeBroker:
         engine_url: str,
         gateway: str | None,
         login: ClaudeLogin | None,
+        servers: Mapping[str, int] | None = None,
     ) -> None:
         if self.fail_start is not None:
             raise self.fail_start
-        self.started.append({"session": session, "container": container, "gateway": gateway, "login": login})
+        self.started.append(
+            {
+                "session": session,
+                "container": container,
+                "gateway": gateway,
+                "login": login,
+                "servers": dict(servers or {}),
+            }
+        )
         self.alive.add(paths.state_dir)
 
     def admin(self, socket: Path, request: Mapping[str, object]) -> dict[str, Any]:
