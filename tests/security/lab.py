@@ -527,14 +527,25 @@ def shell(text: str) -> str:
 
 
 ATTACKS = {
-    # Each ends by itself (timeout kills the whole process group), so the session can be removed.
+    # Each keeps up its pressure until its timeout kills its whole process group, so that it is at
+    # work when the host side is timed, and over before the next one starts.
     "fork-bomb": "timeout -s KILL 12 bash -c 'b() { b & b & wait; }; b' >/dev/null 2>&1",
+    # Allocating past the limit, over and over: each balloon ends in the OOM killer.
     "memory-balloon": (
-        "timeout -s KILL 12 python3 -c 'import time\nx = []\nwhile True: x.append(bytearray(32 << 20)); "
-        "time.sleep(0.01)' >/dev/null 2>&1"
+        'timeout -s KILL 12 bash -c \'while :; do python3 -c "x = []\nwhile True: x.append(bytes([1]) * (64 << 20))"; '
+        "done' >/dev/null 2>&1"
     ),
-    "tmp-fill": "timeout -s KILL 12 dd if=/dev/zero of=/tmp/fill bs=1M >/dev/null 2>&1; rm -f /tmp/fill",
+    "tmp-fill": (
+        "timeout -s KILL 12 bash -c 'dd if=/dev/zero of=/tmp/fill bs=1M; sleep 60' >/dev/null 2>&1; rm -f /tmp/fill"
+    ),
 }
+
+
+def usage(client: Any, name: str) -> tuple[int, int]:
+    """The session's process count and memory use, as the engine reports them."""
+    stats = client.api.stats(name, stream=False, one_shot=True)
+    pids = (stats.get("pids_stats") or {}).get("current") or 0
+    return int(pids), int((stats.get("memory_stats") or {}).get("usage") or 0)
 
 
 def exhaust(
@@ -574,16 +585,27 @@ def exhaust(
             finally:
                 runtime.close()
             time.sleep(4)  # the attack at its height
+            # The highest of three samples: a balloon is refilled right after each OOM kill.
+            pids, memory = (
+                max(sample) for sample in zip(*(usage(client, name) for _ in range(3)), strict=True)
+            )
             times = {"host": timed(ask_host), "proxy": timed(ask_proxy)}
             if broker:
                 times["broker"] = timed(ask_broker)
             slow = {k: v for k, v in times.items() if v >= ANSWER_SECONDS}
             detail = ", ".join(f"{k} {v:.2f} s" for k, v in times.items())
             agent = client.containers.get(name)
-            held = not slow and "broker" in times and agent.status == "running"
-            detail += f"; the session's container is {agent.status}"
             if "broker" not in times:
                 detail += f"; no broker socket found in {sockets_file}"
-            verdicts[attack] = (held, detail)
             time.sleep(9)  # the attack ends (its timeout), and the next starts on a quiet session
+            # The attack must be seen at work, or the timings prove nothing.
+            at_work = {
+                "fork-bomb": pids >= 200,
+                "memory-balloon": memory >= 2**28,
+                "tmp-fill": memory >= 2**29,
+            }
+            held = not slow and "broker" in times and agent.status == "running" and at_work[attack]
+            detail += f"; at its height the session had {pids} processes and {memory >> 20} MiB"
+            detail += f"; the session's container is {agent.status}"
+            verdicts[attack] = (held, detail)
     return verdicts
