@@ -566,9 +566,20 @@ def exhaust(
             s.sendall(b'{"op": "ping"}\n')
             s.recv(4096)
 
+    # Squid itself, asked from the host in the proxy's network namespace (no engine call in the way,
+    # whose own latency is not the proxy's): a request it must refuse, and its 403.
+    proxy_pid = str(proxy.attrs["State"]["Pid"])
+
     def ask_proxy() -> None:
-        result = proxy.exec_run(["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/3128"])
-        assert result.exit_code == 0
+        request = "exec 3<>/dev/tcp/127.0.0.1/3128; printf 'GET http://x.invalid/ HTTP/1.0\\r\\n\\r\\n' >&3; head -c 12 <&3"
+        answer = subprocess.run(
+            ["nsenter", "-t", proxy_pid, "-n", "bash", "-c", request],
+            capture_output=True,
+            text=True,
+            timeout=ANSWER_SECONDS * 2,
+            check=False,
+        )
+        assert answer.stdout.startswith("HTTP/1.1 403"), answer
 
     verdicts: dict[str, tuple[bool, str]] = {}
     with host_http() as url:

@@ -24,6 +24,7 @@ def observed(sec_engine: Engine, tmp_path_factory: pytest.TempPathFactory) -> It
 def check(observed: Observed, case_id: str) -> None:
     case = BY_ID[case_id]
     held, detail = observed.verdict(case_id)
+    print(f"{observed.engine.kind} {case_id}: {'held' if held else 'broke'}: {detail}")  # shown by -rP
     if (known := case.known_on(observed.engine.kind)) and not held:
         pytest.xfail(f"known gap on {observed.engine.kind}: {known} (seen: {detail})")
     assert held, f"{case_id} broke: {case.attack} — expected: {case.containment}; seen: {detail}"
