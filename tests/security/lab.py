@@ -590,6 +590,11 @@ def exhaust(
                 answer.read()
 
         for attack, command in ATTACKS.items():
+            # A quiet session first: the last attack's processes gone (an engine may reap them late,
+            # and an exec into a session with no process slot left fails).
+            deadline = time.monotonic() + 30
+            while usage(client, name)[0] > 50 and time.monotonic() < deadline:
+                time.sleep(1)
             runtime = engine.runtime()
             try:
                 runtime.exec(name, ExecSpec(("bash", "-c", command), user=user, detach=True))
