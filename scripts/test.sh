@@ -2,6 +2,7 @@
 # Run ContainAI's tests: lint and types, unit tests, then tests against the real engines.
 #
 #   scripts/test.sh                      everything, as CI runs it (unit coverage printed and checked)
+#   scripts/test.sh tests/security       the adversarial suite alone (on Docker and Podman)
 #   scripts/test.sh [PYTEST ARGS...]     only what you name, e.g. scripts/test.sh tests/unit -q
 #
 # It makes sure the engines answer first (scripts/ensure-engine.sh --podman: on a fresh Debian
@@ -36,4 +37,6 @@ rm -f .coverage
 echo "== coverage of session/ and runtime/ by unit tests alone (at least 85%)"
 .venv/bin/coverage report --include='*/containai/session/*,*/containai/runtime/*' --fail-under=85 | tail -n 1
 echo "== pytest: against the real engines"
-exec .venv/bin/pytest tests/engine
+.venv/bin/pytest tests/engine
+echo "== pytest: the adversarial suite (tests/security)"
+exec .venv/bin/pytest tests/security
