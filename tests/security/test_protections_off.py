@@ -36,7 +36,7 @@ SWITCHES: dict[str, tuple[Weaken, tuple[str, ...]]] = {
     "cap_drop": (lambda s, e: replace(s, cap_drop=()), ("no-capabilities",)),
     "no-new-privileges": (lambda s, e: replace(s, security_opt=()), ("no-new-privileges",)),
     "seccomp": (
-        lambda s, e: replace(s, security_opt=(*s.security_opt, "seccomp=unconfined")),
+        lambda s, e: replace(s, seccomp=None, security_opt=(*s.security_opt, "seccomp=unconfined")),
         ("seccomp", "user-namespace", "keyctl"),
     ),
     "read_only": (lambda s, e: replace(s, read_only=False), ("read-only-root",)),
