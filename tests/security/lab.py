@@ -31,6 +31,7 @@ from typing import Any
 
 from containai.config import Hooks
 from containai.gateway.sidecar import PLACEHOLDER
+from containai.inside.protocol import MCP_SERVER_UID_COUNT, MCP_SERVER_UID_FIRST
 from containai.runtime.base import ExecSpec
 from containai.selftest.cases import parse_probe_output
 from containai.selftest.runner import probe_script
@@ -46,7 +47,7 @@ SESSION_LABEL = "ai.containai.session"
 ANSWER_SECONDS = 2.0  # what "keeps answering" means for the host, the proxy and the broker
 
 # A stdio MCP server with one tool that answers the sha256 of its CANARY (as in test_mcp.py), run by
-# the stub as uid 65531; its code is in its arguments, never in the agent's workspace.
+# its stub under the server's own uid (65500 and up); its code is in its arguments, never in the agent's workspace.
 CANARY_SERVER = textwrap.dedent(
     """
     import hashlib, json, os, sys
@@ -78,10 +79,12 @@ COLLECT = textwrap.dedent(
          "capabilities": {}, "clientInfo": {"name": "probe", "version": "1"}}})
     answer = ask({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "report", "arguments": {}}})
     print("R tool", answer["result"]["content"][0]["text"])
+    FIRST, COUNT = MCP_UIDS
     tried = {}
     for pid in [p for p in os.listdir("/proc") if p.isdigit()]:
         try:
-            if "\\nUid:\\t65531" not in open(f"/proc/{pid}/status").read():
+            uid = int(open(f"/proc/{pid}/status").read().split("\\nUid:\\t", 1)[1].split()[0])
+            if not FIRST <= uid < FIRST + COUNT:
                 continue
         except OSError:
             continue
@@ -110,7 +113,7 @@ COLLECT = textwrap.dedent(
                     pass
     stub.stdin.close(); stub.wait()
     """
-)
+).replace("MCP_UIDS", f"({MCP_SERVER_UID_FIRST}, {MCP_SERVER_UID_COUNT})")
 DUMP = "tar -cz /tmp/seen /run /home /etc /workspace 2>/dev/null | base64 -w0"
 
 PRELUDE = (
