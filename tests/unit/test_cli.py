@@ -285,7 +285,10 @@ def test_connect_agent_needs_a_terminal(capsys: pytest.CaptureFixture[str], home
     assert_one_error(capsys.readouterr().err, "connect-agent needs a terminal")
 
 
-@pytest.mark.parametrize("args", [[], ["s1", "--all"]])
+# Scoped to a label of the test's own, so that even a refusal that regressed would touch nothing else.
+@pytest.mark.parametrize(
+    "args", [["--label", "containai-test.unit=1"], ["s1", "--all", "--label", "containai-test.unit=1"]]
+)
 def test_remove_agent_needs_one_name_or_all(
     capsys: pytest.CaptureFixture[str], home: Path, args: list[str]
 ) -> None:
